@@ -1,0 +1,3 @@
+from facetracker.cli import main
+
+raise SystemExit(main())

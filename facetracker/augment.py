@@ -1,0 +1,95 @@
+"""Augmentation: one JSON-able config turned into an Albumentations pipeline.
+
+The same `augment()` feeds training and renders the app's preview, so what you see is what trains.
+Images arrive already stretched to a square (see `data.model_input`), as the model sees whole
+frames at inference; crops keep roughly that square shape so faces are not distorted differently
+in training than live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import albumentations as A
+import numpy as np
+
+from facetracker.data import Box
+from facetracker.jsonconfig import ConfigError, JsonConfig
+
+
+@dataclasses.dataclass
+class AugmentConfig(JsonConfig):
+    crop_p: float = 1.0
+    """Probability of a random crop; the crop is then resized to the model's input size."""
+    crop_min_scale: float = 0.5
+    """Smallest crop, as a fraction of the image's area (the original cropped 450x450 of 640x480: 0.66)."""
+    crop_max_scale: float = 1.0
+    min_visibility: float = 0.5
+    """A face with less than this share left inside the crop turns the sample into a no-face sample."""
+    hflip_p: float = 0.5
+    vflip_p: float = 0.5
+    brightness_contrast_p: float = 0.2
+    brightness_limit: float = 0.2
+    contrast_limit: float = 0.2
+    gamma_p: float = 0.2
+    gamma_min: float = 80.0
+    gamma_max: float = 120.0
+    rgb_shift_p: float = 0.2
+    rgb_shift_limit: int = 20
+
+    def validate(self, source: str = "augmentation config") -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name.endswith("_p") or field.name in ("min_visibility", "brightness_limit", "contrast_limit"):
+                if not 0.0 <= value <= 1.0:
+                    raise ConfigError(f"{source}: {field.name} must be between 0 and 1, got {value}")
+        if not 0.05 <= self.crop_min_scale <= self.crop_max_scale <= 1.0:
+            raise ConfigError(f"{source}: need 0.05 <= crop_min_scale <= crop_max_scale <= 1")
+        if not 1 <= self.gamma_min <= self.gamma_max <= 400:
+            raise ConfigError(f"{source}: need 1 <= gamma_min <= gamma_max <= 400")
+        if not 0 <= self.rgb_shift_limit <= 255:
+            raise ConfigError(f"{source}: rgb_shift_limit must be between 0 and 255")
+
+
+AUGMENT_FILE = "augment.json"
+"""Saved into a dataset folder by the Augment page; training uses it by default."""
+
+
+def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -> A.Compose:
+    """The Albumentations pipeline for one config and output size."""
+    transforms = [
+        A.RandomResizedCrop(
+            size=(size, size),
+            scale=(config.crop_min_scale, config.crop_max_scale),
+            ratio=(0.8, 1.25),
+            p=config.crop_p,
+        ),
+        A.Resize(size, size),  # a no-op after a crop; sizes the image when no crop was drawn
+        A.HorizontalFlip(p=config.hflip_p),
+        A.VerticalFlip(p=config.vflip_p),
+        A.RandomBrightnessContrast(
+            brightness_limit=config.brightness_limit, contrast_limit=config.contrast_limit,
+            p=config.brightness_contrast_p,
+        ),
+        A.RandomGamma(gamma_limit=(config.gamma_min, config.gamma_max), p=config.gamma_p),
+        A.RGBShift(
+            r_shift_limit=config.rgb_shift_limit, g_shift_limit=config.rgb_shift_limit,
+            b_shift_limit=config.rgb_shift_limit, p=config.rgb_shift_p,
+        ),
+    ]
+    return A.Compose(
+        transforms,
+        bbox_params=A.BboxParams(format="albumentations", label_fields=["labels"], min_visibility=config.min_visibility),
+        seed=seed,
+    )
+
+
+def augment(transform: A.Compose, image: np.ndarray, box: Box | None) -> tuple[np.ndarray, Box | None]:
+    """Augment one RGB image and its normalised box; a face cropped away gives (image, None)."""
+    boxes = [box] if box is not None else []
+    out = transform(image=image, bboxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4), labels=[1] * len(boxes))
+    new_boxes = out["bboxes"]
+    if len(new_boxes) == 0:
+        return out["image"], None
+    x0, y0, x1, y1 = (float(v) for v in np.clip(new_boxes[0], 0.0, 1.0))
+    return out["image"], (x0, y0, x1, y1)

@@ -1,0 +1,189 @@
+"""`python -m facetracker COMMAND`: every job of the app, headless.
+
+    inspect   DIR                         what a dataset folder holds, and what is skipped and why
+    train     --data DIR --run-dir DIR    train (or --resume) a face tracker
+    evaluate  --model M --data DIR        metrics on a dataset (or one split of it)
+    predict   --model M --images DIR      labelme pre-labels for a folder of images
+    export    --model M --format F        keras, savedmodel, tflite, tflite-int8, onnx
+    bench                                 speed of the live frame path, training and augmentation
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _add_train(sub) -> None:
+    from facetracker.model import BACKBONES
+    from facetracker.train import PRESETS, STRATEGIES
+
+    p = sub.add_parser("train", help="train a face tracker into a run folder")
+    p.add_argument("--data", help="dataset folder (labelme images/ + labels/, or train/ val/ test/)")
+    p.add_argument("--run-dir", required=True, help="folder for config, metrics, status, checkpoints, model")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a complete recorded setup; options below override it")
+    p.add_argument("--backbone", choices=sorted(BACKBONES))
+    p.add_argument("--weights", choices=("imagenet", "none"), help="start from ImageNet weights or random")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="if ImageNet weights cannot be had (offline), go on from random initialisation")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--copies", type=int, help="augmented passes over the training images per epoch")
+    p.add_argument("--augment", help="augmentation config JSON (default: augment.json in the dataset folder)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy (mirrored: all local GPUs; "
+                   "multiworker: several machines, from TF_CONFIG)")
+    p.add_argument("--resume", action="store_true", help="carry on from the run folder's last checkpoint")
+
+
+def _run_train(args) -> int:
+    from facetracker import runs
+    from facetracker.augment import AugmentConfig
+    from facetracker.train import TrainConfig, config_for, default_augment, train
+
+    run_dir = Path(args.run_dir)
+    if args.resume:
+        config = TrainConfig.load(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).exists() else None
+        if config is None:
+            raise FileNotFoundError(f"{run_dir}: nothing to resume (no {runs.CONFIG})")
+        if args.epochs:
+            config = config.replace(epochs=args.epochs)
+        print(f"resuming {run_dir}")
+    else:
+        if not args.data:
+            raise ValueError("--data is required (unless --resume)")
+        augment = AugmentConfig.load(args.augment) if args.augment else default_augment(args.data)
+        config = config_for(
+            args.data, args.preset, backbone=args.backbone, weights=args.weights,
+            allow_random_fallback=args.allow_random_weights or None, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, copies=args.copies, seed=args.seed,
+            strategy=args.strategy, augment=augment)
+        config.validate()
+    status = train(config, run_dir, resume=args.resume)
+    return 0 if status.get("state") in ("finished", "stopped") else 1
+
+
+def _run_inspect(args) -> int:
+    from facetracker.data import load_dataset
+
+    dataset = load_dataset(args.data)
+    for item in dataset.skipped:
+        print(item)
+    for note in dataset.notes:
+        print(f"note: {note}")
+    print(dataset.describe())
+    if args.json:
+        print(json.dumps(dataset.summary(), indent=2))
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from facetracker.evaluate import evaluate, format_metrics
+    from facetracker.runs import write_json
+
+    result = evaluate(args.model, args.data, split=args.split, threshold=args.threshold)
+    for item in result.skipped:
+        print(item)
+    print(format_metrics(result.metrics))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, {**result.metrics, "model": str(args.model), "data": str(args.data),
+                               "split": args.split, "skipped": len(result.skipped)})
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _run_predict(args) -> int:
+    from facetracker.predict import prelabel_folder
+
+    summary = prelabel_folder(args.model, args.images, args.out, threshold=args.threshold, overwrite=args.overwrite,
+                              log=print)
+    print(f"{summary['written']} label files written to {args.out} ({summary['faces']} with a face), "
+          f"{summary['kept']} existing kept, {summary['skipped']} skipped")
+    return 0
+
+
+def _run_export(args) -> int:
+    from facetracker.export import export
+
+    out = export(args.model, args.format, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _run_bench(args) -> int:
+    from facetracker.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from facetracker.export import FORMATS
+
+    parser = argparse.ArgumentParser(prog="python -m facetracker", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="what a dataset folder holds and what is skipped")
+    p.add_argument("data")
+    p.add_argument("--json", action="store_true", help="also print the counts as JSON")
+    p.set_defaults(run=_run_inspect)
+
+    _add_train(sub)
+    sub.choices["train"].set_defaults(run=_run_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
+    p.add_argument("--model", required=True, help=".keras, .tflite, SavedModel folder or run folder")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: all images)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(run=_run_evaluate)
+
+    p = sub.add_parser("predict", help="labelme pre-labels for a folder of images")
+    p.add_argument("--model", required=True)
+    p.add_argument("--images", required=True)
+    p.add_argument("--out", required=True, help="folder for the labelme JSON files (e.g. the dataset's labels/)")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--overwrite", action="store_true", help="replace label files that already exist")
+    p.set_defaults(run=_run_predict)
+
+    p = sub.add_parser("export", help="export a model for another runtime")
+    p.add_argument("--model", required=True, help=".keras file or run folder")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", help="output path (default: beside the model)")
+    p.set_defaults(run=_run_export)
+
+    p = sub.add_parser("bench", help="speed of the live frame path, training and augmentation")
+    p.add_argument("--data", default=os.environ.get("FACETRACKER_DATA", "../shared/datasets"),
+                   help="folder with face photos for the frames (default: $FACETRACKER_DATA)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--frames", type=int, default=200, help="frames timed per detector")
+    p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
+    p.set_defaults(run=_run_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from facetracker.data import DatasetError
+    from facetracker.jsonconfig import ConfigError
+    from facetracker.runs import RunLocked
+
+    known = (ConfigError, DatasetError, RunLocked, FileNotFoundError, ValueError, RuntimeError, PermissionError)
+    try:
+        return args.run(args)
+    except known as error:
+        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as error:
+        print(f"error: {error.strerror or error} ({error.filename})", file=sys.stderr)
+        return 2

@@ -1,0 +1,156 @@
+"""How good is a model: box overlap on face images and face/no-face decisions on all images.
+
+    n_faces, n_empty  images with and without a face
+    mean_iou          mean IoU of the predicted box over face images (whatever the probability)
+    iou50             share of face images whose box has IoU >= 0.5
+    accuracy          face/no-face decisions right at the threshold
+    precision, recall of "face" at the threshold
+    ap50              average precision, a detection counting as right when IoU >= 0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facetracker import data as data_lib
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes [..., 4] in the same coordinates."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    x0 = np.maximum(a[..., 0], b[..., 0])
+    y0 = np.maximum(a[..., 1], b[..., 1])
+    x1 = np.minimum(a[..., 2], b[..., 2])
+    y1 = np.minimum(a[..., 3], b[..., 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area_a = np.clip(a[..., 2] - a[..., 0], 0, None) * np.clip(a[..., 3] - a[..., 1], 0, None)
+    area_b = np.clip(b[..., 2] - b[..., 0], 0, None) * np.clip(b[..., 3] - b[..., 1], 0, None)
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def average_precision(scores: np.ndarray, correct: np.ndarray, n_positives: int) -> float:
+    """Area under the precision-recall curve (all-point interpolation, as in VOC 2010+)."""
+    if n_positives == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="stable")
+    tp = np.cumsum(correct[order])
+    fp = np.cumsum(~correct[order])
+    recall = np.concatenate([[0.0], tp / n_positives])
+    precision = np.concatenate([[1.0], tp / np.maximum(tp + fp, 1)])
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
+
+
+def score(probs: np.ndarray, boxes: np.ndarray, has_face: np.ndarray, true_boxes: np.ndarray,
+          threshold: float = 0.5) -> dict[str, float]:
+    """The metrics above from predictions (probs [N], boxes [N, 4]) and truth (has_face [N], boxes [N, 4])."""
+    probs = np.asarray(probs, np.float64).reshape(-1)
+    has_face = np.asarray(has_face, bool).reshape(-1)
+    overlaps = iou(boxes, true_boxes)
+    face_overlaps = overlaps[has_face]
+    said_face = probs >= threshold
+    tp = int(np.sum(said_face & has_face))
+    fp = int(np.sum(said_face & ~has_face))
+    fn = int(np.sum(~said_face & has_face))
+    n = len(probs)
+    return {
+        "n_faces": int(has_face.sum()),
+        "n_empty": int((~has_face).sum()),
+        "mean_iou": float(face_overlaps.mean()) if len(face_overlaps) else float("nan"),
+        "iou50": float((face_overlaps >= 0.5).mean()) if len(face_overlaps) else float("nan"),
+        "accuracy": float(np.mean(said_face == has_face)) if n else float("nan"),
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "ap50": average_precision(probs, has_face & (overlaps >= 0.5), int(has_face.sum())),
+    }
+
+
+@dataclasses.dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    samples: list[data_lib.Sample]
+    probs: np.ndarray
+    boxes: np.ndarray
+    ious: np.ndarray
+    """IoU per sample (0 for no-face images)."""
+    skipped: list[data_lib.Skipped]
+
+
+def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[data_lib.Sample], size: int,
+                     threshold: float = 0.5, batch_size: int = 32,
+                     progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """Run `predict` (uint8 [N, size, size, 3] -> [N, 5]) over samples, fed whole as at inference."""
+    kept, skipped, outputs = [], [], []
+    batch, batch_samples = [], []
+
+    def flush():
+        if batch:
+            outputs.append(np.asarray(predict(np.stack(batch)), np.float32))
+            kept.extend(batch_samples)
+            batch.clear()
+            batch_samples.clear()
+
+    for i, sample in enumerate(samples):
+        try:
+            pixels = data_lib.sample_pixels(sample, max_side=max(size * 4, 480))
+        except (ValueError, OSError) as error:
+            skipped.append(data_lib.Skipped(sample.image, str(error)))
+            continue
+        batch.append(data_lib.model_input(pixels, size))
+        batch_samples.append(sample)
+        if len(batch) == batch_size:
+            flush()
+        if progress:
+            progress(i + 1, len(samples))
+    flush()
+    out = np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
+    has_face = np.array([s.has_face for s in kept], bool)
+    true_boxes = np.array([s.box or (0, 0, 0, 0) for s in kept], np.float32).reshape(-1, 4)
+    metrics = score(out[:, 0], out[:, 1:], has_face, true_boxes, threshold)
+    ious = np.where(has_face, iou(out[:, 1:], true_boxes), 0.0)
+    return Evaluation(metrics, kept, out[:, 0], out[:, 1:], ious, skipped)
+
+
+def evaluate(model: str | Path, data: str | Path, split: str | None = None, threshold: float = 0.5,
+             progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """Evaluate a model file or run folder on a dataset folder (one split, or all of it)."""
+    from facetracker.detect import load_runtime
+
+    runtime = load_runtime(model)
+    dataset = data_lib.load_dataset(data, check_pixels=False)
+    samples = dataset.samples
+    if split:
+        if dataset.has_splits:
+            samples = dataset.split(split)
+        else:
+            samples = [s for s in _run_split(model, dataset) if s.split == split]
+        if not samples:
+            raise data_lib.DatasetError(f"{data}: the split '{split}' holds no image")
+    result = evaluate_samples(runtime.predict, samples, runtime.input_size, threshold, progress=progress)
+    result.skipped = dataset.skipped + result.skipped
+    return result
+
+
+def _run_split(model: str | Path, dataset: data_lib.Dataset) -> list[data_lib.Sample]:
+    """The split the model's run used, when the model sits in a run folder; else the seeded default."""
+    from facetracker import runs
+
+    run_dir = Path(model) if Path(model).is_dir() else Path(model).parent
+    manifest = runs.read_json(run_dir / runs.SPLIT)
+    if isinstance(manifest, dict):
+        by_name = {Path(p).name: split for split, paths in manifest.items() for p in paths}
+        return [dataclasses.replace(s, split=by_name.get(Path(s.image).name)) for s in dataset.samples]
+    return data_lib.assign_splits(dataset.samples)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    parts = []
+    for key, value in metrics.items():
+        parts.append(f"{key} {value}" if isinstance(value, int) else f"{key} {value:.3f}")
+    return ", ".join(parts)

@@ -1,0 +1,97 @@
+"""Export a trained face tracker for other runtimes.
+
+    keras        the model file itself, without optimiser state
+    savedmodel   TensorFlow SavedModel folder (TF Serving, TF.js converter)
+    tflite       TFLite float32 (XNNPACK on CPUs, phones)
+    tflite-int8  TFLite with int8 weights (dynamic-range quantisation): ~4x smaller, faster on CPU
+    onnx         ONNX, through Keras' exporter (needs the tf2onnx package)
+
+Every format takes uint8-range RGB of the model's input size and outputs `[p, x0, y0, x1, y1]`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+FORMATS = ("keras", "savedmodel", "tflite", "tflite-int8", "onnx")
+SUFFIXES = {"keras": ".keras", "savedmodel": "_savedmodel", "tflite": ".tflite", "tflite-int8": ".int8.tflite",
+            "onnx": ".onnx"}
+
+
+def default_output(model_path: Path, fmt: str) -> Path:
+    stem = model_path.name[: -len(".keras")] if model_path.name.endswith(".keras") else model_path.stem
+    if fmt == "keras":
+        return model_path.with_name(f"{stem}.exported.keras")
+    return model_path.with_name(stem + SUFFIXES[fmt])
+
+
+def _serving_function(model):
+    import tensorflow as tf
+
+    size = int(model.net.input_shape[1])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")])
+    def serve(image):
+        return {"face_and_box": model(image, training=False)}
+
+    return serve
+
+
+def to_tflite_bytes(model, quantize: bool = False) -> bytes:
+    import tensorflow as tf
+
+    serve = _serving_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
+    return converter.convert()
+
+
+def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> Path:
+    """Write the model in format `fmt`; returns the path written (atomically: a file or a folder)."""
+    from facetracker.model import inference_copy, load_model
+    from facetracker.runs import find_model
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    model_path = find_model(model_path)
+    if model_path.suffix != ".keras":
+        raise ValueError(f"{model_path}: export starts from a .keras model (or a run folder holding one)")
+    out = Path(out) if out else default_output(model_path, fmt)
+    model = load_model(model_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    if fmt == "keras":
+        tmp = out.with_name(f".{out.stem}.tmp.keras")
+        inference_copy(model).save(tmp)
+        os.replace(tmp, out)
+    elif fmt in ("tflite", "tflite-int8"):
+        content = to_tflite_bytes(model, quantize=fmt == "tflite-int8")
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, out)
+    elif fmt == "savedmodel":
+        import tensorflow as tf
+
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        shutil.rmtree(tmp)
+        serve = _serving_function(model)
+        module = tf.Module()
+        module.model = model
+        module.serve = serve
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    else:  # onnx
+        try:
+            import tf2onnx  # noqa: F401
+        except ImportError:
+            raise RuntimeError("ONNX export needs the tf2onnx and onnx packages: pip install tf2onnx onnx") from None
+        tmp = out.with_name(f".{out.name}.tmp.onnx")
+        model.net.export(str(tmp), format="onnx")
+        os.replace(tmp, out)
+    return out

@@ -1,0 +1,267 @@
+"""The face tracker: an ImageNet backbone with two heads, face/no-face and box, trained as one model.
+
+    120x120 RGB (0..255) -> preprocessing -> backbone (no top) -+-> class head -> p(face)
+                                                                +-> box head   -> [x0, y0, x1, y1]
+
+The network outputs one (batch, 5) tensor `[p, x0, y0, x1, y1]`: a single output keeps its order in
+every export format (TFLite may reorder several outputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers, ops  # noqa: E402
+
+INPUT_SIZE = 120
+
+
+class WeightsUnavailable(RuntimeError):
+    """ImageNet weights are neither in the Keras cache nor downloadable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Backbone:
+    build: callable
+    preprocessing: str  # "caffe": BGR minus ImageNet mean; "tf": scale to [-1, 1]; "none": built in
+    weights_file: str  # what Keras caches in $KERAS_HOME/models
+
+
+BACKBONES: dict[str, Backbone] = {
+    "vgg16": Backbone(
+        lambda **kw: keras.applications.VGG16(include_top=False, **kw), "caffe",
+        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+    "mobilenetv2-0.35": Backbone(
+        lambda **kw: keras.applications.MobileNetV2(include_top=False, alpha=0.35, **kw), "tf",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"),
+    "mobilenetv2-0.5": Backbone(
+        lambda **kw: keras.applications.MobileNetV2(include_top=False, alpha=0.5, **kw), "tf",
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"),
+    "mobilenet-0.25": Backbone(
+        lambda **kw: keras.applications.MobileNet(include_top=False, alpha=0.25, **kw), "tf",
+        "mobilenet_2_5_224_tf_no_top.h5"),
+    "mobilenetv3small": Backbone(
+        lambda **kw: keras.applications.MobileNetV3Small(
+            include_top=False, include_preprocessing=True, minimalistic=False, **kw), "none",
+        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+}
+HEADS = ("design", "spatial")
+
+
+@keras.saving.register_keras_serializable(package="facetracker")
+class ImagenetPreprocess(layers.Layer):
+    """The backbone's own input scaling, inside the model so a saved model is self-contained."""
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, images):
+        images = ops.cast(images, "float32")
+        if self.mode == "caffe":
+            bgr = ops.flip(images, axis=-1)
+            return bgr - ops.convert_to_tensor([103.939, 116.779, 123.68], dtype="float32")
+        if self.mode == "tf":
+            return images / 127.5 - 1.0
+        return images
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def keras_cache_dir() -> Path:
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def build_backbone(name: str, weights: str | None, size: int = INPUT_SIZE) -> keras.Model:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    spec = BACKBONES[name]
+    if weights == "imagenet":
+        # Read the cache folder now, not when keras was imported, so KERAS_HOME set later counts.
+        cached = keras_cache_dir() / spec.weights_file
+        if cached.is_file():
+            weights = str(cached)
+    try:
+        return spec.build(weights=weights, input_shape=(size, size, 3))
+    except Exception as error:  # Keras raises a bare Exception on a failed download
+        if weights != "imagenet":
+            raise
+        reason = str(error).split(" -- ")[-1].splitlines()[0][:120]
+        raise WeightsUnavailable(
+            f"ImageNet weights for {name} are not in the Keras cache ({keras_cache_dir() / spec.weights_file}) "
+            f"and the download failed ({reason}). Go online once, copy the file there, "
+            "or train from random initialisation with --weights none."
+        ) from None
+
+
+def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, head: str = "design",
+                  size: int = INPUT_SIZE, dense_units: int = 2048) -> keras.Model:
+    """The functional network. `head="design"` is the original two heads exactly; `head="spatial"`
+    gives the box head the feature map's layout (1x1 convolution, flatten) instead of a global
+    max-pool, which keeps *what* but throws away *where*."""
+    if head not in HEADS:
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    features_net = build_backbone(backbone, weights, size)
+    images = keras.Input((size, size, 3), name="image")
+    x = ImagenetPreprocess(BACKBONES[backbone].preprocessing, name="preprocess")(images)
+    features = features_net(x)
+
+    c = layers.GlobalMaxPooling2D(name="class_pool")(features)
+    c = layers.Dense(dense_units, activation="relu", name="class_dense")(c)
+    face = layers.Dense(1, activation="sigmoid", name="face")(c)
+
+    if head == "design":
+        r = layers.GlobalMaxPooling2D(name="box_pool")(features)
+        r = layers.Dense(dense_units, activation="relu", name="box_dense")(r)
+    else:
+        r = layers.Conv2D(64, 1, activation="relu", name="box_conv")(features)
+        r = layers.Flatten(name="box_flatten")(r)
+        r = layers.Dropout(0.2, name="box_dropout")(r)
+        r = layers.Dense(256, activation="relu", name="box_dense")(r)
+    box = layers.Dense(4, activation="sigmoid", name="box")(r)
+
+    out = layers.Concatenate(name="face_and_box")([face, box])
+    return keras.Model(images, out, name=f"facetracker_{backbone.replace('.', '_')}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses
+
+
+def localization_loss(true_box, pred_box):
+    """Per sample: squared error of the top-left corner plus squared error of width and height."""
+    corner = ops.sum(ops.square(true_box[:, :2] - pred_box[:, :2]), axis=-1)
+    true_size = true_box[:, 2:] - true_box[:, :2]
+    pred_size = pred_box[:, 2:] - pred_box[:, :2]
+    size = ops.sum(ops.square(true_size - pred_size), axis=-1)
+    return corner + size
+
+
+def giou_loss(true_box, pred_box):
+    """Per sample: 1 - generalised IoU (an option; scale-free, unlike the corner+size loss)."""
+    x0 = ops.maximum(true_box[:, 0], pred_box[:, 0])
+    y0 = ops.maximum(true_box[:, 1], pred_box[:, 1])
+    x1 = ops.minimum(true_box[:, 2], pred_box[:, 2])
+    y1 = ops.minimum(true_box[:, 3], pred_box[:, 3])
+    inter = ops.maximum(x1 - x0, 0.0) * ops.maximum(y1 - y0, 0.0)
+    area_t = (true_box[:, 2] - true_box[:, 0]) * (true_box[:, 3] - true_box[:, 1])
+    area_p = ops.maximum(pred_box[:, 2] - pred_box[:, 0], 0.0) * ops.maximum(pred_box[:, 3] - pred_box[:, 1], 0.0)
+    union = area_t + area_p - inter + 1e-7
+    hull = (ops.maximum(true_box[:, 2], pred_box[:, 2]) - ops.minimum(true_box[:, 0], pred_box[:, 0])) * (
+        ops.maximum(true_box[:, 3], pred_box[:, 3]) - ops.minimum(true_box[:, 1], pred_box[:, 1])) + 1e-7
+    return 1.0 - (inter / union - (hull - union) / hull)
+
+
+BOX_LOSSES = {"corner_size": localization_loss, "giou": giou_loss}
+
+
+@keras.saving.register_keras_serializable(package="facetracker")
+class FaceTracker(keras.Model):
+    """Trains both heads with one loss: binary cross-entropy + box loss on face samples only.
+
+    The original summed the box error over every sample, so no-face images pulled boxes towards
+    their meaningless zeros; here the box term averages over the samples that hold a face.
+    Losses are divided by the global batch, so gradients summed over replicas are right under
+    `tf.distribute`.
+    """
+
+    def __init__(self, net: keras.Model, box_loss: str = "corner_size", box_weight: float = 1.0,
+                 class_weight: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self.box_loss = box_loss
+        self.box_weight = box_weight
+        self.class_weight = class_weight
+        self.class_loss_tracker = keras.metrics.Mean(name="class_loss")
+        self.box_loss_tracker = keras.metrics.Mean(name="box_loss")
+        self.total_loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, images, training=False):
+        return self.net(images, training=training)
+
+    @property
+    def metrics(self):
+        return [self.total_loss_tracker, self.class_loss_tracker, self.box_loss_tracker]
+
+    def compute_losses(self, has_face, true_box, output):
+        """(total, class, box) for one replica's batch, each already divided for the global batch."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        has_face = ops.reshape(ops.cast(has_face, "float32"), (-1,))
+        prob = ops.clip(output[:, 0], 1e-7, 1.0 - 1e-7)
+        bce = -(has_face * ops.log(prob) + (1.0 - has_face) * ops.log(1.0 - prob))
+        global_batch = ops.cast(ops.shape(prob)[0] * replicas, "float32")
+        class_loss = ops.sum(bce) / global_batch
+        per_sample_box = BOX_LOSSES[self.box_loss](ops.cast(true_box, "float32"), output[:, 1:])
+        global_faces = ops.maximum(ops.sum(has_face) * replicas, 1.0)
+        box_loss = ops.sum(per_sample_box * has_face) / global_faces
+        total = self.class_weight * class_loss + self.box_weight * box_loss
+        return total, class_loss, box_loss
+
+    def _track(self, total, class_loss, box_loss):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        self.total_loss_tracker.update_state(total * replicas)
+        self.class_loss_tracker.update_state(class_loss * replicas)
+        self.box_loss_tracker.update_state(box_loss * replicas)
+        return {m.name: m.result() for m in self.metrics}
+
+    def train_step(self, data):
+        images, (has_face, box) = data
+        with tf.GradientTape() as tape:
+            output = self(images, training=True)
+            total, class_loss, box_loss = self.compute_losses(has_face, box, output)
+        variables = self.trainable_variables
+        self.optimizer.apply_gradients(zip(tape.gradient(total, variables), variables))
+        return self._track(total, class_loss, box_loss)
+
+    def test_step(self, data):
+        images, (has_face, box) = data
+        output = self(images, training=False)
+        return self._track(*self.compute_losses(has_face, box, output))
+
+    def get_config(self):
+        return {
+            "net": keras.saving.serialize_keras_object(self.net),
+            "box_loss": self.box_loss, "box_weight": self.box_weight, "class_weight": self.class_weight,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        net = keras.saving.deserialize_keras_object(config.pop("net"))
+        return cls(net, **config)
+
+
+def build_model(backbone: str = "vgg16", weights: str | None = "imagenet", *, head: str = "design",
+                box_loss: str = "corner_size", box_weight: float = 1.0, class_weight: float = 0.5,
+                size: int = INPUT_SIZE) -> FaceTracker:
+    """The face tracker. `weights="imagenet"` raises `WeightsUnavailable` offline with an empty cache."""
+    net = build_network(backbone, weights if weights != "none" else None, head=head, size=size)
+    model = FaceTracker(net, box_loss=box_loss, box_weight=box_weight, class_weight=class_weight)
+    model.build((None, size, size, 3))
+    return model
+
+
+def inference_copy(model: FaceTracker) -> FaceTracker:
+    """The same network without optimiser state: what `model.keras` and exports hold."""
+    copy = FaceTracker(model.net, box_loss=model.box_loss, box_weight=model.box_weight,
+                       class_weight=model.class_weight)
+    size = int(model.net.input_shape[1])
+    copy.build((None, size, size, 3))
+    return copy
+
+
+def load_model(path: str | Path) -> FaceTracker:
+    """Load a saved `.keras` face tracker without running any code stored in the file."""
+    return keras.models.load_model(path, safe_mode=True, compile=True)
+
+
+def backbone_layer(model: FaceTracker) -> keras.Model:
+    """The backbone inside the network (for freezing and unfreezing)."""
+    return next(layer for layer in model.net.layers if isinstance(layer, keras.Model))

@@ -1,0 +1,61 @@
+"""Pre-labelling: let a model draw the boxes, then a person corrects them in labelme."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facetracker import data as data_lib
+from facetracker.runs import atomic_write_text
+
+
+def labelme_json(image_name: str, width: int, height: int, box: tuple[float, float, float, float] | None,
+                 description: str = "") -> str:
+    """A labelme 5 file for one image with at most one `face` rectangle (pixel corners)."""
+    shapes = []
+    if box is not None:
+        x0, y0, x1, y1 = (float(v) for v in box)
+        shapes.append({"label": "face", "points": [[x0, y0], [x1, y1]], "group_id": None,
+                       "description": description, "shape_type": "rectangle", "flags": {}, "mask": None})
+    return json.dumps({"version": "5.6.1", "flags": {}, "shapes": shapes, "imagePath": image_name,
+                       "imageData": None, "imageHeight": int(height), "imageWidth": int(width)}, indent=1)
+
+
+def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, threshold: float = 0.5,
+                    overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Write `<out>/<stem>.json` for every image in `images`; existing labels are kept unless `overwrite`."""
+    from facetracker.detect import Detector
+
+    images_dir, out_dir = Path(images), Path(out)
+    if not images_dir.is_dir():
+        raise data_lib.DatasetError(f"{images_dir}: no such folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    detector = Detector(model, threshold=threshold)
+    summary = {"written": 0, "faces": 0, "kept": 0, "skipped": 0}
+    skipped: list[data_lib.Skipped] = []
+    files = data_lib.list_files(images_dir, data_lib.IMAGE_EXTENSIONS, skipped)
+    for stem, path in files.items():
+        target = out_dir / f"{stem}.json"
+        if target.exists() and not overwrite:
+            summary["kept"] += 1
+            continue
+        try:
+            rgb = data_lib.read_image(path)
+        except data_lib.ImageError as error:
+            skipped.append(data_lib.Skipped(str(path), str(error)))
+            continue
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        detection = detector.detect(bgr)
+        height, width = rgb.shape[:2]
+        relative = Path("..", images_dir.name, path.name) if out_dir.parent == images_dir.parent else path.resolve()
+        atomic_write_text(target, labelme_json(str(relative), width, height, detection.box,
+                                               f"pre-label p={detection.probability:.2f}"))
+        summary["written"] += 1
+        summary["faces"] += detection.found
+    for item in skipped:
+        log(str(item))
+    summary["skipped"] = len(skipped)
+    return summary

@@ -1,0 +1,474 @@
+"""Training: a dataset folder in, a run folder out (see `facetracker.runs` for what it holds).
+
+`train(config)` runs in the calling process and is what `python -m facetracker train` calls; the app
+starts that command as its own process, so closing the browser never stops a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from facetracker import data as data_lib
+from facetracker import runs
+from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, build_transform
+from facetracker.jsonconfig import ConfigError, JsonConfig
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+SCHEDULES = ("constant", "cosine")
+
+
+@dataclasses.dataclass
+class TrainConfig(JsonConfig):
+    data: str = ""
+    preset: str | None = None
+    backbone: str = "vgg16"
+    weights: str = "imagenet"
+    """"imagenet" or "none" (random initialisation)."""
+    allow_random_fallback: bool = False
+    """Train from random initialisation when ImageNet weights cannot be had, instead of stopping."""
+    head: str = "design"
+    box_loss: str = "corner_size"
+    box_weight: float = 1.0
+    class_weight: float = 0.5
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-4
+    schedule: str = "constant"
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0
+    freeze_backbone_epochs: int = 0
+    """Train only the heads for this many epochs first (useful with ImageNet weights)."""
+    copies: int = 1
+    """Augmented passes over the training images per epoch."""
+    early_stopping: int = 0
+    """Stop after this many epochs without a better validation mean IoU (0: never)."""
+    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
+    image_size: int = 120
+    cache_size: int = 224
+    """Training images are decoded once, stretched to this square size and kept in memory."""
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    strategy: str = "default"
+
+    def validate(self, source: str = "training config") -> None:
+        from facetracker.model import BACKBONES, BOX_LOSSES, HEADS
+
+        checks = [
+            (self.backbone in BACKBONES, f"backbone must be one of {', '.join(BACKBONES)}"),
+            (self.weights in ("imagenet", "none"), "weights must be 'imagenet' or 'none'"),
+            (self.head in HEADS, f"head must be one of {', '.join(HEADS)}"),
+            (self.box_loss in BOX_LOSSES, f"box_loss must be one of {', '.join(BOX_LOSSES)}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
+            (1 <= self.epochs <= 10_000, "epochs must be between 1 and 10000"),
+            (1 <= self.batch_size <= 4096, "batch_size must be between 1 and 4096"),
+            (0 < self.lr < 1, "lr must be between 0 and 1"),
+            (1 <= self.copies <= 1000, "copies must be between 1 and 1000"),
+            (32 <= self.image_size <= 640, "image_size must be between 32 and 640"),
+            (self.cache_size >= self.image_size, "cache_size must be at least image_size"),
+            (0 <= self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5, "val/test fractions must be below 0.5"),
+            (self.freeze_backbone_epochs >= 0 and self.warmup_epochs >= 0 and self.early_stopping >= 0,
+             "epoch counts must not be negative"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(f"{source}: {message}")
+
+
+PRESETS: dict[str, dict] = {
+    # The original design: VGG16 from ImageNet, both heads as drawn, Adam 1e-4, the tutorial's
+    # augmentation. Needs the VGG16 ImageNet weights and time (about 8 frames/s live on 2 cores).
+    "original": dict(backbone="vgg16", weights="imagenet", head="design", epochs=10, batch_size=8, lr=1e-4,
+                     copies=4, augment={"crop_min_scale": 0.6, "crop_max_scale": 0.9}),
+    # The real-time option: MobileNetV2 alpha 0.35 (ImageNet weights are small and cached offline),
+    # heads first on a frozen backbone, then everything with warm-up and cosine decay; the box head
+    # keeps the feature map's layout (see model.build_network).
+    "fast": dict(backbone="mobilenetv2-0.35", weights="imagenet", head="spatial", epochs=30, batch_size=32,
+                 lr=1e-3, schedule="cosine", warmup_epochs=1, freeze_backbone_epochs=3, copies=2,
+                 early_stopping=8, box_weight=5.0,
+                 augment={"crop_min_scale": 0.5, "crop_max_scale": 1.0, "vflip_p": 0.0}),
+}
+
+
+def config_for(data: str, preset: str | None = None, **overrides) -> TrainConfig:
+    """A config from defaults, then a preset, then explicit overrides (None means not given)."""
+    values: dict = {"data": str(data)}
+    if preset:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        values.update(PRESETS[preset], preset=preset)
+    augment_values = dict(values.pop("augment", {}))
+    augment_override = overrides.pop("augment", None)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = TrainConfig.from_dict({k: v for k, v in values.items() if k != "augment"}, source="training options")
+    if augment_override is not None:
+        augment_cfg = augment_override
+    else:
+        augment_cfg = AugmentConfig.from_dict(augment_values, source=f"preset {preset}")
+    return config.replace(augment=augment_cfg)
+
+
+def default_augment(data: str | Path) -> AugmentConfig | None:
+    """The augmentation config saved in the dataset folder by the Augment page, if any."""
+    path = Path(data) / AUGMENT_FILE
+    return AugmentConfig.load(path) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Data pipeline
+
+
+@dataclasses.dataclass
+class ImageCache:
+    """Decoded images stretched to a square, with their labels: decoded once, augmented many times."""
+
+    images: np.ndarray  # uint8 [N, S, S, 3]
+    boxes: np.ndarray  # float32 [N, 4] (zeros for no-face)
+    has_face: np.ndarray  # float32 [N]
+    samples: list[data_lib.Sample]
+
+
+def build_cache(samples: list[data_lib.Sample], size: int, log: Callable[[str], None] = print,
+                skipped: list | None = None) -> ImageCache:
+    images, kept = [], []
+    for sample in samples:
+        try:
+            pixels = data_lib.sample_pixels(sample, max_side=size * 2)
+        except (ValueError, OSError) as error:
+            item = data_lib.Skipped(sample.image, str(error))
+            log(str(item))
+            if skipped is not None:
+                skipped.append(item)
+            continue
+        images.append(data_lib.model_input(pixels, size))
+        kept.append(sample)
+    boxes = np.array([s.box or (0.0, 0.0, 0.0, 0.0) for s in kept], np.float32).reshape(-1, 4)
+    has_face = np.array([s.has_face for s in kept], np.float32)
+    stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
+    return ImageCache(stacked, boxes, has_face, kept)
+
+
+def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int):
+    """Shuffled, augmented on the fly in parallel, batched, prefetched; shapes are set for Keras."""
+    import tensorflow as tf
+
+    local = threading.local()  # one Albumentations pipeline per worker thread: no shared RNG state
+
+    def augment_one(index):
+        transform = getattr(local, "transform", None)
+        if transform is None:
+            local.transform = transform = build_transform(
+                config.augment, config.image_size, seed=config.seed * 1000 + threading.get_ident() % 1000)
+        i = int(index)
+        box = tuple(cache.boxes[i]) if cache.has_face[i] else None
+        image, new_box = augment(transform, cache.images[i], box)
+        if new_box is None:
+            return image, np.float32(0.0), np.zeros(4, np.float32)
+        return image, np.float32(1.0), np.asarray(new_box, np.float32)
+
+    def map_fn(index):
+        image, has_face, box = tf.numpy_function(augment_one, [index], (tf.uint8, tf.float32, tf.float32))
+        image.set_shape((config.image_size, config.image_size, 3))
+        has_face.set_shape(())
+        box.set_shape((4,))
+        return tf.cast(image, tf.float32), (has_face, box)
+
+    n = len(cache.images)
+    indices = tf.data.Dataset.range(n).repeat(config.copies).shuffle(n * config.copies, seed=config.seed,
+                                                                     reshuffle_each_iteration=True)
+    return (indices.map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(batch_size, drop_remainder=False).prefetch(tf.data.AUTOTUNE))
+
+
+def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
+    return np.stack([data_lib.model_input(img, size) for img in cache.images]) if len(cache.images) else \
+        np.zeros((0, size, size, 3), np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Training
+
+
+class StopRequested:
+    """Set by SIGTERM or a STOP file; the run then ends cleanly after saving."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.reason: str | None = None
+
+    def install(self) -> None:
+        def handler(signum, frame):
+            self.reason = f"stopped by signal {signal.Signals(signum).name}"
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handler)
+            signal.signal(signal.SIGINT, handler)
+
+    def check(self) -> bool:
+        if self.reason is None and (self.run_dir / runs.STOP).exists():
+            self.reason = "stopped from the STOP file"
+        return self.reason is not None
+
+
+def _strategy(name: str):
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise ConfigError("strategy 'multiworker' needs TF_CONFIG describing the cluster")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _optimizer(config: TrainConfig, steps_per_epoch: int):
+    import keras
+
+    total = max(1, config.epochs * steps_per_epoch)
+    warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    if config.schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=config.lr * 0.01 if warmup else config.lr,
+            decay_steps=max(1, total - warmup), alpha=0.01,
+            warmup_target=config.lr if warmup else None, warmup_steps=warmup)
+    else:
+        lr = config.lr
+    if config.weight_decay:
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+def _save_model(model, path: Path, include_optimizer: bool) -> None:
+    """Save atomically: a kill or a full disk mid-save leaves the previous file as it was."""
+    from facetracker.model import inference_copy
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    try:
+        (model if include_optimizer else inference_copy(model)).save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _make_callback(run_dir: Path, config: TrainConfig, stop: StopRequested, steps_per_epoch: int,
+                   val_inputs: np.ndarray, val_cache: ImageCache, state: dict, log: Callable[[str], None]):
+    import keras
+    import tensorflow as tf
+
+    from facetracker.evaluate import score
+
+    class RunFolderCallback(keras.callbacks.Callback):
+        """Writes metrics and status, validates, checkpoints, keeps the best model, obeys STOP."""
+
+        def on_train_begin(self, logs=None):
+            self.started = time.time()
+            self.steps_done_here = 0
+            self.window = []
+            self.predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.time()
+            self.steps_done_here += 1
+            self.window = (self.window + [now])[-20:]
+            global_step = self.epoch * steps_per_epoch + batch + 1
+            record = {"kind": "step", "epoch": self.epoch + 1, "step": global_step, "time": round(now, 3)}
+            record.update({k: float(v) for k, v in (logs or {}).items() if k in ("loss", "class_loss", "box_loss")})
+            runs.append_metrics(run_dir, record)
+            total_steps = config.epochs * steps_per_epoch
+            rate = (len(self.window) - 1) / (self.window[-1] - self.window[0]) if len(self.window) > 1 else 0.0
+            eta = (total_steps - global_step) / rate if rate else None
+            if batch % 5 == 0 or batch + 1 == steps_per_epoch:
+                runs.update_status(run_dir, state="running", epoch=self.epoch + 1, epochs=config.epochs,
+                                   step=global_step, total_steps=total_steps,
+                                   progress=round(global_step / total_steps, 4),
+                                   images_per_s=round(rate * config.batch_size, 1),
+                                   eta_s=round(eta, 1) if eta is not None else None)
+            if stop.check():
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            outputs = [self.predict(val_inputs[i:i + 64].astype(np.float32)).numpy()
+                       for i in range(0, len(val_inputs), 64)]
+            out = np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
+            metrics = score(out[:, 0], out[:, 1:], val_cache.has_face > 0.5, val_cache.boxes)
+            record = {"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "time": time.time(),
+                      **{k: float(v) for k, v in (logs or {}).items() if k in ("loss", "class_loss", "box_loss")},
+                      **{f"val_{k}": v for k, v in metrics.items() if k in ("mean_iou", "iou50", "accuracy", "ap50")}}
+            runs.append_metrics(run_dir, record)
+            val_iou = metrics["mean_iou"] if not math.isnan(metrics["mean_iou"]) else 0.0
+            # A stop in the middle of an epoch must not count that epoch as done on resume.
+            finished_epoch = not (stop.check() and self.model.stop_training and
+                                  self.steps_done_here % steps_per_epoch != 0)
+            improved = val_iou > state["best_val_iou"] or state["best_epoch"] is None
+            if improved:
+                state.update(best_val_iou=val_iou, best_epoch=epoch + 1, best_metrics=metrics)
+                _save_model(self.model, run_dir / runs.MODEL, include_optimizer=False)
+            state["epochs_done"] = epoch + 1 if finished_epoch else epoch
+            state["since_best"] = 0 if improved else state.get("since_best", 0) + 1
+            _save_model(self.model, run_dir / runs.CHECKPOINT_MODEL, include_optimizer=True)
+            runs.write_json(run_dir / runs.CHECKPOINT_STATE, state)
+            runs.update_status(run_dir, best_val_iou=round(state["best_val_iou"], 4), best_epoch=state["best_epoch"],
+                               last_val=metrics)
+            log(f"epoch {epoch + 1}/{config.epochs}: loss {record.get('loss', float('nan')):.4f}, "
+                f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
+                f"accuracy {metrics['accuracy']:.3f}" + (" (best, saved model.keras)" if improved else ""))
+            if config.early_stopping and state["since_best"] >= config.early_stopping:
+                log(f"no better validation IoU for {config.early_stopping} epochs: stopping early")
+                state["early_stopped"] = True
+                self.model.stop_training = True
+
+    return RunFolderCallback()
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+          log: Callable[[str], None] = print) -> dict:
+    """Train into `run_dir`; returns the final status. Raises on errors after recording them."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    runs.acquire_lock(run_dir)
+    stop = StopRequested(run_dir)
+    stop.install()
+    (run_dir / runs.STOP).unlink(missing_ok=True)
+    try:
+        runs.update_status(run_dir, state="starting", pid=os.getpid(), started=time.time(), error=None,
+                           message="reading the dataset")
+        status = _train(config, run_dir, resume, stop, log)
+        return status
+    except BaseException as error:
+        message = _describe_error(error)
+        runs.update_status(run_dir, state="failed", error=message)
+        log(f"training failed: {message}")
+        raise
+    finally:
+        runs.release_lock(run_dir)
+
+
+def _describe_error(error: BaseException) -> str:
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(error, OSError) and error.errno == 28:
+        return f"the disk is full ({error.filename or 'while writing'}); the previous model.keras is unchanged"
+    if isinstance(error, OSError) and error.errno in (13, 30):
+        return f"cannot write to the run folder ({error.strerror}: {error.filename})"
+    if isinstance(error, (ValueError, RuntimeError, FileNotFoundError)) and str(error):
+        return str(error).splitlines()[0]
+    return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
+    from facetracker.model import WeightsUnavailable, backbone_layer, build_model, load_model
+
+    if resume:
+        state = runs.read_json(run_dir / runs.CHECKPOINT_STATE)
+        if not (run_dir / runs.CHECKPOINT_MODEL).exists() or not isinstance(state, dict):
+            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (no epoch has finished yet)")
+    else:
+        state = {"epochs_done": 0, "best_val_iou": 0.0, "best_epoch": None, "since_best": 0}
+        (run_dir / runs.METRICS).unlink(missing_ok=True)
+        runs.write_json(run_dir / runs.CONFIG, config.to_dict())
+
+    dataset = data_lib.load_dataset(config.data)
+    for item in dataset.skipped:
+        log(str(item))
+    for note in dataset.notes:
+        log(f"note: {note}")
+    samples = dataset.samples if dataset.has_splits else data_lib.assign_splits(
+        dataset.samples, config.seed, config.val_fraction, config.test_fraction)
+    if resume and (run_dir / runs.SPLIT).exists():
+        manifest = runs.read_json(run_dir / runs.SPLIT, {})
+        by_path = {p: split for split, paths in manifest.items() for p in paths}
+        samples = [dataclasses.replace(s, split=by_path.get(s.image, s.split)) for s in samples]
+    runs.write_json(run_dir / runs.SPLIT, data_lib.split_manifest(samples))
+    log(dataset.describe())
+
+    skipped: list = []
+    train_cache = build_cache([s for s in samples if s.split == "train"], config.cache_size, log, skipped)
+    val_cache = build_cache([s for s in samples if s.split == "val"], config.cache_size, log, skipped)
+    if len(train_cache.images) == 0:
+        raise data_lib.DatasetError(f"{config.data}: no usable training image; nothing to train on")
+    if train_cache.has_face.sum() == 0:
+        raise data_lib.DatasetError(f"{config.data}: no training image has a labelled face; label some first")
+    if len(val_cache.images) == 0:
+        log("note: no validation images; validating on the training images instead")
+        val_cache = train_cache
+    runs.update_status(run_dir, n_train=len(train_cache.images), n_val=len(val_cache.images),
+                       skipped=len(dataset.skipped) + len(skipped))
+
+    strategy = _strategy(config.strategy)
+    global_batch = config.batch_size
+    steps_per_epoch = math.ceil(len(train_cache.images) * config.copies / global_batch)
+    with strategy.scope():
+        if resume:
+            model = load_model(run_dir / runs.CHECKPOINT_MODEL)
+            weights_used = runs.read_status(run_dir).get("weights_used", config.weights)
+        else:
+            weights_used = config.weights
+            try:
+                model = build_model(config.backbone, config.weights, head=config.head, box_loss=config.box_loss,
+                                    box_weight=config.box_weight, class_weight=config.class_weight,
+                                    size=config.image_size)
+            except WeightsUnavailable as error:
+                if not config.allow_random_fallback:
+                    raise
+                log(f"warning: {error} Going on from random initialisation as allowed.")
+                weights_used = "none (ImageNet weights unavailable)"
+                model = build_model(config.backbone, "none", head=config.head, box_loss=config.box_loss,
+                                    box_weight=config.box_weight, class_weight=config.class_weight,
+                                    size=config.image_size)
+            optimizer = _optimizer(config, steps_per_epoch)
+            optimizer.build(model.trainable_variables)  # every variable, so unfreezing later needs no rebuild
+            model.compile(optimizer=optimizer, jit_compile=False)
+    runs.update_status(run_dir, weights_used=weights_used, message=None)
+    log(f"weights: {weights_used}; {len(train_cache.images)} training images x {config.copies} "
+        f"augmented copies per epoch, batch {global_batch}, {steps_per_epoch} steps per epoch")
+
+    train_data = training_dataset(train_cache, config, global_batch)
+    callback = _make_callback(run_dir, config, stop, steps_per_epoch,
+                              validation_inputs(val_cache, config.image_size), val_cache, state, log)
+    verbose = 1 if sys.stdout.isatty() else 2
+    backbone = backbone_layer(model)
+    phases = []
+    if config.freeze_backbone_epochs and state["epochs_done"] < config.freeze_backbone_epochs:
+        phases.append((False, min(config.freeze_backbone_epochs, config.epochs)))
+    phases.append((True, config.epochs))
+    for trainable, until in phases:
+        if state["epochs_done"] >= until or stop.check() or state.get("early_stopped"):
+            continue
+        if backbone.trainable != trainable:
+            backbone.trainable = trainable
+            with strategy.scope():
+                model.compile(optimizer=model.optimizer, jit_compile=False)
+        log(("training the heads on a frozen backbone" if not trainable else "training the whole model")
+            + f", epochs {state['epochs_done'] + 1}-{until}")
+        model.fit(train_data, epochs=until, initial_epoch=state["epochs_done"], steps_per_epoch=steps_per_epoch,
+                  callbacks=[callback], verbose=verbose)
+    if stop.check():
+        final = "stopped"
+        message = f"{stop.reason} after epoch {state['epochs_done']}; resume to carry on"
+    else:
+        final = "finished"
+        message = "stopped early: validation IoU stopped improving" if state.get("early_stopped") else None
+    status = runs.update_status(run_dir, state=final, message=message, eta_s=0,
+                                progress=1.0 if final == "finished" else runs.read_status(run_dir).get("progress"),
+                                finished=time.time())
+    log(f"{final}: best validation mean IoU {state['best_val_iou']:.3f} at epoch {state['best_epoch']}; "
+        f"model saved to {run_dir / runs.MODEL}")
+    return status

@@ -1,0 +1,59 @@
+"""Shared fixtures. streamlit_webrtc is imported first: importing tensorflow before it segfaults."""
+
+import streamlit_webrtc  # noqa: F401  (must come before anything that imports tensorflow)
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_WEIGHTS = Path(os.environ.get("FACETRACKER_KERAS_WEIGHTS", REPO.parent / "shared" / "keras-home" / "models"))
+
+
+def _data_root() -> Path:
+    return Path(os.environ.get("FACETRACKER_DATA", REPO.parent / "shared" / "datasets")).resolve()
+
+
+def require(path: Path, what: str) -> Path:
+    """Real data is part of CI: missing there is a failure, on a laptop a skip."""
+    if path.exists():
+        return path
+    message = f"{what} not found at {path} (set FACETRACKER_DATA)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    return require(_data_root(), "the real datasets")
+
+
+@pytest.fixture(scope="session")
+def helen(data_root) -> Path:
+    return require(data_root / "faces-helen", "faces-helen")
+
+
+@pytest.fixture(scope="session")
+def webcam(data_root) -> Path:
+    return require(data_root / "webcam-tutorial", "webcam-tutorial")
+
+
+@pytest.fixture
+def keras_home(tmp_path, monkeypatch) -> Path:
+    """A KERAS_HOME holding the real ImageNet no-top files, as after a download."""
+    require(SHARED_WEIGHTS, "the cached Keras ImageNet weights")
+    home = tmp_path / "keras-home"
+    shutil.copytree(SHARED_WEIGHTS, home / "models")
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def empty_keras_home(tmp_path, monkeypatch) -> Path:
+    home = tmp_path / "empty-keras-home"
+    (home / "models").mkdir(parents=True)
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    return home
