@@ -43,8 +43,9 @@ def _serving_function(model):
 def to_tflite_bytes(model, quantize: bool = False) -> bytes:
     import tensorflow as tf
 
-    serve = _serving_function(model)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([serve.get_concrete_function()], model)
+    # From the functional network: converting a concrete function of the subclassed wrapper gave
+    # NaN outputs (its variables were not captured as constants).
+    converter = tf.lite.TFLiteConverter.from_keras_model(model.net)
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
     return converter.convert()

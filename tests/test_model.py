@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+
+from facetracker import model as model_lib
+
+
+def test_vgg16_model_is_the_design_architecture():
+    model = model_lib.build_model("vgg16", "none")
+    net = model.net
+    assert net.input_shape == (None, 120, 120, 3) and net.output_shape == (None, 5)
+    assert model_lib.backbone_layer(model).name == "vgg16"
+    layers = {layer.name: layer for layer in net.layers}
+    for head, units in (("class", 1), ("box", 4)):
+        assert type(layers[f"{head}_pool"]).__name__ == "GlobalMaxPooling2D"
+        assert layers[f"{head}_dense"].units == 2048 and layers[f"{head}_dense"].activation.__name__ == "relu"
+    assert layers["face"].units == 1 and layers["face"].activation.__name__ == "sigmoid"
+    assert layers["box"].units == 4 and layers["box"].activation.__name__ == "sigmoid"
+    out = model(np.random.default_rng(0).integers(0, 255, (2, 120, 120, 3)).astype("float32")).numpy()
+    assert out.shape == (2, 5) and np.all((out >= 0) & (out <= 1))
+
+
+def test_box_loss_counts_only_samples_with_a_face():
+    model = model_lib.build_model("mobilenet-0.25", "none", head="spatial")
+    output = np.array([[0.9, 0.1, 0.1, 0.5, 0.5], [0.2, 0.9, 0.9, 1.0, 1.0]], np.float32)
+    true_box = np.array([[0.1, 0.1, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    total, class_loss, box_loss = model.compute_losses(np.array([1.0, 0.0]), true_box, output)
+    assert float(box_loss) == pytest.approx(0.0, abs=1e-7)  # the no-face row's wild box costs nothing
+    expected_bce = -(np.log(0.9) + np.log(0.8)) / 2
+    assert float(class_loss) == pytest.approx(expected_bce, rel=1e-5)
+    _, _, box_loss = model.compute_losses(np.array([1.0, 0.0]), true_box, output + np.array([0, 0.1, 0, 0.1, 0], np.float32))
+    # corner off by 0.1 in x, width unchanged: 0.01 averaged over the one face sample
+    assert float(box_loss) == pytest.approx(0.01, rel=1e-4)
+    assert float(total) > 0
+
+
+def test_localization_loss_is_corner_plus_size():
+    true = np.array([[0.2, 0.2, 0.6, 0.8]], np.float32)
+    pred = np.array([[0.3, 0.2, 0.6, 0.7]], np.float32)
+    # corner: 0.1^2; size: width 0.4 vs 0.3 -> 0.01, height 0.6 vs 0.5 -> 0.01
+    assert float(model_lib.localization_loss(true, pred)[0]) == pytest.approx(0.03, rel=1e-5)
+    assert float(model_lib.giou_loss(true, true)[0]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_saved_model_is_self_contained_and_loads_safely(tmp_path):
+    model = model_lib.build_model("mobilenet-0.25", "none", head="spatial")
+    images = np.random.default_rng(1).integers(0, 255, (3, 120, 120, 3)).astype("float32")
+    path = tmp_path / "m.keras"
+    model_lib.inference_copy(model).save(path)
+    loaded = model_lib.load_model(path)
+    assert isinstance(loaded, model_lib.FaceTracker)
+    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-5)
+
+
+def test_imagenet_weights_load_from_the_keras_cache_offline(keras_home):
+    model = model_lib.build_model("mobilenetv2-0.35", "imagenet", head="spatial")
+    backbone = model_lib.backbone_layer(model)
+    first_conv = next(layer for layer in backbone.layers if layer.name == "Conv1").get_weights()[0]
+    random = model_lib.build_model("mobilenetv2-0.35", "none")
+    random_conv = next(layer for layer in model_lib.backbone_layer(random).layers if layer.name == "Conv1")
+    assert not np.allclose(first_conv, random_conv.get_weights()[0])
+    import h5py
+
+    with h5py.File(keras_home / "models" / model_lib.BACKBONES["mobilenetv2-0.35"].weights_file) as f:
+        stored = f["Conv1"]["Conv1"]["kernel:0"][()]
+    np.testing.assert_allclose(first_conv, stored)
+
+
+def test_missing_imagenet_weights_offline_say_what_to_do(empty_keras_home):
+    with pytest.raises(model_lib.WeightsUnavailable) as error:
+        model_lib.build_model("vgg16", "imagenet")
+    message = str(error.value)
+    assert "vgg16" in message and str(empty_keras_home) in message and "--weights none" in message

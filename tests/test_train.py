@@ -1,0 +1,141 @@
+"""End to end on real webcam frames: train -> evaluate -> export -> detect, through the CLI."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from facetracker import runs
+from facetracker.data import load_dataset, read_image
+from tests.conftest import REPO, SHARED_WEIGHTS, require
+
+pytestmark = pytest.mark.slow
+
+
+def cli(*args, env=None, check=True):
+    result = subprocess.run([sys.executable, "-m", "facetracker", *map(str, args)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    if check and result.returncode != 0:
+        raise AssertionError(f"facetracker {args[0]} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def cached_weights_env(tmp_path_factory):
+    require(SHARED_WEIGHTS, "the cached Keras ImageNet weights")
+    home = tmp_path_factory.mktemp("keras-home")
+    shutil.copytree(SHARED_WEIGHTS, home / "models")
+    return {**os.environ, "KERAS_HOME": str(home)}
+
+
+@pytest.fixture(scope="module")
+def fast_run(webcam, cached_weights_env, tmp_path_factory):
+    """One short `fast` run from cached ImageNet weights, shared by the tests below."""
+    run_dir = tmp_path_factory.mktemp("runs") / "fast"
+    result = cli("train", "--data", webcam, "--run-dir", run_dir, "--preset", "fast", "--epochs", "1",
+                 env=cached_weights_env)
+    return run_dir, result
+
+
+def test_train_writes_a_loadable_model_metrics_and_status(fast_run):
+    run_dir, result = fast_run
+    status = runs.read_status(run_dir)
+    assert status["state"] == "finished" and status["weights_used"] == "imagenet"
+    assert status["n_train"] == 63 and status["n_val"] == 13
+    config = json.loads((run_dir / runs.CONFIG).read_text())
+    assert config["preset"] == "fast" and config["backbone"] == "mobilenetv2-0.35" and config["epochs"] == 1
+    records = runs.read_metrics(run_dir)
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(steps) >= 2 and all({"loss", "class_loss", "box_loss"} <= set(r) for r in steps)
+    assert len(epochs) == 1 and {"val_mean_iou", "val_iou50", "val_accuracy"} <= set(epochs[0])
+    from facetracker.model import load_model
+
+    model = load_model(run_dir / runs.MODEL)
+    assert model.net.output_shape == (None, 5)
+    assert "epoch 1/1" in result.stdout and "val mean IoU" in result.stdout
+    split = json.loads((run_dir / runs.SPLIT).read_text())
+    assert len(split["train"]) == 63 and len(split["test"]) == 14
+
+
+def test_evaluate_writes_the_metrics_as_json(fast_run, webcam, tmp_path):
+    run_dir, _ = fast_run
+    out = tmp_path / "metrics.json"
+    result = cli("evaluate", "--model", run_dir, "--data", webcam, "--split", "test", "--json", out)
+    metrics = json.loads(out.read_text())
+    for key in ("n_faces", "n_empty", "mean_iou", "iou50", "accuracy", "precision", "recall", "ap50"):
+        assert key in metrics and metrics[key] == metrics[key]  # present and not NaN
+    assert metrics["n_faces"] == 12 and metrics["n_empty"] == 2
+    assert "mean_iou" in result.stdout
+
+
+def test_export_to_tflite_and_detect_on_a_webcam_frame(fast_run, webcam):
+    run_dir, _ = fast_run
+    out = run_dir / "model.tflite"
+    cli("export", "--model", run_dir, "--format", "tflite", "--out", out)
+    from facetracker.detect import Detector, KerasRuntime, draw_detection
+
+    sample = next(s for s in load_dataset(webcam, check_pixels=False).split("test") if s.box)
+    frame = np.ascontiguousarray(read_image(sample.image)[:, :, ::-1])
+    lite = Detector(out, threshold=0.0)
+    keras_detector = Detector(KerasRuntime(run_dir / runs.MODEL), threshold=0.0)
+    found, reference = lite.detect(frame), keras_detector.detect(frame)
+    assert found.box is not None and frame.shape == (720, 1280, 3)
+    assert abs(found.probability - reference.probability) < 1e-3
+    assert np.abs(np.subtract(found.box, reference.box)).max() <= 3  # pixels on a 1280x720 frame
+    drawn = draw_detection(frame.copy(), found)
+    assert not np.array_equal(drawn, frame)
+
+
+def test_predict_writes_labelme_prelabels_without_overwriting(fast_run, webcam, tmp_path):
+    run_dir, _ = fast_run
+    images = tmp_path / "images"
+    images.mkdir()
+    for path in sorted((webcam / "test" / "images").iterdir())[:3]:
+        shutil.copy(path, images / path.name)
+    labels = tmp_path / "labels"
+    labels.mkdir()
+    kept = labels / f"{sorted(images.iterdir())[0].stem}.json"
+    kept.write_text("{}")
+    result = cli("predict", "--model", run_dir, "--images", images, "--out", labels, "--threshold", "0")
+    assert "2 label files written" in result.stdout and "1 existing kept" in result.stdout
+    assert kept.read_text() == "{}"
+    dataset = load_dataset(tmp_path)  # the pre-labels read back as a labelme dataset
+    assert sum(s.has_face for s in dataset.samples) == 2
+
+
+def test_offline_imagenet_is_refused_clearly_unless_random_weights_are_allowed(webcam, tmp_path):
+    env = {**os.environ, "KERAS_HOME": str(tmp_path / "empty")}
+    result = cli("train", "--data", webcam, "--run-dir", tmp_path / "r1", "--backbone", "mobilenet-0.25",
+                 "--epochs", "1", env=env, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "ImageNet weights for mobilenet-0.25" in result.stderr and "--weights none" in result.stderr
+    assert runs.read_status(tmp_path / "r1")["state"] == "failed"
+
+
+def test_mirrored_strategy_with_random_fallback_trains(webcam, tmp_path, monkeypatch):
+    """tf.distribute's MirroredStrategy on one CPU replica, and the allowed fallback to random weights."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
+    from facetracker.train import config_for, train
+
+    config = config_for(webcam, backbone="mobilenet-0.25", weights="imagenet", allow_random_fallback=True,
+                        epochs=1, batch_size=16, strategy="mirrored", head="spatial")
+    status = train(config, tmp_path / "run", log=lambda line: None)
+    assert status["state"] == "finished"
+    assert status["weights_used"].startswith("none")
+    assert (tmp_path / "run" / runs.MODEL).exists()
+
+
+def test_resume_continues_the_epoch_count(fast_run, cached_weights_env, tmp_path):
+    run_dir, _ = fast_run
+    copy = tmp_path / "resumed"
+    shutil.copytree(run_dir, copy)
+    cli("train", "--run-dir", copy, "--resume", "--epochs", "2", env=cached_weights_env)
+    epochs = [r["epoch"] for r in runs.read_metrics(copy) if r["kind"] == "epoch"]
+    assert epochs == [1, 2]
+    assert runs.read_json(copy / runs.CHECKPOINT_STATE)["epochs_done"] == 2
