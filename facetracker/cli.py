@@ -89,6 +89,7 @@ def _run_evaluate(args) -> int:
     for item in result.skipped:
         print(item)
     print(format_metrics(result.metrics))
+    print(f"{len(result.samples)} images evaluated, {len(result.skipped)} skipped")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, {**result.metrics, "model": str(args.model), "data": str(args.data),

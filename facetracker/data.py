@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import hashlib
 import io
 import json
+import math
 import os
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -133,6 +135,8 @@ def _open_image(source: str | Path | bytes) -> Image.Image:
     except OSError as error:
         if isinstance(error, Image.UnidentifiedImageError):
             raise ImageError("not an image (its content is no image format we read)") from None
+        if error.errno is None:  # PIL's own decoding errors, e.g. a file cut short in its header
+            raise ImageError(f"the image data is broken ({error})") from None
         raise ImageError(f"cannot read it ({error.strerror or error})") from None
     width, height = image.size
     if width * height > MAX_IMAGE_PIXELS:
@@ -166,11 +170,11 @@ def read_image(source: str | Path | bytes, max_side: int | None = None) -> np.nd
     at a reduced scale (much faster for big photos) and the result is at most that size.
     """
     image = _open_image(source)
-    if max_side and image.format == "JPEG":
-        image.draft("RGB", (max_side, max_side))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
+            if max_side and image.format == "JPEG":
+                image.draft("RGB", (max_side, max_side))
             image.load()
             image = ImageOps.exif_transpose(image) or image
         except (OSError, SyntaxError, ValueError) as error:
@@ -303,6 +307,8 @@ def _read_yolo(path: Path, width: int, height: int) -> list[Box]:
 
 
 def _normalise(box: Box, width: int, height: int) -> Box:
+    if not all(math.isfinite(v) for v in box):  # json, XML and YOLO text all let NaN and Infinity through
+        raise LabelError("the face box has a corner that is not a finite number")
     x0, y0, x1, y1 = box
     tol_x, tol_y = EDGE_TOLERANCE * width, EDGE_TOLERANCE * height
     if x0 < -tol_x or y0 < -tol_y or x1 > width + tol_x or y1 > height + tol_y:
@@ -342,9 +348,14 @@ def list_files(folder: Path, suffixes: Iterable[str], skipped: list[Skipped]) ->
             continue
         try:
             if not entry.is_file():  # follows symlinks; a loop raises OSError
+                if entry.is_symlink() and not os.path.exists(entry.path):
+                    skipped.append(Skipped(entry.path, "a symbolic link to a file that does not exist"))
                 continue
         except OSError as error:
-            skipped.append(Skipped(entry.path, f"cannot open it ({error.strerror or error})"))
+            if error.errno == errno.ELOOP:
+                skipped.append(Skipped(entry.path, "a symbolic link loop (it leads back to itself)"))
+            else:
+                skipped.append(Skipped(entry.path, f"cannot open it ({error.strerror or error})"))
             continue
         stem = os.path.splitext(entry.name)[0]
         if stem in found:
@@ -380,13 +391,18 @@ def load_dataset(folder: str | Path, *, check_pixels: bool = True) -> Dataset:
     split_folders = _find_split_folders(root)
     for split, base in split_folders:
         images_dir = base / "images" if (base / "images").is_dir() else base
+        already_reported = len(skipped)
         images = list_files(images_dir, IMAGE_EXTENSIONS, skipped)
+        # An image skipped while listing (a symlink loop, say) already has its line; its label needs none.
+        unlisted_images = {Path(item.path).stem for item in skipped[already_reported:]}
         labelme = list_files(base / "labels", (".json",), skipped) or list_files(images_dir, (".json",), skipped)
         yolo = list_files(base / "labels", (".txt",), skipped)
         voc = list_files(base / "annotations", (".xml",), skipped) or list_files(base / "labels", (".xml",), skipped)
         layouts.update(name for name, found in (("labelme", labelme), ("yolo", yolo), ("voc", voc)) if found)
         for stem in sorted(set(images) | set(labelme)):
             image_path = images.get(stem)
+            if image_path is None and stem in unlisted_images:
+                continue
             try:
                 sample, note = _make_sample(stem, image_path, labelme.get(stem), yolo.get(stem), voc.get(stem), split, check_pixels)
             except (LabelError, ImageError) as error:
@@ -398,7 +414,7 @@ def load_dataset(folder: str | Path, *, check_pixels: bool = True) -> Dataset:
             samples.append(sample)
             if note:
                 notes.append(f"{sample.label or sample.image}: {note}")
-        for stem in sorted((set(yolo) | set(voc)) - set(images)):
+        for stem in sorted((set(yolo) | set(voc)) - set(images) - unlisted_images):
             skipped.append(Skipped(str(yolo.get(stem) or voc.get(stem)), "label without an image"))
 
     if not samples:

@@ -101,17 +101,36 @@ def build_backbone(name: str, weights: str | None, size: int = INPUT_SIZE) -> ke
         ) from None
 
 
+def _with_finer_map(backbone: keras.Model) -> keras.Model:
+    """The backbone with a second output: its last feature map at twice the final resolution
+    (stride 16), where a face's position is still resolved to a few pixels of the input."""
+    final = backbone.output
+    finer = [layer.output for layer in backbone.layers[1:]
+             if len(layer.output.shape) == 4 and layer.output.shape[1] > final.shape[1]
+             and not isinstance(layer, layers.ZeroPadding2D)]
+    return keras.Model(backbone.input, [finer[-1], final], name=backbone.name)
+
+
 def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, head: str = "design",
                   size: int = INPUT_SIZE, dense_units: int = 2048) -> keras.Model:
-    """The functional network. `head="design"` is the original two heads exactly; `head="spatial"`
-    gives the box head the feature map's layout (1x1 convolution, flatten) instead of a global
-    max-pool, which keeps *what* but throws away *where*."""
+    """The functional network.
+
+    `head="design"` is the original two heads exactly. `head="spatial"` keeps the class head and
+    gives the box head the backbone's stride-16 feature map, kept in its layout (1x1 convolution,
+    flatten) instead of global max-pooling: pooling keeps *what* is in the picture and throws away
+    *where*, which is all a box head needs.
+    """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
     features_net = build_backbone(backbone, weights, size)
+    if head == "spatial":
+        features_net = _with_finer_map(features_net)
     images = keras.Input((size, size, 3), name="image")
     x = ImagenetPreprocess(BACKBONES[backbone].preprocessing, name="preprocess")(images)
-    features = features_net(x)
+    if head == "spatial":
+        finer, features = features_net(x)
+    else:
+        features = features_net(x)
 
     c = layers.GlobalMaxPooling2D(name="class_pool")(features)
     c = layers.Dense(dense_units, activation="relu", name="class_dense")(c)
@@ -121,7 +140,7 @@ def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, 
         r = layers.GlobalMaxPooling2D(name="box_pool")(features)
         r = layers.Dense(dense_units, activation="relu", name="box_dense")(r)
     else:
-        r = layers.Conv2D(64, 1, activation="relu", name="box_conv")(features)
+        r = layers.Conv2D(32, 1, activation="relu", name="box_conv")(finer)
         r = layers.Flatten(name="box_flatten")(r)
         r = layers.Dropout(0.2, name="box_dropout")(r)
         r = layers.Dense(256, activation="relu", name="box_dense")(r)
@@ -238,6 +257,36 @@ class FaceTracker(keras.Model):
         return cls(net, **config)
 
 
+@keras.saving.register_keras_serializable(package="facetracker")
+class PhasedCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Warm-up then cosine decay, once for the frozen-backbone steps at `lr` and once more for
+    fine-tuning at `lr * finetune_scale` (it lives here so loading a checkpoint knows it)."""
+
+    def __init__(self, lr, total_steps, warmup_steps, freeze_steps=0, finetune_scale=1.0):
+        self.lr, self.total_steps, self.warmup_steps = lr, total_steps, warmup_steps
+        self.freeze_steps, self.finetune_scale = freeze_steps, finetune_scale
+
+    @staticmethod
+    def _warm_cosine(step, peak, steps, warmup):
+        warm = peak * (step + 1.0) / max(warmup, 1)
+        progress = ops.clip((step - warmup) / max(steps - warmup, 1), 0.0, 1.0)
+        cosine = peak * (0.01 + 0.99 * 0.5 * (1.0 + ops.cos(3.141592653589793 * progress)))
+        return ops.where(step < warmup, warm, cosine)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        if not self.freeze_steps:
+            return self._warm_cosine(step, self.lr, self.total_steps, self.warmup_steps)
+        heads = self._warm_cosine(step, self.lr, self.freeze_steps, self.warmup_steps)
+        tuning = self._warm_cosine(step - self.freeze_steps, self.lr * self.finetune_scale,
+                                   self.total_steps - self.freeze_steps, self.warmup_steps)
+        return ops.where(step < self.freeze_steps, heads, tuning)
+
+    def get_config(self):
+        return {"lr": self.lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "freeze_steps": self.freeze_steps, "finetune_scale": self.finetune_scale}
+
+
 def build_model(backbone: str = "vgg16", weights: str | None = "imagenet", *, head: str = "design",
                 box_loss: str = "corner_size", box_weight: float = 1.0, class_weight: float = 0.5,
                 size: int = INPUT_SIZE) -> FaceTracker:
@@ -259,7 +308,16 @@ def inference_copy(model: FaceTracker) -> FaceTracker:
 
 def load_model(path: str | Path) -> FaceTracker:
     """Load a saved `.keras` face tracker without running any code stored in the file."""
-    return keras.models.load_model(path, safe_mode=True, compile=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    try:
+        return keras.models.load_model(path, safe_mode=True, compile=True)
+    except Exception as error:  # Keras raises ValueError, OSError, zipfile errors... for bad files
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if "safe_mode" in reason or "Lambda" in reason:
+            reason = "it holds a Lambda layer: running its code would allow arbitrary code execution, so it is refused"
+        raise ValueError(f"{path}: not a usable FaceTracker model ({reason[:200]})") from None
 
 
 def backbone_layer(model: FaceTracker) -> keras.Model:

@@ -42,6 +42,10 @@ class RunLocked(RuntimeError):
     """Another live process owns this run folder."""
 
 
+class RunFolderError(RuntimeError):
+    """The run folder cannot be made or written (read-only, full, or its path runs through a file)."""
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -7,6 +7,8 @@ starts that command as its own process, so closing the browser never stops a run
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
 import math
 import os
 import signal
@@ -49,6 +51,16 @@ class TrainConfig(JsonConfig):
     weight_decay: float = 0.0
     freeze_backbone_epochs: int = 0
     """Train only the heads for this many epochs first (useful with ImageNet weights)."""
+    finetune_lr_scale: float = 0.1
+    """After the frozen epochs the whole model trains at lr times this: a full learning rate would
+    wash out the ImageNet features the heads were just fitted to."""
+    freeze_batchnorm: bool = True
+    """With ImageNet weights, batch-norm layers keep their ImageNet statistics (inference mode)
+    while fine-tuning; small augmented batches give noisy statistics."""
+    bn_momentum: float = 0.9
+    """Momentum of the backbone's batch-norm moving averages. Keras' MobileNets use 0.999, which
+    needs thousands of steps to forget the initial statistics: with a few hundred steps from random
+    weights the model then behaves differently at inference than in training."""
     copies: int = 1
     """Augmented passes over the training images per epoch."""
     early_stopping: int = 0
@@ -79,6 +91,8 @@ class TrainConfig(JsonConfig):
             (32 <= self.image_size <= 640, "image_size must be between 32 and 640"),
             (self.cache_size >= self.image_size, "cache_size must be at least image_size"),
             (0 <= self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5, "val/test fractions must be below 0.5"),
+            (0 < self.finetune_lr_scale <= 1, "finetune_lr_scale must be in (0, 1]"),
+            (0 <= self.bn_momentum < 1, "bn_momentum must be in [0, 1)"),
             (self.freeze_backbone_epochs >= 0 and self.warmup_epochs >= 0 and self.early_stopping >= 0,
              "epoch counts must not be negative"),
         ]
@@ -234,21 +248,40 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
-def _optimizer(config: TrainConfig, steps_per_epoch: int):
+def _optimizer(config: TrainConfig, steps_per_epoch: int, freeze_epochs: int):
     import keras
 
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
+    freeze = min(freeze_epochs, config.epochs) * steps_per_epoch
     if config.schedule == "cosine":
-        lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=config.lr * 0.01 if warmup else config.lr,
-            decay_steps=max(1, total - warmup), alpha=0.01,
-            warmup_target=config.lr if warmup else None, warmup_steps=warmup)
+        from facetracker.model import PhasedCosine
+
+        lr = PhasedCosine(config.lr, total, warmup, freeze if freeze < total else 0, config.finetune_lr_scale)
     else:
         lr = config.lr
     if config.weight_decay:
         return keras.optimizers.AdamW(learning_rate=lr, weight_decay=config.weight_decay)
     return keras.optimizers.Adam(learning_rate=lr)
+
+
+def _freeze_epochs(config: TrainConfig, weights_used: str) -> int:
+    """Fitting heads to a frozen backbone only makes sense when the backbone has learnt something."""
+    return config.freeze_backbone_epochs if weights_used == "imagenet" else 0
+
+
+def _batchnorm_layers(backbone):
+    import keras
+
+    return [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def _set_backbone_trainable(backbone, trainable: bool, freeze_batchnorm: bool) -> None:
+    """Keras runs a non-trainable BatchNormalization in inference mode, with its stored statistics."""
+    backbone.trainable = trainable
+    if trainable and freeze_batchnorm:
+        for layer in _batchnorm_layers(backbone):
+            layer.trainable = False
 
 
 def _save_model(model, path: Path, include_optimizer: bool) -> None:
@@ -342,8 +375,11 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           log: Callable[[str], None] = print) -> dict:
     """Train into `run_dir`; returns the final status. Raises on errors after recording them."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    runs.acquire_lock(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runs.acquire_lock(run_dir)
+    except OSError as error:  # nothing can be recorded in a folder we cannot write
+        raise runs.RunFolderError(f"{run_dir}: {_describe_error(error)}") from None
     stop = StopRequested(run_dir)
     stop.install()
     (run_dir / runs.STOP).unlink(missing_ok=True)
@@ -354,7 +390,10 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         return status
     except BaseException as error:
         message = _describe_error(error)
-        runs.update_status(run_dir, state="failed", error=message)
+        try:
+            runs.update_status(run_dir, state="failed", error=message)
+        except OSError as status_error:  # a full or read-only disk refuses this too; read_status sees the dead pid
+            log(f"could not record the failure in {runs.STATUS}: {status_error.strerror or status_error}")
         log(f"training failed: {message}")
         raise
     finally:
@@ -365,12 +404,27 @@ def _describe_error(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
     if isinstance(error, OSError) and error.errno == 28:
-        return f"the disk is full ({error.filename or 'while writing'}); the previous model.keras is unchanged"
-    if isinstance(error, OSError) and error.errno in (13, 30):
+        return (f"the disk is full ({error.filename or 'while writing'}); model.keras and the checkpoint keep "
+                "their last complete version")
+    if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return f"cannot write to the run folder ({error.strerror}: {error.filename})"
+    if isinstance(error, OSError) and error.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"cannot make the run folder ({error.strerror}: {error.filename})"
     if isinstance(error, (ValueError, RuntimeError, FileNotFoundError)) and str(error):
         return str(error).splitlines()[0]
     return "".join(traceback.format_exception_only(type(error), error)).strip()
+
+
+def _check_resume_state(state: dict, source: Path) -> None:
+    """The checkpoint's bookkeeping is read from disk, so it is checked like any other input."""
+    numbers = {"epochs_done": int, "best_val_iou": (int, float), "since_best": int}
+    for key, kind in numbers.items():
+        value = state.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, kind) or value < 0:
+            raise ConfigError(f"{source}: '{key}' must be a number of at least 0, got {value!r}")
+    if state.get("best_epoch") is not None and not isinstance(state["best_epoch"], int):
+        raise ConfigError(f"{source}: 'best_epoch' must be an epoch number or null")
+    state.setdefault("since_best", 0)
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
@@ -380,6 +434,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         state = runs.read_json(run_dir / runs.CHECKPOINT_STATE)
         if not (run_dir / runs.CHECKPOINT_MODEL).exists() or not isinstance(state, dict):
             raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (no epoch has finished yet)")
+        _check_resume_state(state, run_dir / runs.CHECKPOINT_STATE)
+        # Records of an epoch the checkpoint does not hold (cut short by a kill or a stop) are
+        # dropped: that epoch runs again and its records would otherwise appear twice.
+        kept = [r for r in runs.read_metrics(run_dir) if int(r.get("epoch", 0) or 0) <= state["epochs_done"]]
+        runs.atomic_write_text(run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in kept))
     else:
         state = {"epochs_done": 0, "best_val_iou": 0.0, "best_epoch": None, "since_best": 0}
         (run_dir / runs.METRICS).unlink(missing_ok=True)
@@ -394,6 +453,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         dataset.samples, config.seed, config.val_fraction, config.test_fraction)
     if resume and (run_dir / runs.SPLIT).exists():
         manifest = runs.read_json(run_dir / runs.SPLIT, {})
+        if not (isinstance(manifest, dict) and all(isinstance(v, list) for v in manifest.values())):
+            raise ConfigError(f"{run_dir / runs.SPLIT}: not a split manifest (expected lists of images per split)")
         by_path = {p: split for split, paths in manifest.items() for p in paths}
         samples = [dataclasses.replace(s, split=by_path.get(s.image, s.split)) for s in samples]
     runs.write_json(run_dir / runs.SPLIT, data_lib.split_manifest(samples))
@@ -433,7 +494,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
                 model = build_model(config.backbone, "none", head=config.head, box_loss=config.box_loss,
                                     box_weight=config.box_weight, class_weight=config.class_weight,
                                     size=config.image_size)
-            optimizer = _optimizer(config, steps_per_epoch)
+            optimizer = _optimizer(config, steps_per_epoch, _freeze_epochs(config, weights_used))
             optimizer.build(model.trainable_variables)  # every variable, so unfreezing later needs no rebuild
             model.compile(optimizer=optimizer, jit_compile=False)
     runs.update_status(run_dir, weights_used=weights_used, message=None)
@@ -445,15 +506,21 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
                               validation_inputs(val_cache, config.image_size), val_cache, state, log)
     verbose = 1 if sys.stdout.isatty() else 2
     backbone = backbone_layer(model)
+    freeze_bn = config.freeze_batchnorm and weights_used == "imagenet"
+    for layer in _batchnorm_layers(backbone):
+        layer.momentum = config.bn_momentum
+    if backbone.trainable:
+        _set_backbone_trainable(backbone, True, freeze_bn)
     phases = []
-    if config.freeze_backbone_epochs and state["epochs_done"] < config.freeze_backbone_epochs:
-        phases.append((False, min(config.freeze_backbone_epochs, config.epochs)))
+    freeze_epochs = _freeze_epochs(config, weights_used)
+    if freeze_epochs and state["epochs_done"] < freeze_epochs:
+        phases.append((False, min(freeze_epochs, config.epochs)))
     phases.append((True, config.epochs))
     for trainable, until in phases:
         if state["epochs_done"] >= until or stop.check() or state.get("early_stopped"):
             continue
         if backbone.trainable != trainable:
-            backbone.trainable = trainable
+            _set_backbone_trainable(backbone, trainable, freeze_bn)
             with strategy.scope():
                 model.compile(optimizer=model.optimizer, jit_compile=False)
         log(("training the heads on a frozen backbone" if not trainable else "training the whole model")
