@@ -1,0 +1,163 @@
+"""Augment: a widget for every augmentation setting and a preview made exactly as training makes it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import streamlit as st
+
+from facetracker import data as data_lib
+from facetracker import runs
+from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, build_transform
+from facetracker.jsonconfig import ConfigError
+from facetracker.train import TrainConfig
+from app_pages import ui
+
+# Training caches images at this size and augments them to the model's input size (TrainConfig).
+CACHE_SIZE = TrainConfig.cache_size
+MODEL_SIZE = TrainConfig.image_size
+DISPLAY_SIZE = 240
+
+# field: (label, minimum, maximum, step, help); probabilities share one spec
+PROBABILITY = (0.0, 1.0, 0.05)
+FIELDS: dict[str, tuple[str, float, float, float, str]] = {
+    "crop_p": ("Random crop: probability", *PROBABILITY,
+               "How often a random part of the image is cut out and resized."),
+    "crop_min_scale": ("Random crop: smallest crop (share of the area)", 0.05, 1.0, 0.05, ""),
+    "crop_max_scale": ("Random crop: largest crop (share of the area)", 0.05, 1.0, 0.05, ""),
+    "min_visibility": ("Face kept when at least this share stays in the crop", *PROBABILITY,
+                       "Below it, the sample becomes a no-face sample."),
+    "hflip_p": ("Horizontal flip: probability", *PROBABILITY, ""),
+    "vflip_p": ("Vertical flip: probability", *PROBABILITY, "Upside-down faces: rare on a webcam."),
+    "brightness_contrast_p": ("Brightness/contrast: probability", *PROBABILITY, ""),
+    "brightness_limit": ("Brightness: strength", 0.0, 1.0, 0.05, ""),
+    "contrast_limit": ("Contrast: strength", 0.0, 1.0, 0.05, ""),
+    "gamma_p": ("Gamma: probability", *PROBABILITY, ""),
+    "gamma_min": ("Gamma: lowest (100 = unchanged)", 20.0, 200.0, 5.0, ""),
+    "gamma_max": ("Gamma: highest (100 = unchanged)", 20.0, 300.0, 5.0, ""),
+    "rgb_shift_p": ("Colour shift: probability", *PROBABILITY, ""),
+    "rgb_shift_limit": ("Colour shift: strength (0-255)", 0, 100, 1, ""),
+}
+assert set(FIELDS) == {f.name for f in dataclasses.fields(AugmentConfig)}, "a setting has no widget"
+
+GROUPS = {"Crop": ["crop_p", "crop_min_scale", "crop_max_scale", "min_visibility"],
+          "Flips": ["hflip_p", "vflip_p"],
+          "Light and colour": ["brightness_contrast_p", "brightness_limit", "contrast_limit", "gamma_p", "gamma_min",
+                               "gamma_max", "rgb_shift_p", "rgb_shift_limit"]}
+
+
+def saved_config(folder) -> tuple[AugmentConfig, str | None]:
+    """The dataset's augment.json, or the defaults (with the reason when the file is unusable)."""
+    path = folder / AUGMENT_FILE
+    if not path.is_file():
+        return AugmentConfig(), None
+    try:
+        return AugmentConfig.load(path), None
+    except ConfigError as error:
+        return AugmentConfig(), f"{error}; showing the defaults"
+
+
+def put_config_in_widgets(config: AugmentConfig) -> None:
+    for name, value in config.to_dict().items():
+        _, low, high, _, _ = FIELDS[name]
+        st.session_state[f"aug_{name}"] = type(low)(min(max(value, low), high))
+
+
+def settings_widgets(folder) -> AugmentConfig | None:
+    """The config the sliders describe (None after showing why it is invalid)."""
+    if st.session_state.get("aug_loaded_for") != str(folder):
+        config, problem = saved_config(folder)
+        if problem:
+            st.warning(problem)
+        put_config_in_widgets(config)
+        st.session_state["aug_loaded_for"] = str(folder)
+    elif any(f"aug_{name}" not in st.session_state for name in FIELDS):
+        # Streamlit forgets a widget's value on another page: bring back what was set here.
+        put_config_in_widgets(st.session_state.get("aug_config") or saved_config(folder)[0])
+    values = {}
+    for group, names in GROUPS.items():
+        st.markdown(f"**{group}**")
+        for name in names:
+            label, low, high, step, help_text = FIELDS[name]
+            if isinstance(low, int) and isinstance(step, int):
+                values[name] = st.slider(label, int(low), int(high), step=int(step), key=f"aug_{name}",
+                                         help=help_text or None)
+            else:
+                values[name] = st.slider(label, float(low), float(high), step=float(step), key=f"aug_{name}",
+                                         help=help_text or None)
+    try:
+        config = AugmentConfig.from_dict(values, source="these settings")
+    except ConfigError as error:
+        st.error(str(error))
+        return None
+    st.session_state["aug_config"] = config
+    return config
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def training_view(image: str, embedded: bool) -> np.ndarray:
+    """The image as training caches it: decoded at up to twice the cache size, stretched to a square."""
+    pixels = data_lib.sample_pixels(data_lib.Sample(image, None, embedded=embedded), max_side=CACHE_SIZE * 2)
+    return data_lib.model_input(pixels, CACHE_SIZE)
+
+
+def preview(sample: data_lib.Sample, config: AugmentConfig, seed: int, count: int) -> None:
+    try:
+        square = training_view(sample.image, sample.embedded)
+    except (ValueError, OSError) as error:
+        st.error(f"{sample.image}: {ui.readable(error)}")
+        return
+    transform = build_transform(config, MODEL_SIZE, seed=seed)
+    images = [ui.draw_box(square, sample.box, label="face" if sample.box else None)]
+    captions = ["as training reads it" + ("" if sample.box else " (no face)")]
+    for i in range(count):
+        out, box = augment(transform, square, sample.box)
+        big = data_lib.model_input(out, DISPLAY_SIZE)
+        images.append(ui.draw_box(big, box, label="face" if box else None))
+        lost = "" if box else " · no face" if sample.box is None else " · face cropped away"
+        captions.append(f"sample {i + 1}{lost}")
+    ui.image_grid(images, captions, columns=4)
+
+
+def save_section(folder, config: AugmentConfig) -> None:
+    c1, c2 = st.columns(2)
+    if c1.button("Save for this dataset", type="primary", help=f"Writes {AUGMENT_FILE} into the dataset folder; "
+                 "training uses it by default"):
+        try:
+            runs.atomic_write_text(folder / AUGMENT_FILE, config.to_json())
+            st.success(f"Saved {ui.shown_path(folder / AUGMENT_FILE)}: training on this dataset uses it by default.")
+        except OSError as error:
+            st.error(f"Cannot save: {ui.readable(error)}")
+    c2.button("Back to the defaults", on_click=put_config_in_widgets, args=(AugmentConfig(),))
+
+
+def main() -> None:
+    st.title("Augment")
+    st.write("Each training image is shown to the model many times, changed a little each time. "
+             "Move the sliders and watch what the model will see.")
+    folder = ui.choose_dataset()
+    if folder is None:
+        return
+    dataset = ui.load_dataset(folder)
+    if dataset is None:
+        st.info("Add images to this dataset first (Dataset page).")
+        return
+    settings, previews = st.columns([1, 2])
+    with settings:
+        config = settings_widgets(folder)
+    with previews:
+        faces = [s for s in dataset.samples if s.has_face] + [s for s in dataset.samples if not s.has_face]
+        names = [f"{s.name}{'' if s.has_face else ' (no face)'}" for s in faces]
+        c1, c2, c3 = st.columns([2, 1, 1])
+        chosen = c1.selectbox("Image", range(len(faces)), format_func=lambda i: names[i], key="aug_image")
+        seed = c2.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="aug_seed",
+                               help="The same seed gives the same samples")
+        count = c3.slider("Samples", 3, 15, 7, key="aug_count")
+        if config is not None:
+            preview(faces[chosen], config, int(seed), count)
+            save_section(folder, config)
+
+
+with ui.page_guard():
+    main()

@@ -1,0 +1,259 @@
+"""Dataset: what a folder holds, what was skipped and why, its images with their boxes, and webcam capture."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from facetracker import capture, safety, workspace
+from facetracker import data as data_lib
+from app_pages import ui
+
+PAGE_SIZE = 12
+ZIP_MAX_BYTES = 4 * 1024**3
+ZIP_MAX_FILES = 50_000
+
+
+# ----------------------------------------------------------------------------------------------
+# Adding a dataset
+
+
+def safe_folder_name(name: str) -> str | None:
+    name = name.strip()
+    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", name) and name != workspace.RUNS_FOLDER else None
+
+
+def create_empty_dataset(name: str) -> Path:
+    target = ui.data_root() / name
+    if target.exists():
+        raise FileExistsError(f"{name} already exists under the data root")
+    (target / "images").mkdir(parents=True)
+    (target / "labels").mkdir()
+    return target
+
+
+def import_zip(uploaded, name: str) -> Path:
+    """Unpack a zipped dataset into `<data root>/<name>`; the zip may hold the folder itself or its content."""
+    root = ui.data_root()
+    target = root / name
+    if target.exists():
+        raise FileExistsError(f"{name} already exists under the data root; pick another name")
+    head = uploaded.getvalue()[:64]
+    if safety.sniff_kind(head) != "zip":
+        raise ValueError(f"{uploaded.name}: not a zip archive (by its content)")
+    staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    try:
+        safety.extract_zip(uploaded, staging, ZIP_MAX_BYTES, ZIP_MAX_FILES)
+        content = staging
+        children = [p for p in staging.iterdir() if not p.name.startswith((".", "__MACOSX"))]
+        if not workspace.looks_like_dataset(staging) and len(children) == 1 and children[0].is_dir():
+            content = children[0]
+        if not workspace.looks_like_dataset(content):
+            raise ValueError(f"{uploaded.name}: no images/, labels/ or train/ val/ test/ folders inside")
+        content.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def add_dataset_section() -> None:
+    with st.expander("Add a dataset: upload a zip, or start an empty one for webcam photos",
+                     expanded=not workspace.list_datasets(ui.data_root())):
+        ui.how_to_add_data()
+        name = st.text_input("Name of the new dataset folder", key="new_dataset_name", placeholder="my-faces")
+        uploaded = st.file_uploader("Zipped dataset folder", type=["zip"], key="dataset_zip")
+        c1, c2 = st.columns(2)
+        if c1.button("Unpack the zip as this dataset", disabled=uploaded is None):
+            folder = safe_folder_name(name or Path(uploaded.name).stem)
+            if folder is None:
+                st.error("Name the folder with letters, digits, '.', '_' or '-' (not 'runs').")
+            else:
+                try:
+                    with st.spinner("Unpacking…"):
+                        target = import_zip(uploaded, folder)
+                    ui.select_dataset(target.name)
+                    st.rerun()
+                except (ValueError, OSError, safety.UnsafeArchive) as error:
+                    st.error(ui.readable(error))
+        if c2.button("Create an empty dataset"):
+            folder = safe_folder_name(name)
+            if folder is None:
+                st.error("Name the folder with letters, digits, '.', '_' or '-' (not 'runs').")
+            else:
+                try:
+                    create_empty_dataset(folder)
+                    ui.select_dataset(folder)
+                    st.rerun()
+                except OSError as error:
+                    st.error(ui.readable(error))
+
+
+# ----------------------------------------------------------------------------------------------
+# Looking at a dataset
+
+
+def counts(dataset: data_lib.Dataset) -> None:
+    summary = dataset.summary()
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Images", summary["images"])
+    c2.metric("With a face", summary["faces"])
+    c3.metric("No face", summary["no_face"])
+    c4.metric("Skipped files", summary["skipped"])
+    splits = [{"split": s, "with a face": summary[s]["faces"], "no face": summary[s]["no_face"]}
+              for s in data_lib.SPLITS if s in summary]
+    st.caption(f"Label format: {summary['layout']}. "
+               + ("Split into folders: " if dataset.has_splits else
+                  "No split folders: training splits the images by a seeded hash of their names."))
+    if splits:
+        st.dataframe(pd.DataFrame(splits), hide_index=True)
+    if dataset.skipped:
+        with st.expander(f"{len(dataset.skipped)} skipped files, and why", expanded=len(dataset.skipped) <= 5):
+            st.dataframe(pd.DataFrame([{"file": ui.shown_path(s.path), "reason": s.reason} for s in dataset.skipped]),
+                         hide_index=True, width="stretch")
+    if dataset.notes:
+        with st.expander(f"{len(dataset.notes)} notes"):
+            st.write("\n".join(f"- {note}" for note in dataset.notes))
+
+
+def image_browser(dataset: data_lib.Dataset) -> None:
+    c1, c2 = st.columns(2)
+    show = c1.radio("Show", ["all", "with a face", "no face"], horizontal=True, key="grid_filter")
+    splits = ["all"] + [s for s in data_lib.SPLITS if dataset.split(s)]
+    split = c2.radio("Split", splits, horizontal=True, key="grid_split") if len(splits) > 2 else "all"
+    samples = [s for s in dataset.samples
+               if (show == "all" or (show == "with a face") == s.has_face) and (split == "all" or s.split == split)]
+    if not samples:
+        st.info("No image matches.")
+        return
+    pages = math.ceil(len(samples) / PAGE_SIZE)
+    page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="grid_page")
+    chosen = samples[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
+    images, captions = [], []
+    for sample in chosen:
+        pixels = ui.sample_thumbnail(sample)
+        if pixels is None:
+            continue
+        images.append(ui.draw_box(pixels, sample.box, label="face" if sample.box else None))
+        captions.append(f"{sample.name}{' · ' + sample.split if sample.split else ''}"
+                        f"{'' if sample.has_face else ' · no face'}")
+    ui.image_grid(images, captions)
+
+
+# ----------------------------------------------------------------------------------------------
+# Webcam capture
+
+
+def prelabel(frame_bgr: np.ndarray) -> tuple[tuple | None, str]:
+    """The box the current model (or the Haar cascade) sees, and which detector said so."""
+    key = ui.newest_model_key()
+    try:
+        detector = ui.make_detector(key)
+    except Exception as error:  # a model that cannot be loaded must not stop the photo being saved
+        st.warning(f"{Path(key).name} cannot pre-label ({ui.readable(error)}); the Haar cascade does instead.")
+        key, detector = "haar", ui.make_detector("haar")
+    detection = detector.detect(frame_bgr)
+    return detection.box, ("the Haar cascade" if key == "haar" else Path(key).name)
+
+
+def save_new_photo(folder: Path, photo) -> None:
+    frame = cv2.imdecode(np.frombuffer(photo.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    if frame is None:
+        st.error("The camera sent an image that cannot be decoded; take another photo.")
+        return
+    with st.spinner("Pre-labelling…"):
+        box, source = prelabel(frame)
+    saved = capture.save_capture(folder, frame, box, source=source)
+    ui.remember("last_capture", saved)
+    ui.remember("last_capture_source", source)
+
+
+def correct_capture(saved: capture.Capture) -> None:
+    source = st.session_state.get("last_capture_source", "the detector")
+    found = f"a face pre-labelled by {source}" if saved.box else "no face: saved as a no-face sample"
+    st.markdown(f"Saved **{saved.image.name}** ({found}). Correct the box if it is wrong:")
+    frame = cv2.imread(str(saved.image), cv2.IMREAD_COLOR)
+    if frame is None:
+        st.warning(f"{saved.image} is gone.")
+        return
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    w, h = saved.width, saved.height
+    x0, y0, x1, y1 = saved.box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    c1, c2 = st.columns([3, 2])
+    with c2:
+        xs = st.slider("Left and right edge (px)", 0, w, (x0, x1), key=f"fix_x_{saved.image.stem}")
+        ys = st.slider("Top and bottom edge (px)", 0, h, (y0, y1), key=f"fix_y_{saved.image.stem}")
+        box = (xs[0], ys[0], xs[1], ys[1])
+        save_box = st.button("Save this box")
+        no_face = st.button("No face in this photo")
+        delete = st.button("Delete the photo")
+    with c1:
+        st.image(ui.draw_box(rgb, box, normalised=False, label="face"), caption="the box being edited",
+                 width="stretch")
+    try:
+        if save_box:
+            ui.remember("last_capture", capture.relabel(saved.label, box))
+            ui.remember("capture_message", f"Box saved for {saved.image.name}.")
+        elif no_face:
+            ui.remember("last_capture", capture.relabel(saved.label, None, note="marked as no face"))
+            ui.remember("capture_message", f"{saved.image.name} saved as a no-face sample.")
+        elif delete:
+            capture.discard(saved)
+            st.session_state.pop("last_capture", None)
+            ui.remember("capture_message", f"{saved.image.name} deleted.")
+        else:
+            return
+    except (ValueError, OSError) as error:
+        st.error(ui.readable(error))
+        return
+    st.rerun()  # the counts and the grid above include the change
+
+
+def capture_section(folder: Path) -> None:
+    st.subheader("Capture from the webcam")
+    target = capture.capture_folder(folder)
+    st.caption(f"Photos go to `{ui.shown_path(target / 'images')}` with a labelme label in "
+               f"`{ui.shown_path(target / 'labels')}`, pre-labelled by "
+               + ("your newest model." if ui.newest_model_key() != "haar" else
+                  "OpenCV's Haar cascade (no model is trained yet)."))
+    photo = st.camera_input("Take a photo", key="capture_camera")
+    if photo is not None and photo.file_id != st.session_state.get("last_capture_id"):
+        ui.remember("last_capture_id", photo.file_id)
+        try:
+            save_new_photo(folder, photo)
+        except (ValueError, OSError, RuntimeError) as error:
+            st.error(f"Could not save the photo: {ui.readable(error)}")
+        else:
+            st.rerun()  # the counts and the grid above include the new photo
+    message = st.session_state.pop("capture_message", None)
+    if message:
+        st.success(message)
+    saved = st.session_state.get("last_capture")
+    if saved is not None and Path(saved.image).parent.parent.resolve() == target.resolve():
+        correct_capture(saved)
+
+
+def main() -> None:
+    st.title("Dataset")
+    add_dataset_section()
+    folder = ui.choose_dataset()
+    if folder is None:
+        return
+    dataset = ui.load_dataset(folder, check_pixels=True)
+    if dataset is not None:
+        st.write(dataset.describe().replace(str(folder), f"**{folder.name}**", 1))
+        counts(dataset)
+        st.subheader("Images")
+        image_browser(dataset)
+    capture_section(folder)
+
+
+with ui.page_guard():
+    main()

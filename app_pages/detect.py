@@ -1,0 +1,212 @@
+"""Detect: your model (or the Haar baseline) on the live webcam, on a photo or on a video file."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import av
+import cv2
+import pandas as pd
+import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
+
+from facetracker import capture, safety
+from facetracker import data as data_lib
+from facetracker.detect import Detector, draw_detection
+from facetracker.live import LiveProcessor, annotate_video, rtc_configuration
+from app_pages import ui
+
+SMOOTHING = 0.6
+IMAGE_KINDS = ("jpeg", "png", "webp", "bmp")
+VIDEO_KINDS = ("mp4", "webm", "avi", "mov")
+VIDEO_MAX_FRAMES = 300
+# Each refresh is a (fragment) script run in the server that competes with the frames for the CPU.
+FIGURES_EVERY_S = 2
+
+
+def choose_model() -> str:
+    choices = ui.model_choices()
+    keys = list(choices.values())
+    remembered = st.session_state.get("detect_model") or ui.newest_model_key()
+    index = keys.index(remembered) if remembered in keys else 0
+    if keys == ["haar"]:
+        st.info("No model is trained yet, so OpenCV's classical Haar cascade runs. Train your own on the Train page.")
+    label = st.selectbox("Model", list(choices), index=index)
+    ui.remember("detect_model", choices[label])
+    return choices[label]
+
+
+def session_detector(model_key: str, threshold: float, smoothing: float):
+    """This viewer's detector: its own threshold and smoothing over a runtime shared (safely) by all viewers."""
+    held = st.session_state.get("detect_detector")
+    if held is None or held[0] != model_key:
+        held = (model_key, ui.make_detector(model_key, threshold, smoothing))
+        st.session_state["detect_detector"] = held
+    detector = held[1]
+    if isinstance(detector, Detector):  # the Haar detector is shared and has no settings to change
+        detector.threshold, detector.smoothing = threshold, smoothing
+    return detector
+
+
+def session_processor() -> LiveProcessor:
+    if "detect_processor" not in st.session_state:
+        st.session_state["detect_processor"] = LiveProcessor()
+    return st.session_state["detect_processor"]
+
+
+def frame_callback(processor: LiveProcessor):
+    """The webcam callback: runs in a worker thread, so it touches no st.* and only the processor."""
+
+    def callback(frame: av.VideoFrame) -> av.VideoFrame:
+        try:
+            image = frame.to_ndarray(format="bgr24")
+            out = av.VideoFrame.from_ndarray(processor.process(image), format="bgr24")
+            out.pts, out.time_base = frame.pts, frame.time_base
+            return out
+        except Exception as error:  # a frame that cannot even be converted: pass it on as it came
+            processor.record_error(error)
+            return frame
+
+    return callback
+
+
+def live_figures(processor: LiveProcessor, playing: bool) -> None:
+    @st.fragment(run_every=FIGURES_EVERY_S if playing else None)
+    def figures() -> None:
+        stats = processor.stats()
+        c1, c2, c3, c4 = st.columns(4)
+        c1.metric("Frames/s", f"{stats['fps']:.1f}")
+        c2.metric("Model time", f"{stats['model_ms']:.1f} ms")
+        c3.metric("Frames processed", stats["frames"])
+        c4.metric("Frames with a face", stats["detections"])
+        st.caption(f"processed frames: {stats['frames']} · with a face: {stats['detections']} · "
+                   f"errors: {stats['errors']}")
+        if stats["errors"]:
+            st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: {stats['last_error']}")
+
+    figures()
+
+
+def save_frame_section(processor: LiveProcessor, model_key: str) -> None:
+    st.subheader("Save the current frame into a dataset")
+    st.caption("Collect more training data while you watch: keep good detections, and save frames where the "
+               "model saw a face that is not there as no-face samples (hard negatives).")
+    folder = ui.choose_dataset("Dataset to save into", key="detect_dataset")
+    if folder is None:
+        return
+    c1, c2 = st.columns(2)
+    as_face = c1.button("Save the frame with the box shown")
+    as_negative = c2.button("Save the frame as no-face (the model fired wrongly)")
+    if not (as_face or as_negative):
+        return
+    frame, detection = processor.last_frame()
+    if frame is None:
+        st.warning("No frame yet: press START above first.")
+        return
+    box = detection.box if (as_face and detection is not None) else None
+    source = "Haar cascade" if model_key == "haar" else Path(model_key).name
+    try:
+        saved = capture.save_capture(folder, frame, box, source=source, prefix="webcam" if as_face else "negative")
+    except (ValueError, OSError) as error:
+        st.error(f"Could not save the frame: {ui.readable(error)}")
+        return
+    st.success(f"Saved {ui.shown_path(saved.image)} " + ("with its box" if box else "as a no-face sample")
+               + "; correct it on the Dataset page if needed.")
+
+
+def detect_image(content: bytes, detector) -> None:
+    try:
+        rgb = data_lib.read_image(content, max_side=1600)
+    except data_lib.ImageError as error:
+        st.error(f"Cannot read the image: {error}")
+        return
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    detection = detector.detect(bgr)
+    draw_detection(bgr, detection)
+    st.image(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width="stretch",
+             caption=(f"face, probability {detection.probability:.2f}" if detection.found
+                      else f"no face (probability {detection.probability:.2f})") + f" · {detection.model_ms:.1f} ms")
+
+
+def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
+    cache_key = (uploaded.file_id, settings)
+    result = st.session_state.get("detect_video_result")
+    if result is None or result[0] != cache_key:
+        bar = st.progress(0.0, text="Detecting on each frame…")
+        with tempfile.TemporaryDirectory(prefix="facetracker-video-") as tmp:
+            source, target = Path(tmp) / "upload", Path(tmp) / "boxed.mp4"
+            source.write_bytes(content)
+            try:
+                figures = annotate_video(source, detector, target, VIDEO_MAX_FRAMES,
+                                         progress=lambda done, total: bar.progress(
+                                             min(done / total, 1.0), text=f"frame {done} of at most {total}"))
+            except ValueError as error:
+                bar.empty()
+                st.error(f"Cannot use this video: {error}")
+                return
+            result = (cache_key, figures, target.read_bytes())
+        bar.empty()
+        st.session_state["detect_video_result"] = result
+    _, figures, video = result
+    st.video(video, format="video/mp4")
+    st.caption(f"{figures['frames']} frames (at most {VIDEO_MAX_FRAMES}), a face on {figures['with_face']}, "
+               f"model {figures['model_ms']:.1f} ms a frame")
+    st.line_chart(pd.DataFrame({"face probability": figures["probabilities"]}), height=180,
+                  x_label="frame", y_label="probability")
+
+
+def upload_section(model_key: str, threshold: float, smoothing: float) -> None:
+    st.subheader("Detect on a photo or a video file")
+    uploaded = st.file_uploader("Photo or video", type=["jpg", "jpeg", "png", "webp", "bmp", "mp4", "webm", "avi",
+                                                        "mov", "mkv"], key="detect_upload")
+    if uploaded is None:
+        return
+    content = uploaded.getvalue()
+    kind = safety.sniff_kind(content[:64])
+    try:
+        detector = ui.make_detector(model_key, threshold, smoothing)
+    except (ValueError, OSError, RuntimeError) as error:
+        st.error(ui.readable(error))
+        return
+    if kind in IMAGE_KINDS:
+        detect_image(content, detector)
+    elif kind in VIDEO_KINDS or (kind is None and uploaded.name.lower().endswith(".mkv")):
+        detect_video(uploaded, content, detector, (model_key, threshold, smoothing))
+    else:
+        st.error(f"{uploaded.name}: its content is neither an image (JPEG, PNG, WebP, BMP) nor a video "
+                 "(MP4, WebM, AVI, MOV)")
+
+
+def main() -> None:
+    st.title("Detect")
+    model_key = choose_model()
+    c1, c2 = st.columns(2)
+    threshold = c1.slider("Threshold: a face when the probability is at least", 0.05, 0.95, 0.5, 0.05,
+                          disabled=model_key == "haar")
+    smoothing = SMOOTHING if c2.toggle("Smooth the box over frames", value=True, disabled=model_key == "haar") else 0.0
+    processor = session_processor()
+    try:
+        processor.detector = session_detector(model_key, threshold, smoothing)
+    except Exception as error:  # a damaged or foreign model file: say so, keep the page usable
+        processor.detector = None
+        st.error(f"Cannot load this model: {ui.readable(error)}")
+    else:
+        runtime = getattr(processor.detector, "runtime", None)
+        st.caption(f"Running {Path(model_key).name} as {runtime.name.upper()} on {runtime.input_size} px input"
+                   if runtime is not None else "Running OpenCV's Haar cascade on the grey frame")
+    rtc, warning = rtc_configuration()
+    if warning:
+        st.warning(warning)
+    ctx = webrtc_streamer(key="detect", mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
+                          media_stream_constraints={"video": True, "audio": False},
+                          video_frame_callback=frame_callback(processor), async_processing=True)
+    st.caption("Press START and allow the camera. The video comes back with the box drawn, the frames/s and "
+               "the model's time per frame in its corner.")
+    live_figures(processor, bool(ctx.state.playing))
+    save_frame_section(processor, model_key)
+    upload_section(model_key, threshold, smoothing)
+
+
+with ui.page_guard():
+    main()

@@ -1,0 +1,149 @@
+"""Evaluate: how good a trained model is on a dataset split, and where it goes wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from facetracker import data as data_lib
+from facetracker import runs, workspace
+from facetracker.evaluate import Evaluation, evaluate
+from app_pages import ui
+
+SPLITS = {"test": "test", "validation": "val", "training": "train", "all images": None}
+GRID = 8
+METRICS = [("mean_iou", "Mean IoU", "mean overlap of predicted and true box, over images with a face"),
+           ("iou50", "IoU ≥ 0.5", "share of face images whose box overlaps the truth by at least half"),
+           ("accuracy", "Accuracy", "face / no-face decisions right at the threshold"),
+           ("precision", "Precision", "of the images called 'face', the share that hold one"),
+           ("recall", "Recall", "of the images with a face, the share called 'face'"),
+           ("ap50", "AP50", "average precision, a detection counting when its IoU is at least 0.5")]
+
+
+def choose_run() -> workspace.RunSummary | None:
+    trained = workspace.trained_runs(ui.runs_root())
+    if not trained:
+        st.info("No trained model yet. Train one on the Train page (the `fast` preset gives a first model in "
+                "minutes), then come back to measure it.")
+        st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
+        return None
+    labels = [f"{s.name} ({s.backbone or 'model'}, {s.state})" for s in trained]
+    index = st.selectbox("Model", range(len(trained)), format_func=lambda i: labels[i], key="eval_run")
+    return trained[index]
+
+
+def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None, threshold: float) -> Evaluation | None:
+    model = run.path / runs.MODEL
+    key = (str(run.path), model.stat().st_mtime_ns, str(folder), ui.folder_signature(folder), split, threshold)
+    held = st.session_state.get("eval_result")
+    if held is not None and held[0] == key:
+        return held[1]
+    if not st.button("Evaluate", type="primary"):
+        return None
+    bar = st.progress(0.0, text="Loading the model…")
+    try:
+        result = evaluate(run.path, folder, split=split, threshold=threshold,
+                          progress=lambda done, total: bar.progress(done / max(total, 1),
+                                                                    text=f"image {done} of {total}"))
+    except (data_lib.DatasetError, ValueError, OSError, RuntimeError) as error:
+        bar.empty()
+        st.error(ui.readable(error))
+        return None
+    bar.empty()
+    st.session_state["eval_result"] = (key, result)
+    return result
+
+
+def metric_row(metrics: dict) -> None:
+    columns = st.columns(len(METRICS))
+    for column, (name, label, help_text) in zip(columns, METRICS):
+        value = metrics.get(name, float("nan"))
+        column.metric(label, "–" if value != value else f"{value:.3f}", help=help_text)
+    st.caption(f"{metrics['n_faces']} images with a face, {metrics['n_empty']} without")
+
+
+def iou_histogram(result: Evaluation) -> None:
+    has_face = np.array([s.has_face for s in result.samples], bool)
+    if not has_face.any():
+        st.caption("No image with a face in this split: no IoU to show.")
+        return
+    counts, edges = np.histogram(result.ious[has_face], bins=10, range=(0.0, 1.0))
+    frame = pd.DataFrame({"IoU": [f"{lo:.1f}–{hi:.1f}" for lo, hi in zip(edges[:-1], edges[1:])], "images": counts})
+    st.bar_chart(frame, x="IoU", y="images", height=240)
+
+
+def prediction_tiles(result: Evaluation, indices, threshold: float) -> None:
+    images, captions = [], []
+    for i in indices:
+        sample = result.samples[i]
+        pixels = ui.sample_thumbnail(sample, 360)
+        if pixels is None:
+            continue
+        drawn = ui.draw_box(pixels, sample.box)
+        said_face = result.probs[i] >= threshold
+        drawn = ui.draw_box(drawn, tuple(result.boxes[i]), ui.PREDICTED_COLOUR,
+                            label=f"p {result.probs[i]:.2f}") if said_face or sample.has_face else drawn
+        images.append(drawn)
+        captions.append(f"{sample.name} · IoU {result.ious[i]:.2f} · p {result.probs[i]:.2f}" if sample.has_face
+                        else f"{sample.name} · no face · p {result.probs[i]:.2f}")
+    ui.image_grid(images, captions)
+
+
+def worst_and_best(result: Evaluation, threshold: float) -> None:
+    st.caption("Green: the true box. Red: the model's box and probability.")
+    faces = [i for i, s in enumerate(result.samples) if s.has_face]
+    empty = [i for i, s in enumerate(result.samples) if not s.has_face]
+    by_iou = sorted(faces, key=lambda i: result.ious[i])
+    tabs = st.tabs(["Worst boxes", "Best boxes", "No-face images called a face"])
+    for tab, chosen in ((tabs[0], by_iou[:GRID]), (tabs[1], by_iou[::-1][:GRID])):
+        with tab:
+            if chosen:
+                prediction_tiles(result, chosen, threshold)
+            else:
+                st.caption("no image with a face in this split")
+    with tabs[2]:
+        wrong = sorted((i for i in empty if result.probs[i] >= threshold), key=lambda i: -result.probs[i])
+        if wrong:
+            prediction_tiles(result, wrong[:GRID], threshold)
+        else:
+            st.caption("none" if empty else "no no-face image in this split")
+
+
+def main() -> None:
+    st.title("Evaluate")
+    run = choose_run()
+    if run is None:
+        return
+    default = Path(run.data) if run.data else None
+    folder = ui.choose_dataset(default=default)
+    if folder is None:
+        return
+    own_data = default is not None and folder.resolve() == default.resolve()
+    split_folders = any((folder / s).is_dir() for s in data_lib.SPLITS)
+    c1, c2 = st.columns(2)
+    split_label = c1.selectbox("Split", list(SPLITS), index=0 if own_data or split_folders else len(SPLITS) - 1,
+                               key=f"eval_split_{folder.name}",
+                               help="A dataset without split folders is split as this run split it")
+    if not own_data and not split_folders:
+        st.caption("The model was not trained on this dataset, so every image in it is new to the model: "
+                   "'all images' measures it fairly.")
+    threshold = c2.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold")
+    result = run_evaluation(run, folder, SPLITS[split_label], threshold)
+    if result is None:
+        return
+    metric_row(result.metrics)
+    if result.skipped:
+        with st.expander(f"{len(result.skipped)} files skipped"):
+            st.dataframe(pd.DataFrame([{"file": ui.shown_path(s.path), "reason": s.reason} for s in result.skipped]),
+                         hide_index=True, width="stretch")
+    st.subheader("IoU of the predicted boxes")
+    iou_histogram(result)
+    st.subheader("Predictions")
+    worst_and_best(result, threshold)
+
+
+with ui.page_guard():
+    main()

@@ -1,0 +1,256 @@
+"""Train: choose the options, launch a run as its own process, and watch it train."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from facetracker import launcher, runs, workspace
+from facetracker.augment import AugmentConfig
+from facetracker.jsonconfig import ConfigError
+from facetracker.train import PRESETS, TrainConfig, config_for, default_augment
+from app_pages import ui
+
+REFRESH_S = 2
+CUSTOM = "custom (no preset)"
+MAX_CHART_POINTS = 1500
+
+
+# ----------------------------------------------------------------------------------------------
+# Options
+
+
+def preset_values(preset: str | None) -> dict:
+    values = TrainConfig().to_dict()
+    if preset:
+        values.update(PRESETS[preset])
+    return values
+
+
+def weights_note(backbone: str, weights: str) -> str | None:
+    """A warning when ImageNet weights would have to be downloaded (the machine may be offline)."""
+    if weights != "imagenet":
+        return None
+    from facetracker.model import BACKBONES, keras_cache_dir
+
+    cached = keras_cache_dir() / BACKBONES[backbone].weights_file
+    if cached.is_file():
+        return None
+    return (f"The ImageNet weights of {backbone} are not in the Keras cache ({cached.parent}): training downloads "
+            "them first, which needs internet. Offline, choose weights 'none' or tick the fallback below.")
+
+
+def augment_choice(folder: Path, preset: str | None) -> AugmentConfig | None:
+    options = {}
+    try:
+        saved = default_augment(folder)
+    except ConfigError as error:
+        st.warning(f"{error}; it is not offered")
+        saved = None
+    if saved is not None:
+        options["saved for this dataset (Augment page)"] = saved
+    options[f"the {preset} preset's" if preset else "the defaults"] = AugmentConfig.from_dict(
+        preset_values(preset).get("augment", {}), source="preset")
+    label = st.radio("Augmentation", list(options), horizontal=True, key="train_augment")
+    return options[label]
+
+
+def training_options(folder: Path) -> dict | None:
+    """The options as `launcher.start_run` takes them (None after showing why they cannot be used)."""
+    from facetracker.model import BACKBONES
+
+    names = list(PRESETS) + [CUSTOM]
+    preset_label = st.selectbox("Preset", names, index=names.index("fast") if "fast" in names else 0,
+                                help="fast: MobileNetV2 for real time on a CPU. original: VGG16 as in the tutorial.")
+    preset = None if preset_label == CUSTOM else preset_label
+    values = preset_values(preset)
+    key = preset_label.split()[0]
+    c1, c2 = st.columns(2)
+    backbones = list(BACKBONES)
+    backbone = c1.selectbox("Backbone", backbones, index=backbones.index(values["backbone"]), key=f"tr_backbone_{key}")
+    weights = c2.radio("Start from", ["imagenet", "none"], index=["imagenet", "none"].index(values["weights"]),
+                       horizontal=True, key=f"tr_weights_{key}",
+                       help="imagenet: weights learnt on ImageNet (better, needs them cached or internet); "
+                            "none: random weights")
+    c1, c2, c3, c4 = st.columns(4)
+    epochs = c1.number_input("Epochs", 1, 10_000, int(values["epochs"]), key=f"tr_epochs_{key}")
+    batch_size = c2.number_input("Batch size", 1, 4096, int(values["batch_size"]), key=f"tr_batch_{key}")
+    lr = c3.number_input("Learning rate", 1e-6, 0.5, float(values["lr"]), format="%.5f", step=1e-4,
+                         key=f"tr_lr_{key}")
+    copies = c4.number_input("Augmented copies per epoch", 1, 1000, int(values["copies"]), key=f"tr_copies_{key}")
+    note = weights_note(backbone, weights)
+    if note:
+        st.warning(note)
+    allow_random = st.checkbox("If the ImageNet weights cannot be had, train from random weights instead",
+                               value=False, key="tr_allow_random")
+    augment = augment_choice(folder, preset)
+    name = st.text_input("Run name (empty: made from the dataset, backbone and time)", key="tr_name").strip()
+    options = dict(data=folder, preset=preset, backbone=backbone, weights=weights, epochs=int(epochs),
+                   batch_size=int(batch_size), lr=float(lr), copies=int(copies), augment=augment,
+                   allow_random_weights=allow_random)
+    try:  # the same check the training command makes, before anything is launched
+        config_for(str(folder), preset, **{k: v for k, v in options.items() if k not in ("data", "preset",
+                                                                                          "allow_random_weights")})
+    except ConfigError as error:
+        st.error(str(error))
+        return None
+    return {**options, "name": name or launcher.new_run_name(ui.runs_root(), folder, backbone)}
+
+
+def start_section(folder: Path, live: list[workspace.RunSummary]) -> None:
+    options = training_options(folder)
+    if live:
+        st.info(f"**{live[0].name}** is training now. One run at a time shares this machine's cores: "
+                "stop it below or wait for it to finish.")
+    if st.button("Start training", type="primary", disabled=options is None or bool(live)):
+        name = options.pop("name")
+        try:
+            run_dir = launcher.start_run(ui.runs_root(), name, **options)
+        except (runs.RunLocked, FileExistsError, ValueError, OSError) as error:
+            st.error(ui.readable(error))
+            return
+        ui.remember("train_run", run_dir.name)
+        st.rerun()
+
+
+# ----------------------------------------------------------------------------------------------
+# Watching a run
+
+
+def duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "estimating"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def progress_bar(status: dict) -> None:
+    progress = status.get("progress") or 0.0
+    if status.get("state") == "starting":
+        st.progress(0.0, text=status.get("message") or "starting")
+        return
+    text = (f"epoch {status.get('epoch', '?')}/{status.get('epochs', '?')} · step {status.get('step', 0)}"
+            f"/{status.get('total_steps', '?')} · {status.get('images_per_s') or 0:.1f} images/s · "
+            f"{duration(status.get('eta_s'))} left")
+    st.progress(min(max(float(progress), 0.0), 1.0), text=text)
+
+
+def thin(frame: pd.DataFrame, limit: int = MAX_CHART_POINTS) -> pd.DataFrame:
+    if len(frame) <= limit:
+        return frame
+    return frame.iloc[:: len(frame) // limit + 1]
+
+
+def charts(records: list[dict]) -> None:
+    steps = [r for r in records if r.get("kind") == "step"]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    st.caption(f"{len(steps)} training steps and {len(epochs)} validated epochs logged")
+    c1, c2 = st.columns(2)
+    with c1:
+        st.markdown("**Loss per step**")
+        losses = [c for c in ("loss", "class_loss", "box_loss") if any(c in r for r in steps)]
+        if steps and losses:
+            frame = thin(pd.DataFrame(steps)[["step", *losses]].rename(columns={"loss": "total"}))
+            st.line_chart(frame, x="step", y=[("total" if c == "loss" else c) for c in losses], height=260)
+        else:
+            st.caption("appears after the first training step")
+    with c2:
+        st.markdown("**Validation per epoch**")
+        columns = [c for c in ("val_mean_iou", "val_iou50", "val_accuracy") if any(c in r for r in epochs)]
+        if epochs and columns:
+            frame = pd.DataFrame(epochs)[["epoch", *columns]].rename(
+                columns={"val_mean_iou": "mean IoU", "val_iou50": "IoU ≥ 0.5", "val_accuracy": "accuracy"})
+            st.line_chart(frame, x="epoch", y=[c for c in frame.columns if c != "epoch"], height=260)
+        else:
+            st.caption("appears after the first epoch")
+
+
+def controls(summary: workspace.RunSummary) -> None:
+    if summary.live:
+        c1, c2 = st.columns([1, 3])
+        if c1.button("Stop", key=f"stop_{summary.name}", help="Saves after the current step, then ends"):
+            ui.remember("stop_clicked", summary.name)
+            st.toast(launcher.stop_run(summary.path))
+        if st.session_state.get("stop_clicked") == summary.name and c2.button("Force stop (SIGTERM)"):
+            st.toast(launcher.stop_run(summary.path, force=True))
+        return
+    if summary.resumable:
+        c1, c2 = st.columns([1, 2])
+        epochs = c1.number_input("Epochs in total", 1, 10_000, int(summary.epochs or 1) + (
+            0 if summary.state != "finished" else 5), key=f"resume_epochs_{summary.name}")
+        if c2.button("Resume from the last checkpoint", key=f"resume_{summary.name}"):
+            try:
+                launcher.resume_run(summary.path, epochs=int(epochs))
+            except (runs.RunLocked, FileNotFoundError, OSError) as error:
+                st.error(ui.readable(error))
+                return
+            st.rerun()
+
+
+def run_panel(run_dir: Path, live: bool) -> None:
+    @st.fragment(run_every=REFRESH_S if live else None)
+    def panel() -> None:
+        summary = workspace.run_summary(run_dir)
+        status = runs.read_status(run_dir)
+        state = summary.state
+        st.markdown(f"**{summary.name}** · {state}" + (f" · {summary.backbone}" if summary.backbone else "")
+                    + (f" · data `{ui.shown_path(summary.data)}`" if summary.data else ""))
+        if summary.live:
+            progress_bar(status)
+        elif state == "failed":
+            st.error(f"The run failed: {launcher.failure_reason(run_dir)}")
+        elif state == "stopped":
+            st.warning(status.get("message") or "stopped")
+        elif state == "finished":
+            best = summary.best_val_iou
+            st.success(f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}."
+                       if isinstance(best, (int, float)) else "Finished.")
+        charts(runs.read_metrics(run_dir))
+        controls(summary)
+        with st.expander("Training log"):
+            st.code(launcher.log_tail(run_dir, 40) or "(empty)", language=None)
+        if live and not summary.live:
+            st.rerun()  # the whole page: the run list and the Start button change
+
+    panel()
+
+
+def past_runs(summaries: list[workspace.RunSummary]) -> None:
+    rows = []
+    for s in summaries:
+        rows.append({"run": s.name, "state": s.state, "dataset": Path(s.data).name if s.data else "",
+                     "backbone": s.backbone or "", "epochs": f"{s.epoch or 0}/{s.epochs or '?'}",
+                     "best val IoU": s.best_val_iou, "val accuracy": s.last_val.get("accuracy"),
+                     "model": "saved" if s.has_model else "", "error": s.error or ""})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+
+
+def main() -> None:
+    st.title("Train")
+    summaries = workspace.list_run_summaries(ui.runs_root())
+    live = [s for s in summaries if s.live]
+    with st.expander("New training run", expanded=not live):
+        folder = ui.choose_dataset()
+        if folder is not None:
+            start_section(folder, live)
+    if not summaries:
+        st.info("No training run yet: choose the options above and press Start. The `fast` preset with "
+                "1-3 epochs gives a first model in a few minutes on a CPU.")
+        return
+    names = [s.name for s in summaries]
+    wanted = live[0].name if live else st.session_state.get("train_run")
+    shown = st.selectbox("Run", names, index=names.index(wanted) if wanted in names else 0)
+    by_name = {s.name: s for s in summaries}
+    run_panel(by_name[shown].path, by_name[shown].live)
+    st.subheader("All runs")
+    past_runs(summaries)
+
+
+with ui.page_guard():
+    main()

@@ -1,0 +1,120 @@
+"""Collect training images from a camera: save a frame into a dataset folder, pre-labelled.
+
+The original workflow took photos with a webcam and drew boxes in labelme. Here each frame is saved
+as a JPEG in the dataset's `images/` with a labelme file in `labels/` whose box comes from the
+current model (or OpenCV's Haar cascade when none is trained yet); the person then corrects the box
+or marks the frame as holding no face, which rewrites the label.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from facetracker.data import SPLITS
+from facetracker.predict import labelme_json
+from facetracker.runs import atomic_write_text
+
+JPEG_QUALITY = 92
+
+PixelBox = tuple[int, int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class Capture:
+    image: Path
+    label: Path
+    width: int
+    height: int
+    box: PixelBox | None
+    """The face box in pixels as saved, or None for a no-face sample."""
+
+
+def capture_folder(dataset: str | Path, split: str | None = None) -> Path:
+    """Where captures go: the dataset folder, or its `train/` when the dataset is split into folders.
+
+    A split dataset ignores images outside its split folders, so a capture must land in one.
+    """
+    dataset = Path(dataset)
+    if split is None and any((dataset / s / "images").is_dir() or (dataset / s / "labels").is_dir() for s in SPLITS):
+        split = "train"
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return dataset / split if split else dataset
+
+
+def _atomic_write_bytes(path: Path, content: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clip_box(box, width: int, height: int) -> PixelBox | None:
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    x0, x1 = sorted((min(max(x0, 0), width), min(max(x1, 0), width)))
+    y0, y1 = sorted((min(max(y0, 0), height), min(max(y1, 0), height)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ValueError(f"the face box ({x0}, {y0}, {x1}, {y1}) is empty; draw it larger or mark 'no face'")
+    return (x0, y0, x1, y1)
+
+
+def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | None, *, split: str | None = None,
+                 source: str = "camera", prefix: str = "capture") -> Capture:
+    """Save a BGR frame as `images/<name>.jpg` with `labels/<name>.json` (one face box or none)."""
+    if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or min(frame_bgr.shape[:2]) < 8:
+        raise ValueError("the frame is not a colour image (expected height x width x 3 pixels)")
+    folder = capture_folder(dataset, split)
+    images, labels = folder / "images", folder / "labels"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    height, width = frame_bgr.shape[:2]
+    box = _clip_box(box, width, height)
+    name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(frame_bgr), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError("could not encode the frame as JPEG")
+    image_path, label_path = images / f"{name}.jpg", labels / f"{name}.json"
+    # The label goes first: a crash between the two writes then leaves a label without an image
+    # (reported and skipped), never an unlabelled image that would read as a no-face sample.
+    atomic_write_text(label_path, labelme_json(f"../images/{image_path.name}", width, height, box,
+                                               f"pre-label: {source}"))
+    _atomic_write_bytes(image_path, encoded.tobytes())
+    return Capture(image_path, label_path, width, height, box)
+
+
+def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected by hand") -> Capture:
+    """Rewrite a capture's label with a corrected box, or none to mark the image as holding no face."""
+    label_path = Path(label_path)
+    try:
+        data = json.loads(label_path.read_text(encoding="utf-8"))
+        width, height, image_ref = int(data["imageWidth"]), int(data["imageHeight"]), str(data["imagePath"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{label_path}: not a label this app wrote ({error})") from None
+    box = _clip_box(box, width, height)
+    atomic_write_text(label_path, labelme_json(image_ref, width, height, box, note))
+    image_path = (label_path.parent / image_ref).resolve()
+    return Capture(image_path, label_path, width, height, box)
+
+
+def discard(capture: Capture) -> None:
+    """Delete a capture the person does not want (image first: a lone label is merely skipped)."""
+    capture.image.unlink(missing_ok=True)
+    capture.label.unlink(missing_ok=True)

@@ -1,0 +1,239 @@
+"""Start, stop and resume a training run as its own process, so closing a browser never stops it.
+
+The app does not train in its own process: it runs `python -m facetracker train` (the same command a
+person would type) in a new session, with its output in `<run_dir>/train.log`. Everything the app
+shows afterwards comes from the run folder (see `facetracker.runs`), so a reload or a second browser
+tab finds the live run and never starts another one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from facetracker import runs
+from facetracker.augment import AugmentConfig
+
+LAUNCH_LOCK = ".launch.lock"
+PACKAGE_PARENT = Path(__file__).resolve().parent.parent
+# A run that has not taken its lock yet is still importing TensorFlow: it has not installed its
+# SIGTERM handler, so a signal ends it at once and nothing is lost.
+EARLY_EXIT_WAIT_S = 5.0
+
+
+def live_pid(run_dir: str | Path) -> int | None:
+    """The pid of the live process that owns the run folder, or None when nobody trains in it."""
+    run_dir = Path(run_dir)
+    owner = runs.lock_owner(run_dir)
+    if owner:
+        return owner
+    status = runs.read_status(run_dir)  # says failed when its pid is gone
+    if status.get("state") in runs.ACTIVE_STATES and runs.pid_alive(status.get("pid")):
+        return int(status["pid"])
+    return None
+
+
+def live_runs(runs_root: str | Path) -> list[Path]:
+    """Run folders under the root with a live training process."""
+    return [run for run in run_folders(runs_root) if live_pid(run)]
+
+
+def run_folders(runs_root: str | Path) -> list[Path]:
+    """Run folders, newest first, including a run launched a moment ago that has no config.json yet."""
+    root = Path(runs_root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+             and ((p / runs.CONFIG).exists() or (p / runs.STATUS).exists())]
+
+    def started(p: Path) -> float:
+        marker = p / runs.CONFIG if (p / runs.CONFIG).exists() else p / runs.STATUS
+        try:
+            return marker.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(found, key=started, reverse=True)
+
+
+def new_run_name(runs_root: str | Path, data: str | Path, backbone: str | None) -> str:
+    """`<dataset>-<backbone>-<date-time>`: readable in a list, unique under the root."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{Path(data).name}-{backbone or 'preset'}").strip("-.") or "run"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    name = f"{base}-{stamp}"
+    suffix = 1
+    while (Path(runs_root) / name).exists():
+        suffix += 1
+        name = f"{base}-{stamp}-{suffix}"
+    return name
+
+
+@contextlib.contextmanager
+def _launch_lock(runs_root: Path) -> Iterator[None]:
+    """Serialise check-then-spawn across threads and processes (two tabs clicking Start together)."""
+    runs_root.mkdir(parents=True, exist_ok=True)
+    with open(runs_root / LAUNCH_LOCK, "a+") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def train_command(run_dir: Path, *, data: str | Path | None = None, preset: str | None = None,
+                  backbone: str | None = None, weights: str | None = None, epochs: int | None = None,
+                  batch_size: int | None = None, lr: float | None = None, copies: int | None = None,
+                  augment_file: Path | None = None, seed: int | None = None, allow_random_weights: bool = False,
+                  resume: bool = False) -> list[str]:
+    """The `python -m facetracker train` command line for these options (None: the preset's or default)."""
+    command = [sys.executable, "-m", "facetracker", "train", "--run-dir", str(run_dir)]
+    options = {"--data": data, "--preset": preset, "--backbone": backbone, "--weights": weights,
+               "--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--copies": copies,
+               "--augment": augment_file, "--seed": seed}
+    for flag, value in options.items():
+        if value is not None:
+            command += [flag, str(value)]
+    if allow_random_weights:
+        command.append("--allow-random-weights")
+    if resume:
+        command.append("--resume")
+    return command
+
+
+def _spawn(run_dir: Path, command: list[str]) -> int:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    with open(run_dir / runs.LOG, "ab") as log:
+        log.write(f"\n$ {' '.join(command)}\n".encode())
+        log.flush()
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=str(PACKAGE_PARENT), env=env, start_new_session=True)
+    # Reap it when it ends, or it stays a zombie of the app's process until the app exits.
+    threading.Thread(target=process.wait, name=f"reap-train-{process.pid}", daemon=True).start()
+    return process.pid
+
+
+def _refuse_if_busy(run_dir: Path, runs_root: Path, exclusive: bool) -> None:
+    pid = live_pid(run_dir)
+    if pid:
+        raise runs.RunLocked(f"{run_dir.name} is already training (process {pid}); stop it before starting it again")
+    if exclusive:
+        others = [run for run in live_runs(runs_root) if run.resolve() != run_dir.resolve()]
+        if others:
+            raise runs.RunLocked(f"{others[0].name} is training right now; one run at a time shares this "
+                                 "machine's cores, so stop it or wait for it to finish")
+
+
+def start_run(runs_root: str | Path, name: str, *, data: str | Path, preset: str | None = None,
+              backbone: str | None = None, weights: str | None = None, epochs: int | None = None,
+              batch_size: int | None = None, lr: float | None = None, copies: int | None = None,
+              augment: AugmentConfig | None = None, seed: int | None = None, allow_random_weights: bool = False,
+              exclusive: bool = True) -> Path:
+    """Launch a new training run in `<runs_root>/<name>`; returns the run folder.
+
+    Raises `runs.RunLocked` when that folder (or, with `exclusive`, any run under the root) has a
+    live training process, and FileExistsError when the folder is already used by a past run.
+    """
+    runs_root = Path(runs_root)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
+    run_dir = runs_root / name
+    with _launch_lock(runs_root):
+        _refuse_if_busy(run_dir, runs_root, exclusive)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise FileExistsError(f"{run_dir.name}: a run of that name exists; pick another name or resume it")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        augment_file = None
+        if augment is not None:
+            augment_file = run_dir / "augment.json"
+            runs.atomic_write_text(augment_file, augment.to_json())
+        command = train_command(run_dir, data=Path(data).resolve(), preset=preset, backbone=backbone,
+                                weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, copies=copies,
+                                augment_file=augment_file, seed=seed, allow_random_weights=allow_random_weights)
+        pid = _spawn(run_dir, command)
+        # Written before the child runs, so every viewer sees a live run from this instant on.
+        runs.update_status(run_dir, state="starting", pid=pid, started=time.time(), error=None,
+                           message="starting the training process", data=str(Path(data).resolve()),
+                           epochs=epochs)
+    return run_dir
+
+
+def resume_run(run_dir: str | Path, *, epochs: int | None = None, exclusive: bool = True) -> Path:
+    """Carry on a stopped or failed run from its last checkpoint, in a new process."""
+    run_dir = Path(run_dir)
+    if not (run_dir / runs.CONFIG).exists():
+        raise FileNotFoundError(f"{run_dir.name}: nothing to resume (no {runs.CONFIG})")
+    if not (run_dir / runs.CHECKPOINT_MODEL).exists():
+        raise FileNotFoundError(f"{run_dir.name}: no checkpoint to resume from (no epoch has finished yet); "
+                                "start a new run instead")
+    with _launch_lock(run_dir.parent):
+        _refuse_if_busy(run_dir, run_dir.parent, exclusive)
+        (run_dir / runs.STOP).unlink(missing_ok=True)
+        pid = _spawn(run_dir, train_command(run_dir, epochs=epochs, resume=True))
+        runs.update_status(run_dir, state="starting", pid=pid, error=None, message="resuming from the checkpoint")
+    return run_dir
+
+
+def stop_run(run_dir: str | Path, *, force: bool = False) -> str:
+    """Ask a run to stop; returns what was done, in words.
+
+    The STOP file makes the run finish its current step, save and exit. A process that has not
+    started training yet (still importing) is sent SIGTERM, as is any process when `force`.
+    """
+    run_dir = Path(run_dir)
+    pid = live_pid(run_dir)
+    if not pid:
+        return f"{run_dir.name} is not running"
+    runs.atomic_write_text(run_dir / runs.STOP, f"stop requested at {time.ctime()}\n")
+    if runs.lock_owner(run_dir) and not force:
+        return f"asked {run_dir.name} to stop; it saves and exits after the current step"
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if runs.lock_owner(run_dir):  # it is training: the handler stops it cleanly after the step
+        return f"sent SIGTERM to {run_dir.name} (process {pid}); it saves and exits after the current step"
+    deadline = time.monotonic() + EARLY_EXIT_WAIT_S
+    while runs.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not runs.pid_alive(pid):
+        status = runs.read_json(run_dir / runs.STATUS, {}) or {}
+        if status.get("state") in runs.ACTIVE_STATES:
+            runs.update_status(run_dir, state="stopped", error=None,
+                               message="stopped before training began")
+    return f"stopped {run_dir.name} before training began"
+
+
+def log_tail(run_dir: str | Path, lines: int = 20) -> str:
+    """The end of the run's train.log (what the process printed)."""
+    try:
+        with open(Path(run_dir) / runs.LOG, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64_000))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def failure_reason(run_dir: str | Path) -> str | None:
+    """Why a run failed, in one line: the status' error, refined by the CLI's own `error:` line."""
+    status = runs.read_status(run_dir)
+    if status.get("state") != "failed":
+        return None
+    error_lines = [line[len("error: "):] for line in log_tail(run_dir, 200).splitlines() if line.startswith("error: ")]
+    logged = error_lines[-1] if error_lines else None
+    reason = status.get("error")
+    # A process that died before train() ran (bad options, import error) only left its words in the log.
+    if logged and (not reason or "ended without finishing" in reason):
+        return logged
+    return reason or logged or "the run failed; see train.log"

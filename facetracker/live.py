@@ -1,0 +1,235 @@
+"""The live frame path: a detector on every camera frame, with the speed drawn on the video.
+
+`LiveProcessor.process` is what a webcam callback calls from its worker thread. It never raises:
+an error in one frame is counted, kept for the page to show, and the raw frame goes back, so the
+stream carries on. Everything it shares with the page sits behind one lock.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from facetracker.detect import Detection, draw_detection
+
+log = logging.getLogger(__name__)
+
+ICE_SERVERS_ENV = "FACETRACKER_ICE_SERVERS"
+
+
+class SharedRuntime:
+    """One model runtime for every viewer: a lock around each call (TFLite interpreters are not
+    re-entrant), while each viewer keeps its own Detector with its own threshold and smoothing."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.name = getattr(runtime, "name", "model")
+        self.input_size = runtime.input_size
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SharedRuntime":
+        from facetracker.detect import load_runtime
+
+        return cls(load_runtime(path))
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            return self.runtime.predict(images)
+
+
+class LiveProcessor:
+    """Runs a detector on frames and keeps thread-safe figures about it.
+
+    `detector` may be swapped at any time (another model chosen on the page); the frame being
+    processed finishes with the old one.
+    """
+
+    def __init__(self, detector=None, label: str = "face", window: int = 30):
+        self.detector = detector
+        self.label = label
+        self._lock = threading.Lock()
+        self._times: collections.deque[float] = collections.deque(maxlen=window)
+        self._model_ms: collections.deque[float] = collections.deque(maxlen=window)
+        self.frames = 0
+        self.detections = 0
+        self.errors = 0
+        self.last_error: str | None = None
+        self._last_frame: np.ndarray | None = None
+        self._last_detection: Detection | None = None
+
+    def process(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Detect, draw the box and the speed; on any error return the raw frame and count it."""
+        detector = self.detector
+        raw = frame_bgr
+        try:
+            if detector is None:
+                return raw
+            detection = detector.detect(frame_bgr)
+            out = frame_bgr.copy()
+            draw_detection(out, detection, self.label)
+            with self._lock:
+                now = time.perf_counter()
+                self._times.append(now)
+                self._model_ms.append(detection.model_ms)
+                self.frames += 1
+                self.detections += detection.found
+                self._last_frame = raw
+                self._last_detection = detection
+                fps, model_ms = self._rates()
+            draw_speed(out, fps, model_ms)
+            return out
+        except Exception as error:  # the stream must survive a bad frame or a broken model
+            self.record_error(error, raw)
+            return raw
+
+    def record_error(self, error: BaseException, frame_bgr: np.ndarray | None = None) -> None:
+        """Log a failed frame and keep it for the page; the caller passes the raw frame on."""
+        message = "".join(traceback.format_exception_only(type(error), error)).strip()
+        log.error("frame callback failed: %s", message, exc_info=error)
+        with self._lock:
+            self.errors += 1
+            self.last_error = message
+            if frame_bgr is not None:
+                self._last_frame = frame_bgr
+
+    def _rates(self) -> tuple[float, float]:
+        times = self._times
+        fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        model_ms = float(np.mean(self._model_ms)) if self._model_ms else 0.0
+        return fps, model_ms
+
+    def stats(self) -> dict:
+        """Frames processed, frames/s, model ms, detections, errors, the last error."""
+        with self._lock:
+            fps, model_ms = self._rates()
+            stale = bool(self._times) and time.perf_counter() - self._times[-1] > 2.0
+            return {"frames": self.frames, "fps": 0.0 if stale else fps, "model_ms": model_ms,
+                    "detections": self.detections, "errors": self.errors, "last_error": self.last_error,
+                    "last_probability": self._last_detection.probability if self._last_detection else None}
+
+    def last_frame(self) -> tuple[np.ndarray | None, Detection | None]:
+        """The last raw frame (BGR) and what was detected on it, to save it into a dataset."""
+        with self._lock:
+            frame = None if self._last_frame is None else self._last_frame.copy()
+            return frame, self._last_detection
+
+
+def draw_speed(frame_bgr: np.ndarray, fps: float, model_ms: float) -> np.ndarray:
+    """Frames/s and model milliseconds in the top-left corner, readable on any background."""
+    text = f"{fps:4.1f} frames/s  model {model_ms:5.1f} ms"
+    scale = max(0.5, frame_bgr.shape[1] / 1000)
+    (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(frame_bgr, (0, 0), (width + 12, height + 14), (0, 0, 0), -1)
+    cv2.putText(frame_bgr, text, (6, height + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return frame_bgr
+
+
+def rtc_configuration(environ: dict | None = None) -> tuple[dict, str | None]:
+    """WebRTC ICE settings and a warning when the environment's were unusable.
+
+    On localhost (and within one network) no STUN/TURN server is needed: `{"iceServers": []}` also
+    avoids a stall of several seconds trying to reach a STUN server offline. For remote use set
+    FACETRACKER_ICE_SERVERS to a JSON list such as
+    `[{"urls": ["stun:stun.l.google.com:19302"]}, {"urls": "turn:host:3478", "username": "u", "credential": "p"}]`.
+    """
+    raw = (environ if environ is not None else os.environ).get(ICE_SERVERS_ENV, "").strip()
+    if not raw:
+        return {"iceServers": []}, None
+    try:
+        servers = json.loads(raw)
+    except json.JSONDecodeError as error:
+        return {"iceServers": []}, f"{ICE_SERVERS_ENV} is not valid JSON ({error.msg}); using no STUN/TURN server"
+    if isinstance(servers, dict) and "iceServers" in servers:
+        servers = servers["iceServers"]
+    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
+        return {"iceServers": []}, (f"{ICE_SERVERS_ENV} must be a JSON list of objects with \"urls\"; "
+                                    "using no STUN/TURN server")
+    return {"iceServers": servers}, None
+
+
+# ----------------------------------------------------------------------------------------------
+# Video files
+
+
+def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iterator[tuple[np.ndarray, float]]:
+    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise ValueError(f"cannot open the video ({error.strerror or error})") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError("the file has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                image = frame.to_ndarray(format="bgr24")
+                if max(image.shape[:2]) > max_side:
+                    scale = max_side / max(image.shape[:2])
+                    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                                       interpolation=cv2.INTER_AREA)
+                yield image, float(frame.time or 0.0)
+                count += 1
+                if count >= max_frames:
+                    break
+        except av.error.FFmpegError as error:
+            if count == 0:
+                raise ValueError(f"cannot decode the video ({error.strerror or error})") from None
+
+
+def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames: int = 300,
+                   progress: Callable[[int, int], None] | None = None) -> dict:
+    """Detect on each frame of a video and write the boxed frames to an H.264 MP4 file.
+
+    Returns counts and per-frame probabilities; raises ValueError with the reason for a bad file.
+    """
+    import av
+
+    out_path = Path(out_path)
+    probabilities, model_ms = [], []
+    found = 0
+    output = None
+    stream = None
+    try:
+        for image, _ in video_frames(path, max_frames):
+            if output is None:
+                output = av.open(str(out_path), mode="w")
+                stream = output.add_stream("libx264", rate=25)
+                stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"preset": "veryfast"}
+            detection = detector.detect(image)
+            probabilities.append(detection.probability)
+            found += detection.found
+            model_ms.append(detection.model_ms)
+            draw_detection(image, detection)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]),
+                                               format="bgr24")
+            for packet in stream.encode(frame):
+                output.mux(packet)
+            if progress:
+                progress(len(probabilities), max_frames)
+        if output is None:
+            raise ValueError("the video holds no frame")
+        for packet in stream.encode():
+            output.mux(packet)
+    finally:
+        if output is not None:
+            output.close()
+    return {"frames": len(probabilities), "with_face": found, "probabilities": probabilities,
+            "model_ms": float(np.mean(model_ms)) if model_ms else 0.0}

@@ -1,0 +1,162 @@
+"""The whole app in a real browser: headless Chromium with a fake webcam showing real faces.
+
+One journey, as a newcomer would make it: open every page; move an augmentation slider and see the
+preview change; train a short run on the webcam-tutorial frames and watch the charts fill; run the
+trained model on the webcam and see frames come back through the server, then see the Haar
+baseline box the face. Prints the figures it measured (frames/s, times).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from tests import browser as bt
+from tests.conftest import REPO
+
+pytestmark = [bt.browser_mark]
+if importlib.util.find_spec("pytest_timeout") is not None:
+    pytestmark.append(pytest.mark.timeout(420))
+
+STEPS_CAPTION = re.compile(r"(\d+) training steps and (\d+) validated epochs logged")
+FRAMES_CAPTION = re.compile(r"processed frames: (\d+) · with a face: (\d+) · errors: (\d+)")
+
+
+def green_pixels(img) -> int:
+    """Pixels of the box colour draw_detection uses (BGR 0, 200, 0), as they survive VP8."""
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    return int(((g > 150) & (r < 100) & (b < 100)).sum())
+
+
+def read_caption(page, pattern: re.Pattern) -> tuple[int, ...] | None:
+    locator = page.get_by_text(pattern)
+    if locator.count() == 0:
+        return None
+    try:
+        match = pattern.search(locator.first.inner_text(timeout=2000))
+    except Exception:  # re-rendered between count() and inner_text()
+        return None
+    return tuple(int(g) for g in match.groups()) if match else None
+
+
+def wait_for(what: str, check, timeout: float, page, interval_ms: int = 500):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        page.wait_for_timeout(interval_ms)
+    raise AssertionError(f"{what} not seen within {timeout:.0f} s")
+
+
+def open_page(page, url: str, path: str, title: str) -> None:
+    page.goto(f"{url}/{path}", wait_until="domcontentloaded")
+    page.get_by_role("heading", name=title).first.wait_for(timeout=120_000)  # the script is running
+    bt.wait_for_app(page, timeout=120)
+    assert bt.page_exceptions(page) == [], f"{title} page shows an exception"
+
+
+def preview_sources(page) -> list[str]:
+    return [img.get_attribute("src") for img in page.get_by_test_id("stImage").locator("img").all()]
+
+
+def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
+    bt.require_browser()
+    t0 = time.monotonic()
+    try:
+        frames = bt.face_frames_from_dataset(bt.data_root(), n=4)
+    except FileNotFoundError as error:
+        bt.skip_or_fail(f"face dataset missing: {error}")
+    video = bt.write_y4m(tmp_path / "faces.y4m", frames, fps=30, repeat=15)
+    root = tmp_path / "data"
+    shutil.copytree(webcam, root / "webcam-tutorial")
+    env = {"FACETRACKER_DATA_ROOT": str(root), "FACETRACKER_ICE_SERVERS": ""}
+
+    with bt.streamlit_server(REPO / "streamlit_app.py", env=env) as url, bt.browser(video) as page:
+        page.set_default_timeout(60_000)
+        # -- every page opens without an exception (Train and Detect are opened again below); the
+        # first request is a page's own URL, which must still go through the entry's navigation
+        for path, title in (("dataset", "Dataset"), ("", "FaceTracker"), ("evaluate", "Evaluate")):
+            open_page(page, url, path, title)
+            nav = [link.split()[-1] for link in page.get_by_test_id("stSidebarNavLink").all_inner_texts()]
+            assert nav == ["Home", "Dataset", "Augment", "Train", "Detect", "Evaluate"], nav
+        page.get_by_text("No trained model yet").wait_for()
+
+        # -- Augment: a slider moves, the preview changes
+        open_page(page, url, "augment", "Augment")
+        before = wait_for("the preview", lambda: len(s := preview_sources(page)) >= 4 and s, 30, page)
+        bt.press_slider(page, "Random crop: smallest crop (share of the area)")
+        after = wait_for("a new preview", lambda: (s := preview_sources(page)) != before and s, 20, page)
+        assert after[0] == before[0], "the unaugmented image stays"
+        assert sum(a != b for a, b in zip(after[1:], before[1:])) >= len(before) // 2
+        assert bt.page_exceptions(page) == []
+
+        # -- Train: a short run of the fast preset from random weights, charts fill as it trains
+        open_page(page, url, "train", "Train")
+        page.get_by_test_id("stRadio").filter(has_text="Start from").get_by_text("none", exact=True).click()
+        bt.wait_for_app(page)
+        for label, value in (("Epochs", "1"), ("Augmented copies per epoch", "1")):
+            field = page.get_by_label(label, exact=True)
+            field.fill(value)
+            field.press("Enter")
+            bt.wait_for_app(page)
+        t_start = time.monotonic()
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("is training now").wait_for(state="attached", timeout=60_000)  # in a folded expander
+        bt.wait_for_app(page)
+        assert page.get_by_role("button", name="Start training", include_hidden=True).is_disabled(), \
+            "a second run cannot start"
+        seen = []
+
+        def steps_logged():
+            counts = read_caption(page, STEPS_CAPTION)
+            if counts and (not seen or counts != seen[-1]):
+                seen.append(counts)
+            return counts and counts[0] > 0
+
+        wait_for("the first training step on the chart", steps_logged, 150, page)
+        t_first_step = time.monotonic() - t_start
+        page.get_by_text("Finished").first.wait_for(timeout=150_000)
+        t_finished = time.monotonic() - t_start
+        final = read_caption(page, STEPS_CAPTION) or wait_for("the final counts", steps_logged, 10, page)
+        assert final[0] >= 2 and final[1] == 1, f"charts show {final}"
+        assert page.get_by_test_id("stVegaLiteChart").count() >= 2, "loss and validation charts"
+        assert bt.page_exceptions(page) == []
+        print(f"\n[app browser] training: first step on the chart {t_first_step:.0f} s after Start, finished "
+              f"after {t_finished:.0f} s; chart counts seen {seen + [final]}")
+
+        # -- Detect with the trained model: frames go through the server callback
+        open_page(page, url, "detect", "Detect")
+        page.get_by_text(re.compile(r"Running webcam-tutorial-\S+ as TFLITE")).wait_for()  # the new model, by default
+        t_detect_ready = time.monotonic() - t0
+        t_click = bt.start_webrtc(page, timeout=45)
+        counts = wait_for("frames through the callback",
+                          lambda: (c := read_caption(page, FRAMES_CAPTION)) and c[0] > 5 and c, 30, page)
+        n0, t_n0 = counts[0], time.monotonic()
+        page.wait_for_timeout(6000)
+        n1 = read_caption(page, FRAMES_CAPTION)[0]
+        model_fps = (n1 - n0) / (time.monotonic() - t_n0)
+        shown_fps = page.get_by_test_id("stMetric").filter(has_text="Frames/s").inner_text()
+        assert n1 > n0, "frames stopped passing through the trained model"
+        trained_detections = read_caption(page, FRAMES_CAPTION)[1]
+
+        # -- the Haar baseline on the same stream: a face box is drawn on the video
+        page.get_by_test_id("stSelectbox").filter(has_text="Model").click()
+        page.get_by_role("option", name=re.compile("Haar")).click()
+        bt.wait_for_app(page)
+        before_haar = read_caption(page, FRAMES_CAPTION)
+        wait_for("faces found by the Haar cascade",
+                 lambda: (c := read_caption(page, FRAMES_CAPTION)) and c[1] > before_haar[1] + 5, 30, page)
+        green = wait_for("a face box on the video",
+                         lambda: (n := green_pixels(bt.video_frame_png(page))) > 150 and n, 20, page)
+        assert read_caption(page, FRAMES_CAPTION)[2] == 0, "no frame failed in the callback"
+        assert bt.page_exceptions(page) == []
+        bt.stop_webrtc(page)
+        print(f"[app browser] Start->video {t_click:.1f} s; trained model {model_fps:.1f} frames/s through the "
+              f"callback ({shown_fps.splitlines()[-1]} shown), {trained_detections} frames with a face; Haar box "
+              f"{green} green px; Detect page ready at {t_detect_ready:.0f} s; total {time.monotonic() - t0:.0f} s")

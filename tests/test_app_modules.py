@@ -1,0 +1,275 @@
+"""The package modules the app stands on: launcher, capture, live frame path, workspace listing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from unittest import mock
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from facetracker import capture, launcher, live, runs, workspace
+from facetracker.data import load_dataset
+from facetracker.detect import Detection
+from tests import browser as bt
+
+SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
+
+
+class FakeTraining:
+    """What the launcher ran instead of training, and the processes it started."""
+
+    def __init__(self):
+        self.command = SLEEP
+        self.started: list[int] = []
+        self.commands: list[list[str]] = []
+
+
+@pytest.fixture
+def fake_training():
+    """Launches run a stand-in command; every process started is killed afterwards."""
+    fake = FakeTraining()
+    real_spawn = launcher._spawn
+
+    def spawn(run_dir, command):
+        fake.commands.append(command)
+        pid = real_spawn(run_dir, fake.command)
+        fake.started.append(pid)
+        return pid
+
+    with mock.patch.object(launcher, "_spawn", side_effect=spawn):
+        yield fake
+    for pid in fake.started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wait_dead(pid: int, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while runs.pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+# ----------------------------------------------------------------------------------------------
+# launcher
+
+
+def test_start_refuses_a_second_run_and_stop_ends_one_still_starting(tmp_path, fake_training):
+    started, commands = fake_training.started, fake_training.commands
+    run_dir = launcher.start_run(tmp_path, "one", data=tmp_path / "faces", backbone="mobilenet-0.25",
+                                 weights="none", epochs=2)
+    status = runs.read_status(run_dir)
+    assert status["state"] == "starting" and status["pid"] == started[0] and runs.pid_alive(started[0])
+    assert commands[0][1:4] == ["-m", "facetracker", "train"]
+    assert commands[0][commands[0].index("--epochs") + 1] == "2"
+    assert "$ " in (run_dir / runs.LOG).read_text()
+    assert launcher.live_runs(tmp_path) == [run_dir]
+
+    with pytest.raises(runs.RunLocked, match="already training"):
+        launcher.start_run(tmp_path, "one", data=tmp_path / "faces")
+    with pytest.raises(runs.RunLocked, match="one run at a time"):
+        launcher.start_run(tmp_path, "two", data=tmp_path / "faces")
+    assert len(started) == 1
+
+    message = launcher.stop_run(run_dir)
+    assert "before training began" in message
+    wait_dead(started[0])
+    assert not runs.pid_alive(started[0])
+    assert runs.read_status(run_dir)["state"] == "stopped"
+    assert launcher.stop_run(run_dir) == "one is not running"
+
+
+def test_two_tabs_pressing_start_at_once_launch_one_run(tmp_path, fake_training):
+    started = fake_training.started
+    outcomes: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def press(name):
+        barrier.wait()
+        try:
+            launcher.start_run(tmp_path, name, data=tmp_path)
+            outcomes.append("started")
+        except runs.RunLocked:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=press, args=(f"tab{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["refused"] * 3 + ["started"]
+    assert len(started) == 1
+
+
+def test_a_process_that_dies_at_once_reports_the_cli_error(tmp_path, fake_training):
+    started = fake_training.started
+    fake_training.command = [sys.executable, "-c",
+                        "import sys; print('error: /data/x: no such folder', file=sys.stderr); sys.exit(2)"]
+    run_dir = launcher.start_run(tmp_path, "bad", data=tmp_path / "x")
+    wait_dead(started[0])
+    assert runs.read_status(run_dir)["state"] == "failed"
+    assert launcher.failure_reason(run_dir) == "/data/x: no such folder"
+    assert "no such folder" in launcher.log_tail(run_dir)
+
+
+def test_resume_needs_a_checkpoint_and_names_are_checked(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    runs.write_json(run_dir / runs.CONFIG, {"data": "x"})
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        launcher.resume_run(run_dir)
+    with pytest.raises(ValueError, match="run name"):
+        launcher.start_run(tmp_path, "../escape", data=tmp_path)
+    name = launcher.new_run_name(tmp_path, tmp_path / "my faces", "mobilenetv2-0.35")
+    assert name.startswith("my-faces-mobilenetv2-0.35-") and not (tmp_path / name).exists()
+
+
+def test_the_launch_command_is_one_the_cli_accepts(tmp_path):
+    from facetracker.cli import build_parser
+
+    command = launcher.train_command(tmp_path / "run", data=tmp_path, preset="fast", backbone="mobilenet-0.25",
+                                     weights="none", epochs=3, batch_size=8, lr=0.001, copies=1,
+                                     augment_file=tmp_path / "augment.json", allow_random_weights=True)
+    args = build_parser().parse_args(command[3:])
+    assert (args.command, args.epochs, args.batch_size, args.lr, args.backbone) == ("train", 3, 8, 0.001,
+                                                                                    "mobilenet-0.25")
+    assert args.allow_random_weights and not args.resume
+    resume = build_parser().parse_args(launcher.train_command(tmp_path, epochs=5, resume=True)[3:])
+    assert resume.resume and resume.epochs == 5
+
+
+# ----------------------------------------------------------------------------------------------
+# capture
+
+
+def test_a_capture_is_a_labelled_sample_that_can_be_corrected(tmp_path):
+    frame = bt.face_frames_from_dataset(n=1)[0]
+    saved = capture.save_capture(tmp_path / "mine", frame, (100.4, 80, 700, 300), source="test")
+    assert saved.box == (100, 80, 640, 300), "clipped to the frame"
+    dataset = load_dataset(tmp_path / "mine")
+    assert len(dataset.samples) == 1 and not dataset.skipped
+    assert dataset.samples[0].box == pytest.approx((100 / 640, 80 / 480, 1.0, 300 / 480))
+    assert cv2.imread(str(saved.image)).shape == frame.shape
+
+    capture.relabel(saved.label, None)
+    assert load_dataset(tmp_path / "mine").samples[0].box is None
+    capture.relabel(saved.label, (10, 20, 110, 220))
+    assert load_dataset(tmp_path / "mine").samples[0].box == pytest.approx((10 / 640, 20 / 480, 110 / 640, 220 / 480))
+    with pytest.raises(ValueError, match="empty"):
+        capture.relabel(saved.label, (50, 50, 50, 90))
+    capture.discard(saved)
+    assert not saved.image.exists() and not saved.label.exists()
+
+
+def test_captures_into_a_split_dataset_go_to_its_training_split(tmp_path):
+    (tmp_path / "split" / "train" / "images").mkdir(parents=True)
+    (tmp_path / "split" / "val" / "images").mkdir(parents=True)
+    saved = capture.save_capture(tmp_path / "split", np.full((48, 64, 3), 90, np.uint8), None)
+    assert saved.image.parent == tmp_path / "split" / "train" / "images"
+    assert load_dataset(tmp_path / "split").samples[0].split == "train"
+    with pytest.raises(ValueError, match="colour image"):
+        capture.save_capture(tmp_path / "split", np.zeros((48, 64), np.uint8), None)
+
+
+# ----------------------------------------------------------------------------------------------
+# live frame path
+
+
+class FixedDetector:
+    def __init__(self, box=(10, 10, 60, 60)):
+        self.box = box
+
+    def detect(self, frame):
+        return Detection(0.9, self.box, 2.5)
+
+
+def test_live_processor_counts_draws_and_survives_errors():
+    processor = live.LiveProcessor(FixedDetector())
+    frame = np.zeros((120, 160, 3), np.uint8)
+    outputs = [processor.process(frame.copy()) for _ in range(5)]
+    assert all(out.any() for out in outputs) and not frame.any()
+    stats = processor.stats()
+    assert (stats["frames"], stats["detections"], stats["errors"]) == (5, 5, 0)
+    assert stats["fps"] > 0 and stats["model_ms"] == pytest.approx(2.5)
+    last, detection = processor.last_frame()
+    assert last.shape == frame.shape and detection.box == (10, 10, 60, 60)
+
+    class Broken:
+        def detect(self, frame):
+            raise ValueError("bad frame")
+
+    processor.detector = Broken()
+    raw = np.full((120, 160, 3), 7, np.uint8)
+    assert processor.process(raw) is raw
+    stats = processor.stats()
+    assert stats["errors"] == 1 and "ValueError: bad frame" in stats["last_error"]
+
+
+def test_rtc_configuration_from_the_environment():
+    assert live.rtc_configuration({}) == ({"iceServers": []}, None)
+    servers = [{"urls": ["stun:stun.example.org:3478"]}, {"urls": "turn:t.example.org", "username": "u",
+                                                         "credential": "p"}]
+    assert live.rtc_configuration({live.ICE_SERVERS_ENV: json.dumps(servers)}) == ({"iceServers": servers}, None)
+    config, warning = live.rtc_configuration({live.ICE_SERVERS_ENV: "stun:oops"})
+    assert config == {"iceServers": []} and "not valid JSON" in warning
+    config, warning = live.rtc_configuration({live.ICE_SERVERS_ENV: '["stun:x"]'})
+    assert config == {"iceServers": []} and "urls" in warning
+
+
+def test_annotate_video_boxes_every_frame(tmp_path):
+    source = tmp_path / "in.mp4"
+    with av.open(str(source), mode="w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(7):
+            image = np.full((120, 160, 3), 30 * i, np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    figures = live.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", max_frames=5)
+    assert figures["frames"] == 5 and figures["with_face"] == 5
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+    assert len(frames) == 5
+    green = (frames[0][..., 1].astype(int) - frames[0][..., 2] > 80)
+    assert green[10:60, 8:13].mean() > 0.5, "the box is drawn on the output video"
+    (tmp_path / "text.mp4").write_text("not a video")
+    with pytest.raises(ValueError, match="cannot open the video"):
+        live.annotate_video(tmp_path / "text.mp4", FixedDetector(), tmp_path / "x.mp4")
+
+
+# ----------------------------------------------------------------------------------------------
+# workspace
+
+
+def test_workspace_lists_datasets_and_runs(tmp_path):
+    (tmp_path / "faces" / "images").mkdir(parents=True)
+    (tmp_path / "split" / "train").mkdir(parents=True)
+    (tmp_path / "loose").mkdir()
+    cv2.imwrite(str(tmp_path / "loose" / "a.jpg"), np.zeros((16, 16, 3), np.uint8))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / ".hidden" / "images").mkdir(parents=True)
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    assert [p.name for p in workspace.list_datasets(tmp_path)] == ["faces", "loose", "split"]
+
+    runs.write_json(tmp_path / "runs" / "r1" / runs.CONFIG, {"data": str(tmp_path / "faces"), "backbone": "b",
+                                                           "epochs": 4})
+    runs.write_json(tmp_path / "runs" / "r1" / runs.STATUS, {"state": "finished", "best_val_iou": 0.5,
+                                                           "last_val": {"accuracy": 0.9}})
+    (tmp_path / "runs" / "r1" / runs.MODEL).write_bytes(b"m")
+    (tmp_path / "runs" / "r2").mkdir()
+    runs.write_json(tmp_path / "runs" / "r2" / runs.STATUS, {"state": "running", "pid": 2**22 + 7})
+    summaries = {s.name: s for s in workspace.list_run_summaries(tmp_path / "runs")}
+    assert summaries["r1"].has_model and summaries["r1"].best_val_iou == 0.5 and summaries["r1"].epochs == 4
+    assert summaries["r2"].state == "failed" and not summaries["r2"].live  # its process is gone
+    assert [s.name for s in workspace.trained_runs(tmp_path / "runs")] == ["r1"]

@@ -1,0 +1,453 @@
+"""AppTest of every page of the Streamlit app, on a temporary data root holding real photos.
+
+Each test opens the app through its entry script (`streamlit_app.py`, which wires the pages with
+st.navigation), switches to a page and uses its widgets as a person would. The webcam component
+cannot run under AppTest, so its session lookup is patched away (see DEVELOPERS.md); the frame
+callback's shared object is driven directly instead.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+import zipfile
+from pathlib import Path
+from unittest import mock
+
+import av
+import cv2
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from facetracker import runs
+from app_pages import ui
+from tests import browser as bt
+from tests.conftest import REPO
+
+ENTRY = str(REPO / "streamlit_app.py")
+N_FACES, N_EMPTY = 20, 4
+
+
+# ----------------------------------------------------------------------------------------------
+# Fixtures: a data root with a small copy of real photos
+
+
+def copy_helen(helen: Path, target: Path, faces: int = N_FACES, empty: int = N_EMPTY) -> Path:
+    """`faces` labelled photos (image + labelme JSON) and `empty` no-face photos of faces-helen."""
+    (target / "images").mkdir(parents=True)
+    (target / "labels").mkdir()
+    labels = sorted((helen / "labels").glob("*.json"))[:faces]
+    for label in labels:
+        image_name = Path(json.loads(label.read_text())["imagePath"]).name
+        shutil.copy(label, target / "labels" / label.name)
+        shutil.copy(helen / "images" / image_name, target / "images" / image_name)
+    labelled = {p.stem for p in (helen / "labels").glob("*.json")}
+    no_face = [p for p in sorted((helen / "images").iterdir()) if p.stem not in labelled][:empty]
+    for image in no_face:
+        shutil.copy(image, target / "images" / image.name)
+    return target
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch) -> Path:
+    """An empty data root the app is pointed at."""
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(data_root))
+    monkeypatch.delenv("FACETRACKER_ICE_SERVERS", raising=False)
+    return data_root
+
+
+@pytest.fixture
+def faces(root, helen) -> Path:
+    return copy_helen(helen, root / "faces")
+
+
+@pytest.fixture(autouse=True)
+def no_webrtc_session():
+    with mock.patch("streamlit_webrtc.component.get_this_session_info", return_value=None):
+        yield
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(ENTRY, default_timeout=90)
+    at.switch_page(page)
+    at.run()
+    assert_no_exception(at)
+    return at
+
+
+def assert_no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    unexpected = [e.value for e in at.error if e.value.startswith(ui.UNEXPECTED)]
+    assert not unexpected, unexpected
+
+
+def texts(at: AppTest, kind: str) -> list[str]:
+    return [element.value for element in getattr(at, kind)]
+
+
+def face_jpeg() -> bytes:
+    frame = bt.face_frames_from_dataset(n=1)[0]
+    return cv2.imencode(".jpg", frame)[1].tobytes()
+
+
+def write_run(runs_root: Path, name: str, data: Path, *, state: str, pid: int | None = None, steps: int = 0,
+              epochs_done: int = 0, error: str | None = None) -> Path:
+    """A run folder as a training process leaves it (config, status, metrics), without training."""
+    from facetracker.train import config_for
+
+    run_dir = runs_root / name
+    run_dir.mkdir(parents=True)
+    config = config_for(str(data), "fast", backbone="mobilenet-0.25", weights="none", epochs=3)
+    runs.write_json(run_dir / runs.CONFIG, config.to_dict())
+    runs.write_json(run_dir / runs.STATUS, {"state": state, "pid": pid, "epoch": max(epochs_done, 1), "epochs": 3,
+                                            "step": steps, "total_steps": 30, "progress": steps / 30,
+                                            "images_per_s": 42.0, "eta_s": 75, "error": error})
+    for step in range(1, steps + 1):
+        runs.append_metrics(run_dir, {"kind": "step", "epoch": 1, "step": step, "loss": 1.0 / step,
+                                      "class_loss": 0.5 / step, "box_loss": 0.4 / step})
+    for epoch in range(1, epochs_done + 1):
+        runs.append_metrics(run_dir, {"kind": "epoch", "epoch": epoch, "step": epoch * 10, "val_mean_iou": 0.3,
+                                      "val_iou50": 0.25, "val_accuracy": 0.8})
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------
+# Home and "nothing trained yet"
+
+
+def test_home_with_an_empty_data_root_says_how_to_add_data(root):
+    at = open_page("app_pages/home.py")
+    assert dict((m.label, m.value) for m in at.metric) == {"Datasets": "0", "Training runs": "0",
+                                                          "Trained models": "0"}
+    assert any("no dataset yet" in w for w in texts(at, "warning"))
+    assert any(str(root) in m and "cp -r" in m for m in texts(at, "markdown"))
+
+
+def test_every_page_works_with_nothing_trained(faces):
+    home = open_page("app_pages/home.py")
+    assert dict((m.label, m.value) for m in home.metric)["Datasets"] == "1"
+    assert any("Train a model" in link.label for link in home.get("page_link"))
+    train = open_page("app_pages/train.py")
+    assert any("No training run yet" in i for i in texts(train, "info"))
+    detect = open_page("app_pages/detect.py")
+    assert any("Haar cascade runs" in i for i in texts(detect, "info"))
+    evaluate = open_page("app_pages/evaluate.py")
+    assert any("No trained model yet" in i for i in texts(evaluate, "info"))
+    for page in ("app_pages/dataset.py", "app_pages/augment.py"):
+        open_page(page)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset
+
+
+def test_dataset_page_counts_skipped_files_and_pages_of_images(faces):
+    (faces / "images" / "notes.jpg").write_text("not a photo")
+    at = open_page("app_pages/dataset.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Images": str(N_FACES + N_EMPTY), "With a face": str(N_FACES), "No face": str(N_EMPTY),
+                       "Skipped files": "1"}
+    skipped = at.dataframe[0].value
+    assert list(skipped["file"]) == ["faces/images/notes.jpg"] and "not an image" in skipped["reason"][0]
+    assert len(at.image) == 12
+    at.number_input(key="grid_page").set_value(2).run()
+    assert len(at.image) == N_FACES + N_EMPTY - 12
+    at.radio(key="grid_filter").set_value("no face").run()
+    assert [c for img in at.image for c in img.captions] and all("no face" in c for img in at.image
+                                                                 for c in img.captions)
+
+
+def test_dataset_path_outside_the_data_root_is_refused(faces, tmp_path):
+    at = open_page("app_pages/dataset.py")
+    at.selectbox(key="dataset_choice").set_value("another folder under the data root…").run()
+    at.text_input(key="dataset_typed").set_value("../..").run()
+    assert_no_exception(at)
+    assert any("outside the data folder" in e for e in texts(at, "error"))
+    (faces.parent / "escape").symlink_to(tmp_path)
+    at.text_input(key="dataset_typed").set_value("escape").run()
+    assert any("outside the data folder" in e for e in texts(at, "error"))
+    assert not at.metric
+
+
+def test_webcam_capture_is_prelabelled_then_corrected(faces):
+    at = open_page("app_pages/dataset.py")
+    at.camera_input(key="capture_camera").set_value(("shot.jpg", face_jpeg(), "image/jpeg")).run()
+    assert_no_exception(at)
+    labels = sorted((faces / "labels").glob("capture-*.json"))
+    images = sorted((faces / "images").glob("capture-*.jpg"))
+    assert len(labels) == len(images) == 1 and labels[0].stem == images[0].stem
+    shapes = json.loads(labels[0].read_text())["shapes"]
+    assert len(shapes) == 1, "the Haar cascade should have pre-labelled the face"
+    (x0, y0), (x1, y1) = shapes[0]["points"]
+    assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
+    # the photo is now part of the dataset, with its box
+    assert {m.label: m.value for m in at.metric}["With a face"] == str(N_FACES + 1)
+
+    at.slider(key=f"fix_x_{images[0].stem}").set_value((100, 300)).run()
+    at.slider(key=f"fix_y_{images[0].stem}").set_value((50, 350)).run()
+    at.button[[b.label for b in at.button].index("Save this box")].click().run()
+    assert_no_exception(at)
+    assert json.loads(labels[0].read_text())["shapes"][0]["points"] == [[100.0, 50.0], [300.0, 350.0]]
+
+    at.button[[b.label for b in at.button].index("No face in this photo")].click().run()
+    assert json.loads(labels[0].read_text())["shapes"] == []
+    assert {m.label: m.value for m in at.metric}["No face"] == str(N_EMPTY + 1)
+    # the same photo still shown by the camera widget is not saved twice
+    assert len(list((faces / "images").glob("capture-*.jpg"))) == 1
+
+
+def zipped(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in files.items():
+            archive.writestr(name, content)
+    return buffer.getvalue()
+
+
+def test_a_zipped_dataset_is_unpacked_and_a_zip_slip_refused(faces, root):
+    files = {f"mine/images/{p.name}": p.read_bytes() for p in sorted((faces / "images").glob("*.jpg"))[:3]}
+    files.update({f"mine/labels/{p.name}": p.read_bytes() for p in sorted((faces / "labels").glob("*.json"))[:3]})
+    at = open_page("app_pages/dataset.py")
+    at.text_input(key="new_dataset_name").set_value("uploaded").run()
+    at.file_uploader(key="dataset_zip").set_value(("mine.zip", zipped(files), "application/zip")).run()
+    at.button[[b.label for b in at.button].index("Unpack the zip as this dataset")].click().run()
+    assert_no_exception(at)
+    assert sorted(p.name for p in (root / "uploaded").iterdir()) == ["images", "labels"]
+    assert len(list((root / "uploaded" / "images").iterdir())) == 3
+    assert at.selectbox(key="dataset_choice").value == "uploaded"
+
+    at.text_input(key="new_dataset_name").set_value("evil").run()
+    at.file_uploader(key="dataset_zip").set_value(
+        ("evil.zip", zipped({"images/a.jpg": b"x", "../../escaped.txt": b"x"}), "application/zip")).run()
+    at.button[[b.label for b in at.button].index("Unpack the zip as this dataset")].click().run()
+    assert_no_exception(at)
+    assert any("'..'" in e for e in texts(at, "error"))
+    assert not (root / "evil").exists() and not (root.parent / "escaped.txt").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Augment
+
+
+def test_augment_preview_follows_the_sliders_and_saves_the_config(faces):
+    at = open_page("app_pages/augment.py")
+    labels = {s.label for s in at.slider}
+    assert len(labels) == 15  # every AugmentConfig field, plus the number of samples
+    assert len(at.image) == 1 + at.slider(key="aug_count").value
+    before = [img.value for img in at.image]
+    at.number_input(key="aug_seed").set_value(7).run()
+    after_seed = [img.value for img in at.image]
+    assert after_seed[0] == before[0] and after_seed[1:] != before[1:], "a new seed must give new samples"
+    for name in ("crop_p", "brightness_contrast_p", "gamma_p", "rgb_shift_p", "hflip_p"):
+        at.slider(key=f"aug_{name}").set_value(0.0)
+    at.slider(key="aug_vflip_p").set_value(1.0).run()
+    assert_no_exception(at)
+    samples = [tuple(img.value) for img in at.image][1:]
+    assert len(set(samples)) == 1, "with only a certain vertical flip left, every sample is the same"
+    at.button[[b.label for b in at.button].index("Save for this dataset")].click().run()
+    saved = json.loads((faces / "augment.json").read_text())
+    assert saved["vflip_p"] == 1.0 and saved["hflip_p"] == 0.0 and saved["crop_p"] == 0.0
+    # a fresh session reads the saved settings back into the sliders
+    again = open_page("app_pages/augment.py")
+    assert again.slider(key="aug_vflip_p").value == 1.0
+    # impossible settings give a message, not a preview
+    again.slider(key="aug_crop_min_scale").set_value(0.9)
+    again.slider(key="aug_crop_max_scale").set_value(0.5).run()
+    assert any("crop_min_scale" in e for e in texts(again, "error")) and not again.image
+
+
+# ----------------------------------------------------------------------------------------------
+# Train
+
+
+@pytest.fixture
+def sleeper_command():
+    """Training replaced by a sleeping process: launching, refusing and stopping are what is tested."""
+    started: list[int] = []
+    real_spawn = __import__("facetracker.launcher", fromlist=["_spawn"])._spawn
+
+    def spawn(run_dir, command):
+        pid = real_spawn(run_dir, [sys.executable, "-c", "import time; time.sleep(120)"])
+        started.append(pid)
+        return pid
+
+    with mock.patch("facetracker.launcher._spawn", side_effect=spawn):
+        yield started
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, sleeper_command):
+    at = open_page("app_pages/train.py")
+    at.number_input(key="tr_epochs_fast").set_value(2).run()
+    at.radio(key="tr_weights_fast").set_value("none").run()
+    at.text_input(key="tr_name").set_value("first").run()
+    start = at.button[[b.label for b in at.button].index("Start training")]
+    assert not start.disabled
+    start.click().run()
+    assert_no_exception(at)
+    run_dir = root / "runs" / "first"
+    status = runs.read_status(run_dir)
+    assert status["state"] == "starting" and status["pid"] == sleeper_command[0]
+    assert json.loads((run_dir / "augment.json").read_text())["vflip_p"] == 0.0  # the fast preset's
+
+    second = open_page("app_pages/train.py")  # another tab, or a reload
+    assert second.button[[b.label for b in second.button].index("Start training")].disabled
+    assert any("first" in i and "training now" in i for i in texts(second, "info"))
+    assert second.selectbox[[s.label for s in second.selectbox].index("Run")].value == "first"
+    assert len(sleeper_command) == 1
+
+    second.button[[b.label for b in second.button].index("Stop")].click().run()
+    assert_no_exception(second)
+    deadline = time.monotonic() + 10
+    while runs.pid_alive(sleeper_command[0]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runs.read_status(run_dir)["state"] == "stopped"
+
+
+def test_a_live_run_shows_progress_and_growing_charts(faces, root):
+    run_dir = write_run(root / "runs", "live", faces, state="running", pid=os.getpid(), steps=5)
+    (run_dir / runs.LOCK).write_text(str(os.getpid()))
+    at = open_page("app_pages/train.py")
+    assert [p.value for p in at.get("progress")] and "epoch 1/3" in at.get("progress")[0].proto.text
+    assert "images/s" in at.get("progress")[0].proto.text
+    assert any("5 training steps and 0 validated epochs" in c for c in texts(at, "caption"))
+    for step in range(6, 9):
+        runs.append_metrics(run_dir, {"kind": "step", "epoch": 1, "step": step, "loss": 0.1, "class_loss": 0.1,
+                                      "box_loss": 0.1})
+    runs.append_metrics(run_dir, {"kind": "epoch", "epoch": 1, "step": 8, "val_mean_iou": 0.4, "val_accuracy": 0.9})
+    at.run()
+    assert any("8 training steps and 1 validated epochs" in c for c in texts(at, "caption"))
+    assert len(at.get("vega_lite_chart")) == 2
+    at.button[[b.label for b in at.button].index("Stop")].click().run()
+    assert (run_dir / runs.STOP).exists(), "a run that holds its lock is asked to stop with the STOP file"
+
+
+def test_a_failed_run_shows_its_error_and_offers_resume(faces, root):
+    run_dir = write_run(root / "runs", "broken", faces, state="running", pid=2**22 + 12345, steps=3, epochs_done=1)
+    (run_dir / runs.LOG).write_text("epoch 1/3: loss 0.5\nerror: the disk is full (model.keras)\n")
+    (run_dir / runs.CHECKPOINT_DIR).mkdir()
+    (run_dir / runs.CHECKPOINT_MODEL).write_bytes(b"checkpoint")
+    at = open_page("app_pages/train.py")
+    assert any("The run failed: the disk is full" in e for e in texts(at, "error"))
+    assert "Resume from the last checkpoint" in [b.label for b in at.button]
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["broken"] and list(table["state"]) == ["failed"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Detect
+
+
+def test_detect_shows_the_callback_figures_and_its_errors_and_saves_frames(faces):
+    at = open_page("app_pages/detect.py")
+    processor = at.session_state["detect_processor"]
+    frame = bt.face_frames_from_dataset(n=1)[0]
+    for _ in range(3):
+        out = processor.process(frame.copy())
+    assert out.shape == frame.shape and not np.array_equal(out, frame), "the box and the speed are drawn"
+    at.run()
+    assert any("processed frames: 3 · with a face: 3 · errors: 0" in c for c in texts(at, "caption"))
+
+    class Broken:
+        def detect(self, frame):
+            raise RuntimeError("model exploded")
+
+    processor.detector = Broken()
+    assert np.array_equal(processor.process(frame.copy()), frame), "a failing frame goes out raw"
+    at.run()
+    assert any("model exploded" in e and "1 frame(s) failed" in e for e in texts(at, "error"))
+
+    at.button[[b.label for b in at.button].index("Save the frame as no-face (the model fired wrongly)")].click().run()
+    assert_no_exception(at)
+    saved = list((faces / "labels").glob("negative-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["shapes"] == []
+    assert (faces / "images" / f"{saved[0].stem}.jpg").is_file()
+
+
+def small_video(frames: list[np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 640, 480, "yuv420p"
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buffer.getvalue()
+
+
+def test_detect_on_an_uploaded_photo_video_and_a_fake(faces, monkeypatch):
+    monkeypatch.setenv("FACETRACKER_ICE_SERVERS", "stun:forgot-the-json")
+    at = open_page("app_pages/detect.py")
+    assert any("FACETRACKER_ICE_SERVERS is not valid JSON" in w for w in texts(at, "warning"))
+    uploader = at.file_uploader(key="detect_upload")
+    uploader.set_value(("me.jpg", face_jpeg(), "image/jpeg")).run()
+    assert_no_exception(at)
+    assert any(c.startswith("face, probability") for img in at.image for c in img.captions)
+
+    at.file_uploader(key="detect_upload").set_value(("fake.jpg", b"just text, not a photo", "image/jpeg")).run()
+    assert any("neither an image" in e for e in texts(at, "error"))
+
+    frames = bt.face_frames_from_dataset(n=3)
+    at.file_uploader(key="detect_upload").set_value(("clip.mp4", small_video(frames * 2), "video/mp4")).run()
+    assert_no_exception(at)
+    assert at.get("video"), "the boxed video is shown"
+    caption = next(c for c in texts(at, "caption") if "frames (at most" in c)
+    assert caption.startswith("6 frames") and "a face on 0" not in caption
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluate
+
+
+@pytest.fixture
+def tiny_run(faces, root) -> Path:
+    """A finished run holding an untrained (random) model: enough to check what the page shows."""
+    from facetracker.model import build_model, inference_copy
+
+    run_dir = write_run(root / "runs", "tiny", faces, state="finished", steps=2, epochs_done=1)
+    model = build_model("mobilenet-0.25", "none", head="spatial")
+    inference_copy(model).save(run_dir / runs.MODEL)
+    return run_dir
+
+
+def test_evaluate_shows_metrics_histogram_and_worst_and_best(tiny_run):
+    at = open_page("app_pages/evaluate.py")
+    assert not any("new to the model" in c for c in texts(at, "caption"))  # its own dataset: splits offered
+    at.selectbox(key="eval_split_faces").set_value("all images").run()
+    at.button[[b.label for b in at.button].index("Evaluate")].click().run()
+    assert_no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert set(metrics) == {"Mean IoU", "IoU ≥ 0.5", "Accuracy", "Precision", "Recall", "AP50"}
+    assert all(v == "–" or 0.0 <= float(v) <= 1.0 for v in metrics.values())
+    assert any(c == f"{N_FACES} images with a face, {N_EMPTY} without" for c in texts(at, "caption"))
+    assert at.get("vega_lite_chart"), "the IoU histogram"
+    captions = [c for img in at.image for c in img.captions]
+    assert sum("IoU" in c for c in captions) == 16  # 8 worst and 8 best
+
+
+# ----------------------------------------------------------------------------------------------
+# An unexpected error
+
+
+def test_an_unexpected_error_is_one_readable_line(faces):
+    with mock.patch("facetracker.workspace.list_run_summaries", side_effect=RuntimeError("the disk vanished")):
+        at = AppTest.from_file(ENTRY, default_timeout=90)
+        at.switch_page("app_pages/train.py")
+        at.run()
+    assert not at.exception
+    assert texts(at, "error") == [f"{ui.UNEXPECTED}: the disk vanished. The details are in the server's log; "
+                                  "the other pages still work."]
