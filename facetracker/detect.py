@@ -1,7 +1,8 @@
 """Run a trained face tracker on camera frames.
 
 A *runtime* turns a batch of uint8 model inputs into `[p, x0, y0, x1, y1]` rows; there is one per
-model format (a Keras model called directly, TFLite with XNNPACK, a SavedModel). `Detector` wraps
+model format (a Keras model called directly, TFLite with XNNPACK, ONNX Runtime, a SavedModel).
+TFLite is the fast one on a CPU: `python -m facetracker bench` measures them all. `Detector` wraps
 a runtime for frames of any size: it prepares the frame with `data.model_input` (the same function
 training used), maps the box back to pixels and optionally smooths it over frames.
 """
@@ -13,6 +14,7 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -34,18 +36,21 @@ class Detection:
 
 
 class KerasRuntime:
-    """A `.keras` model called directly through one traced function (`predict()` costs ~100 ms a call)."""
+    """A `.keras` model (or a face tracker in memory) called directly through one traced function,
+    as Keras' `predict()` costs ~100 ms a call; with a fixed input signature no later call traces
+    or builds a graph."""
 
     name = "keras"
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path_or_model):
         import tensorflow as tf
 
         from facetracker.model import load_model
 
-        self.model = load_model(path)
+        self.model = path_or_model if hasattr(path_or_model, "net") else load_model(path_or_model)
         self.input_size = int(self.model.net.input_shape[1])
-        self._call = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32, name="image")
+        self._call = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self._call(np.asarray(images, np.float32)).numpy()
@@ -70,35 +75,142 @@ class SavedModelRuntime:
 
 
 def default_threads() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
+    """The cores this process may run on (at most 4: more threads do not pay for models this small)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+SPLIT_WORTH_MS = 8.0
+"""A model call shorter than this on one thread is not split across threads: waking and joining
+the other threads costs more than it saves, and the video encoder needs the other core."""
+
+
+def _median_call_ms(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray, calls: int = 3) -> float:
+    predict(image)  # the first call allocates and packs weights
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        predict(image)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+def pick_threads(make: Callable[[int], Any], input_size: int) -> tuple[Any, int]:
+    """Build a runtime with one thread and, if its calls are long enough to split, with all cores;
+    keep all cores only if clearly faster as measured here and now (the machine may be shared, and
+    one thread leaves the other core to the video)."""
+    image = np.full((1, input_size, input_size, 3), 127.0, np.float32)
+    single = make(1)
+    cores = default_threads()
+    if cores == 1:
+        return single, 1
+    single_ms = _median_call_ms(single.predict, image)
+    if single_ms < SPLIT_WORTH_MS:
+        return single, 1
+    several = make(cores)
+    return (several, cores) if _median_call_ms(several.predict, image) < 0.8 * single_ms else (single, 1)
 
 
 class TFLiteRuntime:
-    """A `.tflite` model on the TFLite interpreter (XNNPACK delegate, on by default for float ops)."""
+    """A `.tflite` model on the TFLite interpreter with the XNNPACK delegate (on by default for
+    float and dynamic-range int8 models). `num_threads=None` picks 1 or all cores by measuring."""
 
     name = "tflite"
 
     def __init__(self, path: str | Path, num_threads: int | None = None):
-        import tensorflow as tf
-
         with open(path, "rb") as handle:
             content = handle.read()
-        self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=num_threads or default_threads())
+        if num_threads is None:
+            probe = _TFLiteInterpreter(content, 1)
+            chosen, num_threads = pick_threads(lambda n: probe if n == 1 else _TFLiteInterpreter(content, n),
+                                               probe.input_size)
+        else:
+            chosen = _TFLiteInterpreter(content, num_threads)
+        self._interpreter = chosen
+        self.num_threads = num_threads
+        self.input_size = chosen.input_size
+        self.interpreter = chosen.interpreter
+        if Path(path).name.endswith(".int8.tflite"):
+            self.name = "tflite-int8"
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self._interpreter.predict(images)
+
+
+class _TFLiteInterpreter:
+    def __init__(self, content: bytes, num_threads: int):
+        import warnings
+
+        import tensorflow as tf
+
+        with warnings.catch_warnings():  # TF 2.21's tf.lite.Interpreter warns that LiteRT will replace it
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            self.interpreter = tf.lite.Interpreter(model_content=content, num_threads=num_threads)
         self.interpreter.allocate_tensors()
-        self._input = self.interpreter.get_input_details()[0]
-        self._output = self.interpreter.get_output_details()[0]
-        self.input_size = int(self._input["shape"][1])
-        self._batch = int(self._input["shape"][0])
+        details = self.interpreter.get_input_details()[0]
+        self._input = details["index"]
+        self._input_shape = list(details["shape"])
+        self._output = self.interpreter.get_output_details()[0]["index"]
+        self.input_size = int(details["shape"][1])
+        self._batch = int(details["shape"][0])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, np.float32)
         if len(images) != self._batch:
-            self.interpreter.resize_tensor_input(self._input["index"], [len(images), *self._input["shape"][1:]])
+            self.interpreter.resize_tensor_input(self._input, [len(images), *self._input_shape[1:]])
             self.interpreter.allocate_tensors()
             self._batch = len(images)
-        self.interpreter.set_tensor(self._input["index"], images)
+        self.interpreter.set_tensor(self._input, images)
         self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output["index"]).copy()
+        return self.interpreter.get_tensor(self._output)  # a copy: the next call cannot change it
+
+
+class OnnxRuntime:
+    """An `.onnx` model on ONNX Runtime's CPU provider. `num_threads=None` picks 1 or all cores."""
+
+    name = "onnx"
+
+    def __init__(self, path: str | Path, num_threads: int | None = None):
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise RuntimeError(f"{path}: running an ONNX model needs the onnxruntime package "
+                               "(pip install onnxruntime)") from None
+        self._path = str(path)
+        probe = self._session(1)
+        self.input_size = int(probe.get_inputs()[0].shape[1])
+        if num_threads is None:
+            chosen, num_threads = pick_threads(lambda n: _OnnxCall(probe if n == 1 else self._session(n)),
+                                               self.input_size)
+        else:
+            chosen = _OnnxCall(self._session(num_threads))
+        self._call = chosen
+        self.num_threads = num_threads
+
+    def _session(self, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        # Spinning threads burn a core waiting for work: bad on a machine shared with the video.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return ort.InferenceSession(self._path, options, providers=["CPUExecutionProvider"])
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self._call.predict(images)
+
+
+class _OnnxCall:
+    def __init__(self, session):
+        self.session = session
+        self._input = session.get_inputs()[0].name
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: np.asarray(images, np.float32)})[0]
 
 
 def load_runtime(path: str | Path, num_threads: int | None = None):
@@ -111,7 +223,10 @@ def load_runtime(path: str | Path, num_threads: int | None = None):
         return KerasRuntime(path)
     if suffix == ".tflite":
         return TFLiteRuntime(path, num_threads)
-    raise ValueError(f"{path}: unknown model format (expected .keras, .tflite, a SavedModel folder or a run folder)")
+    if suffix == ".onnx":
+        return OnnxRuntime(path, num_threads)
+    raise ValueError(f"{path}: unknown model format (expected .keras, .tflite, .onnx, a SavedModel folder "
+                     "or a run folder)")
 
 
 class Detector:
@@ -139,7 +254,7 @@ class Detector:
             model_ms = (time.perf_counter() - start) * 1000
             probability = float(out[0])
             box = np.clip(out[1:5], 0.0, 1.0)
-            if probability < self.threshold:
+            if not (probability >= self.threshold and np.isfinite(out[:5]).all()):  # NaN is no face
                 self._smoothed = None
                 return Detection(probability, None, model_ms)
             if self.smoothing > 0 and self._smoothed is not None:

@@ -75,6 +75,48 @@ class ImagenetPreprocess(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="facetracker")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, normalising with batch statistics in TensorFlow's fused kernel.
+
+    Keras 3 computes the batch moments, then scales and shifts, with a dozen separate element-wise
+    ops: on a CPU their forward and backward passes took two thirds of a MobileNetV2 training step.
+    The fused kernel does it in one op each way, with the same variables and results (the moving
+    variance stays the biased one, as Keras keeps it). With stored statistics (inference, frozen
+    batch norm) Keras' own scale-and-shift is kept: oneDNN's fused kernel is slow for one image.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (not (training and self.trainable) or mask is not None or self.renorm or self.synchronized
+                or len(inputs.shape) != 4 or self.axis not in (-1, 3)
+                or keras.backend.standardize_dtype(inputs.dtype) != "float32"):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones((channels,), tf.float32)
+        beta = self.beta if self.center else tf.zeros((channels,), tf.float32)
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs, gamma, beta, epsilon=self.epsilon, is_training=True)
+        count = tf.cast(tf.size(inputs) // channels, tf.float32)
+        variance = variance * (count - 1.0) / tf.maximum(count, 1.0)  # the kernel returns it unbiased
+        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return outputs
+
+
+def with_fused_batch_norm(network: keras.Model) -> keras.Model:
+    """The same network and weights, its BatchNormalization layers computed by the fused kernel."""
+    if not any(type(layer) is layers.BatchNormalization for layer in network.layers):
+        return network
+
+    def clone(layer):
+        kind = FusedBatchNormalization if type(layer) is layers.BatchNormalization else type(layer)
+        return kind.from_config(layer.get_config())
+
+    fused = keras.models.clone_model(network, clone_function=clone)
+    fused.set_weights(network.get_weights())
+    return fused
+
+
 def keras_cache_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
@@ -89,7 +131,7 @@ def build_backbone(name: str, weights: str | None, size: int = INPUT_SIZE) -> ke
         if cached.is_file():
             weights = str(cached)
     try:
-        return spec.build(weights=weights, input_shape=(size, size, 3))
+        network = spec.build(weights=weights, input_shape=(size, size, 3))
     except Exception as error:  # Keras raises a bare Exception on a failed download
         if weights != "imagenet":
             raise
@@ -99,6 +141,7 @@ def build_backbone(name: str, weights: str | None, size: int = INPUT_SIZE) -> ke
             f"and the download failed ({reason}). Go online once, copy the file there, "
             "or train from random initialisation with --weights none."
         ) from None
+    return with_fused_batch_norm(network)
 
 
 def _with_finer_map(backbone: keras.Model) -> keras.Model:
@@ -297,9 +340,39 @@ def build_model(backbone: str = "vgg16", weights: str | None = "imagenet", *, he
     return model
 
 
-def inference_copy(model: FaceTracker) -> FaceTracker:
+@keras.saving.register_keras_serializable(package="facetracker")
+class MirrorImage(layers.Layer):
+    """Flip images left to right."""
+
+    def call(self, images):
+        return ops.flip(images, axis=2)
+
+
+@keras.saving.register_keras_serializable(package="facetracker")
+class UnmirrorOutput(layers.Layer):
+    """Map `[p, x0, y0, x1, y1]` predicted on a mirrored image back to the original image."""
+
+    def call(self, output):
+        p, x0, y0, x1, y1 = (output[:, i:i + 1] for i in range(5))
+        return ops.concatenate([p, 1.0 - x1, y0, 1.0 - x0, y1], axis=-1)
+
+
+def with_flip_average(net: keras.Model) -> keras.Model:
+    """Test-time augmentation: the mean of the predictions on the image and on its mirror image.
+
+    Twice the model time for steadier boxes (held-out faces-helen, `fast`: mean IoU 0.737 -> 0.757).
+    """
+    images = keras.Input(net.input_shape[1:], name="image")
+    direct = net(images)
+    mirrored = UnmirrorOutput(name="unmirror")(net(MirrorImage(name="mirror")(images)))
+    out = layers.Average(name="flip_average")([direct, mirrored])
+    return keras.Model(images, out, name=f"{net.name}_flip_average")
+
+
+def inference_copy(model: FaceTracker, flip_average: bool = False) -> FaceTracker:
     """The same network without optimiser state: what `model.keras` and exports hold."""
-    copy = FaceTracker(model.net, box_loss=model.box_loss, box_weight=model.box_weight,
+    net = with_flip_average(model.net) if flip_average else model.net
+    copy = FaceTracker(net, box_loss=model.box_loss, box_weight=model.box_weight,
                        class_weight=model.class_weight)
     size = int(model.net.input_shape[1])
     copy.build((None, size, size, 3))

@@ -48,7 +48,7 @@ def test_train_writes_a_loadable_model_metrics_and_status(fast_run):
     assert status["state"] == "finished" and status["weights_used"] == "imagenet"
     assert status["n_train"] == 63 and status["n_val"] == 13
     config = json.loads((run_dir / runs.CONFIG).read_text())
-    assert config["preset"] == "fast" and config["backbone"] == "mobilenetv2-0.35" and config["epochs"] == 1
+    assert config["preset"] == "fast" and config["backbone"] == "mobilenetv2-0.5" and config["epochs"] == 1
     records = runs.read_metrics(run_dir)
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]

@@ -1,0 +1,159 @@
+"""Exported models predict what the Keras model predicts, on real face photos, and the fast
+runtimes behind the Detect page (TFLite with XNNPACK, ONNX Runtime) are set up as intended."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from facetracker import runs
+from facetracker.data import load_dataset, model_input, sample_pixels
+from tests.conftest import REPO, SHARED_WEIGHTS, require
+
+pytestmark = pytest.mark.slow
+
+N_FACES, N_EMPTY = 24, 16
+
+
+@pytest.fixture(scope="module")
+def helen_samples(helen):
+    return load_dataset(helen, check_pixels=False).samples
+
+
+def training_samples(samples):
+    return [s for s in samples if s.box][:N_FACES] + [s for s in samples if not s.box][:N_EMPTY]
+
+
+@pytest.fixture(scope="module")
+def trained_run(helen, helen_samples, tmp_path_factory):
+    """One epoch of the fast preset on a few dozen real photos with and without a face (from cached
+    ImageNet weights), so the outputs differ from photo to photo and agreeing means something."""
+    require(SHARED_WEIGHTS, "the cached Keras ImageNet weights")
+    root = tmp_path_factory.mktemp("export")
+    home = root / "keras-home"
+    shutil.copytree(SHARED_WEIGHTS, home / "models")
+    data = root / "faces"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    for sample in training_samples(helen_samples):
+        shutil.copy(sample.image, data / "images")
+        if sample.label:
+            shutil.copy(sample.label, data / "labels")
+    run_dir = root / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "facetracker", "train", "--data", str(data), "--run-dir", str(run_dir), "--preset",
+         "fast", "--epochs", "1", "--batch-size", "8"],
+        cwd=REPO, env={**os.environ, "KERAS_HOME": str(home)}, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def photos(helen_samples):
+    """Model inputs from real photos the model did not train on: faces of all sizes and no-face images."""
+    seen = {s.image for s in training_samples(helen_samples)}
+    unseen = [s for s in helen_samples if s.image not in seen]
+    chosen = [s for s in unseen if s.box][:12] + [s for s in unseen if not s.box][:4]
+    return np.stack([model_input(sample_pixels(s), 120) for s in chosen])
+
+
+@pytest.fixture(scope="module")
+def keras_out(trained_run, photos):
+    from facetracker.detect import KerasRuntime
+
+    out = KerasRuntime(trained_run / runs.MODEL).predict(photos)
+    # The comparison only means something if the model tells the photos apart: faces from no-face
+    # photos, and one box from another.
+    assert out.shape == (len(photos), 5)
+    assert out[:12, 0].mean() - out[12:, 0].mean() > 0.2 and out[:, 1:].std(axis=0).max() > 0.01, out
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run):
+    """Each format exported once, beside the model as `python -m facetracker export` writes it."""
+    from facetracker.export import export
+
+    done = {}
+
+    def path(fmt):
+        if fmt not in done:
+            done[fmt] = export(trained_run, fmt)
+        return done[fmt]
+
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "savedmodel", "onnx"])
+def test_exported_models_match_the_keras_model_on_real_faces(exported, photos, keras_out, fmt):
+    from facetracker.detect import load_runtime
+
+    predicted = load_runtime(exported(fmt)).predict(photos)
+    difference = np.abs(predicted - keras_out).max()
+    print(f"{fmt}: largest difference from Keras {difference:.2e} over {len(photos)} real photos")
+    assert difference < 1e-4
+
+
+def test_int8_model_stays_close_to_the_keras_model_on_real_faces(exported, photos, keras_out):
+    """int8 weights are lossy by design: small shifts, the same decisions where the model is sure."""
+    from facetracker.detect import load_runtime
+
+    predicted = load_runtime(exported("tflite-int8")).predict(photos)
+    difference = np.abs(predicted - keras_out)
+    print(f"tflite-int8: mean difference from Keras {difference.mean():.2e}, largest {difference.max():.2e}")
+    assert difference.mean() < 0.02
+    assert difference[:, 1:].max() < 0.05  # box corners: 6 pixels of the 120-pixel input at most
+    sure = np.abs(keras_out[:, 0] - 0.5) > 0.2
+    assert np.array_equal(predicted[sure, 0] > 0.5, keras_out[sure, 0] > 0.5)
+
+
+def test_tflite_export_has_frozen_weights_for_xnnpack(exported):
+    """Weights left as resource variables kept XNNPACK from packing them: 6x slower (issue 4)."""
+    from facetracker.detect import TFLiteRuntime
+
+    runtime = TFLiteRuntime(exported("tflite"))
+    ops = {op["op_name"] for op in runtime.interpreter._get_ops_details()}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"} <= ops
+    assert not ops & {"VAR_HANDLE", "READ_VARIABLE", "RSQRT"}, ops  # RSQRT: batch norm left unfolded
+
+
+def test_tflite_runtime_threads_and_batches(exported, photos):
+    from facetracker.detect import TFLiteRuntime, default_threads
+
+    path = exported("tflite-int8")
+    picked = TFLiteRuntime(path)
+    assert picked.num_threads in (1, default_threads()) and picked.name == "tflite-int8"
+    two = TFLiteRuntime(path, num_threads=2)
+    assert two.num_threads == 2
+    batch = picked.predict(photos[:3])
+    one_by_one = np.concatenate([picked.predict(photos[i:i + 1]) for i in range(3)])
+    assert np.abs(batch - one_by_one).max() < 1e-5
+    assert np.abs(two.predict(photos[:3]) - batch).max() < 1e-5
+
+
+def test_detectors_agree_on_a_camera_frame(trained_run, exported, helen_samples):
+    """The whole Detect-page path on a 640x480 frame: same box in pixels from Keras and TFLite."""
+    from facetracker.bench import letterbox
+    from facetracker.detect import Detector, KerasRuntime, draw_detection
+
+    frame = letterbox(sample_pixels([s for s in helen_samples if s.box][-1]))
+    assert frame.shape == (480, 640, 3)
+    lite = Detector(exported("tflite"), threshold=0.0)
+    reference = Detector(KerasRuntime(trained_run / runs.MODEL), threshold=0.0)
+    found, expected = lite.detect(frame), reference.detect(frame)
+    assert found.box is not None and abs(found.probability - expected.probability) < 1e-3
+    assert np.abs(np.subtract(found.box, expected.box)).max() <= 1
+    drawn = draw_detection(frame.copy(), found)
+    assert not np.array_equal(drawn, frame)
+
+
+def test_onnx_export_without_tf2onnx_says_what_to_install(trained_run, tmp_path, monkeypatch):
+    from facetracker.export import export
+
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if it were not installed
+    with pytest.raises(RuntimeError, match="pip install tf2onnx"):
+        export(trained_run, "onnx", tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
