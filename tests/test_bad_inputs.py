@@ -260,9 +260,7 @@ def test_train_refuses_a_folder_with_no_usable_image_before_it_starts(helen, tmp
 def test_the_dataset_page_lists_each_skipped_file_with_its_reason(corpus, data_root_dir, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    page = REPO / "pages" / "dataset.py"
-    if not page.exists():
-        pytest.skip("the Dataset page is not written yet")
+    page = REPO / "app_pages" / "dataset.py"
     monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(data_root_dir))
     monkeypatch.chdir(REPO)
     app = AppTest.from_file(str(page), default_timeout=120)
