@@ -16,7 +16,6 @@ does not depend on the weights, and no ImageNet download is needed.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
@@ -31,16 +30,17 @@ import numpy as np
 
 from facetracker import data as data_lib
 
+
 def _bench_backbones() -> tuple[str, ...]:
     from facetracker.train import PRESETS
 
-    chosen = ["vgg16", PRESETS["fast"]["backbone"], "mobilenetv2-0.35", "mobilenet-0.25"]
-    return tuple(dict.fromkeys(chosen))
+    return tuple(dict.fromkeys(["vgg16", PRESETS["fast"]["backbone"], "mobilenet-0.25"]))
 
 
 BACKBONES = _bench_backbones()
-"""The original design, the `fast` preset's backbone, and the two lightest MobileNets.
-MobileNetV3-Small was no faster than MobileNetV2-0.35 here, through TFLite or in training."""
+"""The original design, the `fast` preset's backbone and the lightest MobileNet. Each backbone
+costs ~20 s of tracing and conversion; MobileNetV2-0.35 and MobileNetV3-Small sit between the two
+MobileNets here, through TFLite and in training."""
 RUNTIMES = ("keras", "tflite", "tflite-int8")
 HAAR = "haar"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
@@ -338,7 +338,9 @@ def training_rate(model, backbone: str, cache, data: Path, warmup: int, steps: i
         for layer in backbone_net.layers:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
-    model.compile(optimizer=keras.optimizers.Adam(config.lr), jit_compile=False)
+    optimizer = keras.optimizers.Adam(config.lr)
+    optimizer.build(model.trainable_variables)  # as train.py does: built lazily, tracing takes twice as long
+    model.compile(optimizer=optimizer, jit_compile=False)
     model.fit(training_dataset(cache, config, 4), epochs=1, steps_per_epoch=1, verbose=0)
 
     class StepTimes(keras.callbacks.Callback):

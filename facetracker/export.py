@@ -79,6 +79,11 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> P
     if model_path.suffix != ".keras":
         raise ValueError(f"{model_path}: export starts from a .keras model (or a run folder holding one)")
     out = Path(out) if out else default_output(model_path, fmt)
+    if fmt == "onnx":
+        try:
+            import tf2onnx  # noqa: F401
+        except ImportError:
+            raise RuntimeError("ONNX export needs the tf2onnx and onnx packages: pip install tf2onnx onnx") from None
     model = load_model(model_path)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -105,10 +110,6 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> P
             shutil.rmtree(out)
         os.replace(tmp, out)
     else:  # onnx
-        try:
-            import tf2onnx  # noqa: F401
-        except ImportError:
-            raise RuntimeError("ONNX export needs the tf2onnx and onnx packages: pip install tf2onnx onnx") from None
         tmp = out.with_name(f".{out.name}.tmp.onnx")
         size = int(model.net.input_shape[1])
         model.net(np.zeros((1, size, size, 3), np.float32))  # Keras exports only a model that has been called
