@@ -4,6 +4,7 @@ import streamlit_webrtc  # noqa: F401  (must come before anything that imports t
 
 import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,12 @@ def empty_keras_home(tmp_path, monkeypatch) -> Path:
     (home / "models").mkdir(parents=True)
     monkeypatch.setenv("KERAS_HOME", str(home))
     return home
+
+
+@pytest.fixture
+def restore_signals():
+    """train() installs SIGTERM/SIGINT handlers; give pytest its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)

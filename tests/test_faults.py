@@ -373,13 +373,6 @@ class ReadOnly:
             monkeypatch.setattr(os, name, one_path(name))
 
 
-@pytest.fixture
-def restore_signals():
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
-
 
 def snapshot(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}

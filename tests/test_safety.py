@@ -392,14 +392,6 @@ def test_the_package_never_unpickles(tmp_path):
 # A run's config.json is checked before a resume uses it
 
 
-@pytest.fixture
-def restore_signals():
-    """train() installs SIGTERM/SIGINT handlers; give pytest its own back."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
-
 
 def _run_folder(tmp_path: Path, **changes) -> Path:
     from facetracker.train import config_for

@@ -118,7 +118,7 @@ def test_offline_imagenet_is_refused_clearly_unless_random_weights_are_allowed(w
     assert runs.read_status(tmp_path / "r1")["state"] == "failed"
 
 
-def test_mirrored_strategy_with_random_fallback_trains(webcam, tmp_path, monkeypatch):
+def test_mirrored_strategy_with_random_fallback_trains(webcam, tmp_path, monkeypatch, restore_signals):
     """tf.distribute's MirroredStrategy on one CPU replica, and the allowed fallback to random weights."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
     from facetracker.train import config_for, train
