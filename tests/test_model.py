@@ -70,3 +70,39 @@ def test_missing_imagenet_weights_offline_say_what_to_do(empty_keras_home):
         model_lib.build_model("vgg16", "imagenet")
     message = str(error.value)
     assert "vgg16" in message and str(empty_keras_home) in message and "--weights none" in message
+
+
+def test_flip_average_is_the_mean_of_the_image_and_its_mirror(tmp_path):
+    model = model_lib.build_model("mobilenet-0.25", "none", head="spatial")
+    images = np.random.default_rng(2).integers(0, 255, (3, 120, 120, 3)).astype("float32")
+    direct = model(images).numpy()
+    mirrored = model(images[:, :, ::-1]).numpy()
+    # a box [x0, y0, x1, y1] on the mirror image is [1 - x1, y0, 1 - x0, y1] on the image
+    unmirrored = np.stack([mirrored[:, 0], 1 - mirrored[:, 3], mirrored[:, 2], 1 - mirrored[:, 1], mirrored[:, 4]], 1)
+    averaged = model_lib.inference_copy(model, flip_average=True)
+    np.testing.assert_allclose(averaged(images).numpy(), (direct + unmirrored) / 2, atol=1e-5)
+    path = tmp_path / "m.keras"
+    averaged.save(path)
+    np.testing.assert_allclose(model_lib.load_model(path)(images[:1]).numpy(), (direct[:1] + unmirrored[:1]) / 2,
+                               atol=1e-5)
+
+
+def test_grid_box_is_the_box_of_the_cell_where_the_face_is():
+    where = np.full((2, 4, 4, 1), -50.0, np.float32)
+    where[0, 1, 2, 0] = 50.0  # row 1, column 2: centre (x, y) = (2.5/4, 1.5/4)
+    where[1, :, :, 0] = 0.0  # no preference: the mean of every cell's box
+    edges = np.full((2, 4, 4, 4), 0.1, np.float32)
+    box = model_lib.GridBox()([where, edges]).numpy()
+    np.testing.assert_allclose(box[0], [0.625 - 0.1, 0.375 - 0.1, 0.625 + 0.1, 0.375 + 0.1], atol=1e-5)
+    np.testing.assert_allclose(box[1], [0.4, 0.4, 0.6, 0.6], atol=1e-5)
+    edges[:] = 1.0  # a box reaching past the image is clipped to it
+    assert model_lib.GridBox()([where, edges]).numpy().min() == 0.0
+
+
+def test_grid_head_model_saves_and_loads(tmp_path):
+    model = model_lib.build_model("mobilenet-0.25", "none", head="grid")
+    images = np.random.default_rng(3).integers(0, 255, (2, 120, 120, 3)).astype("float32")
+    out = model(images).numpy()
+    assert out.shape == (2, 5) and np.all((out >= 0) & (out <= 1))
+    model_lib.inference_copy(model).save(tmp_path / "m.keras")
+    np.testing.assert_allclose(model_lib.load_model(tmp_path / "m.keras")(images).numpy(), out, atol=1e-5)
