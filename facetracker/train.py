@@ -120,13 +120,33 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# From random weights there are no ImageNet features to protect and a few hundred photos must stand
+# in for them: no frozen phase, twice the rate, more augmented passes, no early stop while the
+# features are still forming, and the grid box head (see model.build_network), whose weights serve
+# every position of the face. Applied on top of the preset when it trains with weights "none".
+# Validation mean IoU after 20 of 40 epochs from random weights: flatten/dense head 0.60, grid head 0.66.
+RANDOM_INIT: dict[str, dict] = {
+    "fast": dict(head="grid", epochs=26, copies=5, lr=2e-3, warmup_epochs=2, freeze_backbone_epochs=0,
+                 early_stopping=0),
+}
+
+
+def preset_values(preset: str | None, weights: str | None = None) -> dict:
+    """The values a preset sets (with its random-initialisation variant for `weights="none"`)."""
+    if not preset:
+        return {}
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset], preset=preset)
+    if (weights or values.get("weights")) == "none":
+        values.update(RANDOM_INIT.get(preset, {}))
+    return values
+
+
 def config_for(data: str, preset: str | None = None, **overrides) -> TrainConfig:
-    """A config from defaults, then a preset, then explicit overrides (None means not given)."""
-    values: dict = {"data": str(data)}
-    if preset:
-        if preset not in PRESETS:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        values.update(PRESETS[preset], preset=preset)
+    """A config from defaults, then a preset (its random-init variant for weights "none"), then
+    explicit overrides (None means not given)."""
+    values: dict = {"data": str(data), **preset_values(preset, overrides.get("weights"))}
     augment_values = dict(values.pop("augment", {}))
     augment_override = overrides.pop("augment", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -212,9 +232,12 @@ def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int):
         boxes.set_shape((None, 4))
         return tf.cast(images, tf.float32), (has_face, boxes)
 
+    # Endless, so Keras keeps one iterator for the whole run: a finite one is torn down and rebuilt
+    # at every epoch, which cost 2-40 s each time while augmentation workers wound down.
+    # `steps_per_epoch` marks the epochs; every pass over the copies is shuffled anew.
     n = len(cache.images)
     indices = tf.data.Dataset.range(n).repeat(config.copies).shuffle(n * config.copies, seed=config.seed,
-                                                                     reshuffle_each_iteration=True)
+                                                                     reshuffle_each_iteration=True).repeat()
     return (indices.batch(batch_size, drop_remainder=False)
             .map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
             .prefetch(tf.data.AUTOTUNE))

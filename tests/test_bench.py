@@ -86,8 +86,9 @@ def test_training_dataset_batches_match_their_labels(helen):
     chosen = [s for s in samples if s.box][:10] + [s for s in samples if not s.box][:4]
     cache = build_cache(chosen, 224, log=lambda line: None)
     config = TrainConfig(augment=AugmentConfig(crop_p=0.0, hflip_p=0.0, vflip_p=0.0), copies=2)
-    batches = list(training_dataset(cache, config, 8))
-    assert sorted(len(images) for images, _ in batches) == [4, 8, 8, 8]  # parallel: in any order
+    # Endless (Keras keeps one iterator for the run); two passes over the 2 x 14 images, in full batches.
+    batches = list(training_dataset(cache, config, 8).take(7))
+    assert [len(images) for images, _ in batches] == [8] * 7
     for images, (has_face, boxes) in batches:
         assert images.shape[1:] == (120, 120, 3) and images.dtype.name == "float32"
         has_face, boxes = has_face.numpy(), boxes.numpy()
@@ -95,7 +96,7 @@ def test_training_dataset_batches_match_their_labels(helen):
         assert np.all(boxes[has_face == 1][:, 2:] > boxes[has_face == 1][:, :2])
     # Without crops or flips the boxes are the labels: each augmented face is one of the cached ones.
     seen = np.concatenate([b[1][1].numpy()[b[1][0].numpy() == 1] for b in batches])
-    assert len(seen) == 20
+    assert 30 <= len(seen) <= 50  # 40 faces in two passes (batches come out in parallel, in any order)
     assert all(np.abs(cache.boxes - box).sum(axis=1).min() < 1e-6 for box in seen)
 
 
