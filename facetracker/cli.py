@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def _add_train(sub) -> None:
-    from facetracker.model import BACKBONES
+    from facetracker.model import BACKBONES, HEADS
     from facetracker.train import PRESETS, STRATEGIES
 
     p = sub.add_parser("train", help="train a face tracker into a run folder")
@@ -29,6 +29,8 @@ def _add_train(sub) -> None:
     p.add_argument("--weights", choices=("imagenet", "none"), help="start from ImageNet weights or random")
     p.add_argument("--allow-random-weights", action="store_true",
                    help="if ImageNet weights cannot be had (offline), go on from random initialisation")
+    p.add_argument("--head", choices=HEADS, help="box head: design (global max-pool, as drawn), spatial "
+                   "(stride-16 map, flatten, dense) or grid (stride-16 map, each cell votes a box)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate")
@@ -58,7 +60,7 @@ def _run_train(args) -> int:
             raise ValueError("--data is required (unless --resume)")
         augment = AugmentConfig.load(args.augment) if args.augment else default_augment(args.data)
         config = config_for(
-            args.data, args.preset, backbone=args.backbone, weights=args.weights,
+            args.data, args.preset, backbone=args.backbone, weights=args.weights, head=args.head,
             allow_random_fallback=args.allow_random_weights or None, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, copies=args.copies, seed=args.seed,
             strategy=args.strategy, augment=augment)

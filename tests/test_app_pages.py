@@ -290,8 +290,10 @@ def sleeper_command():
 
 def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, sleeper_command):
     at = open_page("app_pages/train.py")
-    at.number_input(key="tr_epochs_fast").set_value(2).run()
     at.radio(key="tr_weights_fast").set_value("none").run()
+    from facetracker.train import RANDOM_INIT
+    assert at.number_input(key="tr_epochs_fast_none").value == RANDOM_INIT["fast"]["epochs"]  # the longer schedule
+    at.number_input(key="tr_epochs_fast_none").set_value(2).run()
     at.text_input(key="tr_name").set_value("first").run()
     start = at.button[[b.label for b in at.button].index("Start training")]
     assert not start.disabled

@@ -30,7 +30,8 @@ def training_samples(samples):
 @pytest.fixture(scope="module")
 def trained_run(helen, helen_samples, tmp_path_factory):
     """One epoch of the fast preset on a few dozen real photos with and without a face (from cached
-    ImageNet weights), so the outputs differ from photo to photo and agreeing means something."""
+    ImageNet weights), so the outputs differ from photo to photo and agreeing means something. With
+    the grid box head (its softmax over cells must survive every export)."""
     require(SHARED_WEIGHTS, "the cached Keras ImageNet weights")
     root = tmp_path_factory.mktemp("export")
     home = root / "keras-home"
@@ -45,7 +46,7 @@ def trained_run(helen, helen_samples, tmp_path_factory):
     run_dir = root / "run"
     result = subprocess.run(
         [sys.executable, "-m", "facetracker", "train", "--data", str(data), "--run-dir", str(run_dir), "--preset",
-         "fast", "--epochs", "1", "--batch-size", "8"],
+         "fast", "--head", "grid", "--epochs", "1", "--batch-size", "8"],
         cwd=REPO, env={**os.environ, "KERAS_HOME": str(home)}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     return run_dir

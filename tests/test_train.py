@@ -139,3 +139,19 @@ def test_resume_continues_the_epoch_count(fast_run, cached_weights_env, tmp_path
     epochs = [r["epoch"] for r in runs.read_metrics(copy) if r["kind"] == "epoch"]
     assert epochs == [1, 2]
     assert runs.read_json(copy / runs.CHECKPOINT_STATE)["epochs_done"] == 2
+
+
+def test_presets_train_longer_from_random_weights_and_explicit_options_win():
+    from facetracker.jsonconfig import ConfigError
+    from facetracker.train import PRESETS, RANDOM_INIT, TrainConfig, config_for
+
+    pretrained = config_for("d", "fast")
+    random = config_for("d", "fast", weights="none")
+    assert pretrained.weights == "imagenet" and pretrained.epochs == PRESETS["fast"]["epochs"]
+    assert random.weights == "none" and random.preset == "fast"
+    assert {k: getattr(random, k) for k in RANDOM_INIT["fast"]} == RANDOM_INIT["fast"]
+    assert random.backbone == pretrained.backbone and random.augment == pretrained.augment
+    assert config_for("d", "fast", weights="none", epochs=3).epochs == 3
+    assert TrainConfig.from_dict(random.to_dict()) == random  # recorded complete in config.json
+    with pytest.raises(ConfigError, match="unknown preset"):
+        config_for("d", "quick")
