@@ -44,6 +44,16 @@ def read_caption(page, pattern: re.Pattern) -> tuple[int, ...] | None:
     return tuple(int(g) for g in match.groups()) if match else None
 
 
+def caption_update(page, after: float) -> tuple[int, float]:
+    """The processed-frame count at the first change of the caption after monotonic time `after`."""
+    while time.monotonic() < after:
+        page.wait_for_timeout(100)
+    before = read_caption(page, FRAMES_CAPTION)
+    found = wait_for("a refresh of the figures",
+                     lambda: (c := read_caption(page, FRAMES_CAPTION)) and c != before and c, 10, page, 50)
+    return found[0], time.monotonic()
+
+
 def wait_for(what: str, check, timeout: float, page, interval_ms: int = 500):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -135,13 +145,14 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
         page.get_by_text(re.compile(r"Running webcam-tutorial-\S+ as TFLITE")).wait_for()  # the new model, by default
         t_detect_ready = time.monotonic() - t0
         t_click = bt.start_webrtc(page, timeout=45)
-        counts = wait_for("frames through the callback",
-                          lambda: (c := read_caption(page, FRAMES_CAPTION)) and c[0] > 5 and c, 30, page)
-        n0, t_n0 = counts[0], time.monotonic()
-        page.wait_for_timeout(6000)
-        n1 = read_caption(page, FRAMES_CAPTION)[0]
-        model_fps = (n1 - n0) / (time.monotonic() - t_n0)
+        wait_for("frames through the callback",
+                 lambda: (c := read_caption(page, FRAMES_CAPTION)) and c[0] > 5 and c, 30, page)
+        # The figures refresh every 2 s: time the count at the moments it changes, 8 s apart or more.
+        n0, t_n0 = caption_update(page, after=0)
+        n1, t_n1 = caption_update(page, after=t_n0 + 8)
+        model_fps = (n1 - n0) / (t_n1 - t_n0)
         shown_fps = page.get_by_test_id("stMetric").filter(has_text="Frames/s").inner_text()
+        shown_ms = page.get_by_test_id("stMetric").filter(has_text="Model time").inner_text()
         assert n1 > n0, "frames stopped passing through the trained model"
         trained_detections = read_caption(page, FRAMES_CAPTION)[1]
 
@@ -158,5 +169,6 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
         assert bt.page_exceptions(page) == []
         bt.stop_webrtc(page)
         print(f"[app browser] Start->video {t_click:.1f} s; trained model {model_fps:.1f} frames/s through the "
-              f"callback ({shown_fps.splitlines()[-1]} shown), {trained_detections} frames with a face; Haar box "
+              f"callback (issue 4 asks >= 25; the page shows {shown_fps.splitlines()[-1]} frames/s, model "
+              f"{shown_ms.splitlines()[-1]}), {trained_detections} frames with a face; Haar box "
               f"{green} green px; Detect page ready at {t_detect_ready:.0f} s; total {time.monotonic() - t0:.0f} s")
