@@ -212,6 +212,17 @@ def face_frames_from_dataset(data_root: str | os.PathLike | None = None, n: int 
     return [frame for frame, _ in load_face_samples(data_root, n=n)]
 
 
+def fake_camera_video(folder: str | os.PathLike) -> Path:
+    """Check that a browser can run, then write ``folder/faces.y4m``: 4 real faces, 0.5 s each at
+    30 fps. Skips locally / fails in CI when the browser or the face photos are missing."""
+    require_browser()
+    try:
+        frames = face_frames_from_dataset(data_root(), n=4)
+    except FileNotFoundError as error:
+        skip_or_fail(f"face dataset missing: {error}")
+    return write_y4m(Path(folder) / "faces.y4m", frames, fps=30, repeat=15)
+
+
 # --------------------------------------------------------------------------- streamlit server
 class ServerUrl(str):
     """The server's base URL (a plain str for ``page.goto``) that also knows where its log is."""

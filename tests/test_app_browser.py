@@ -76,13 +76,8 @@ def preview_sources(page) -> list[str]:
 
 
 def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
-    bt.require_browser()
     t0 = time.monotonic()
-    try:
-        frames = bt.face_frames_from_dataset(bt.data_root(), n=4)
-    except FileNotFoundError as error:
-        bt.skip_or_fail(f"face dataset missing: {error}")
-    video = bt.write_y4m(tmp_path / "faces.y4m", frames, fps=30, repeat=15)
+    video = bt.fake_camera_video(tmp_path)
     root = tmp_path / "data"
     shutil.copytree(webcam, root / "webcam-tutorial")
     env = {"FACETRACKER_DATA_ROOT": str(root), "FACETRACKER_ICE_SERVERS": ""}

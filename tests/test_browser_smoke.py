@@ -36,13 +36,8 @@ def green_mask(img: np.ndarray) -> np.ndarray:
 
 
 def test_browser_smoke(tmp_path: Path) -> None:
-    bt.require_browser()
     t0 = time.monotonic()
-    try:
-        frames = bt.face_frames_from_dataset(bt.data_root(), n=4)
-    except FileNotFoundError as e:
-        bt.skip_or_fail(f"face dataset missing: {e}")
-    video = bt.write_y4m(tmp_path / "faces.y4m", frames, fps=30, repeat=15)
+    video = bt.fake_camera_video(tmp_path)
     frames_file = tmp_path / "frames.txt"
 
     with bt.streamlit_server(PROBE_APP, env={"PROBE_FRAMES_FILE": str(frames_file)}) as url, \
