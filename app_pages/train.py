@@ -10,7 +10,7 @@ import streamlit as st
 from facetracker import launcher, runs, workspace
 from facetracker.augment import AugmentConfig
 from facetracker.jsonconfig import ConfigError
-from facetracker.train import PRESETS, TrainConfig, config_for, default_augment, preset_values
+from facetracker.train import PRESETS, config_for, default_augment
 from app_pages import ui
 
 REFRESH_S = 2
@@ -23,7 +23,8 @@ MAX_CHART_POINTS = 1500
 
 
 def option_values(preset: str | None, weights: str | None = None) -> dict:
-    return {**TrainConfig().to_dict(), **preset_values(preset, weights)}
+    """The form's defaults: what `config_for` makes of the preset and the weights chosen."""
+    return config_for("", preset, weights=weights).to_dict()
 
 
 def weights_note(backbone: str, weights: str) -> str | None:
