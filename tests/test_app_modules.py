@@ -214,6 +214,67 @@ def test_live_processor_counts_draws_and_survives_errors():
     assert stats["errors"] == 1 and "ValueError: bad frame" in stats["last_error"]
 
 
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+class TimedDetector(FixedDetector):
+    """Takes `cost_s` of the clock per frame, as a model of that speed would."""
+
+    def __init__(self, clock: Clock, cost_s: float):
+        super().__init__()
+        self.clock, self.cost_s, self.calls = clock, cost_s, 0
+
+    def detect(self, frame):
+        self.clock.now += self.cost_s
+        self.calls += 1
+        return super().detect(frame)
+
+
+def stream(processor, clock, frames_at_once, count=30, interval_s=1 / 30):
+    """`count` camera frames 1/30 s apart, handed over `frames_at_once` at a time (or later, when the
+    previous ones took longer)."""
+    outputs = []
+    arrival = clock.now
+    for _ in range(0, count, frames_at_once):
+        arrival += interval_s * frames_at_once
+        clock.now = max(clock.now, arrival)
+        outputs += processor.process_queue([np.zeros((120, 160, 3), np.uint8) for _ in range(frames_at_once)])
+    return outputs
+
+
+def test_live_processor_runs_the_model_on_every_frame_it_has_time_for(monkeypatch):
+    spared = []
+    monkeypatch.setattr(live, "spare_live_objects_from_collector", lambda: spared.append(1))
+    clock = Clock()
+    fast = TimedDetector(clock, cost_s=0.008)
+    processor = live.LiveProcessor(fast, clock=clock)
+    outputs = stream(processor, clock, 1) + stream(processor, clock, 3)  # then bursts of three
+    assert len(outputs) == 60 and all(out[10:60, 10:60].any() for out in outputs), "a box on every frame"
+    assert fast.calls == 60 and processor.stats()["camera_frames"] == 60
+    assert spared == [1], "the collector is spared once, as the stream starts"
+
+    clock.now += live.STREAM_PAUSE_S + 1  # stopped and started again
+    stream(processor, clock, 1, count=3)
+    assert spared == [1, 1]
+
+
+def test_live_processor_keeps_the_camera_rate_with_a_slow_model():
+    clock = Clock()
+    slow = TimedDetector(clock, cost_s=0.060)
+    processor = live.LiveProcessor(slow, clock=clock)
+    stream(processor, clock, 1, count=10)
+    outputs = stream(processor, clock, 3)
+    assert len(outputs) == 30 and all(out[10:60, 10:60].any() for out in outputs), "older frames keep the last box"
+    assert slow.calls == 10 + 10, "the model takes only the newest frame of each three"
+    stats = processor.stats()
+    assert (stats["camera_frames"], stats["frames"], stats["detections"]) == (40, 20, 20)
+
+
 def test_rtc_configuration_from_the_environment():
     assert live.rtc_configuration({}) == ({"iceServers": []}, None)
     servers = [{"urls": ["stun:stun.example.org:3478"]}, {"urls": "turn:t.example.org", "username": "u",
