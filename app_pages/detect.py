@@ -209,7 +209,8 @@ def main() -> None:
         st.warning(warning)
     ctx = webrtc_streamer(key="detect", mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
                           media_stream_constraints={"video": True, "audio": False},
-                          queued_video_frames_callback=queued_frames_callback(processor), async_processing=True)
+                          queued_video_frames_callback=queued_frames_callback(processor),
+                          on_video_ended=processor.end_stream, async_processing=True)
     st.caption("Press START and allow the camera. The video comes back with the box drawn, and in its corner "
                "how many frames/s go through the model and its time per frame.")
     live_figures(processor, bool(ctx.state.playing))

@@ -53,20 +53,36 @@ class SharedRuntime:
 CAMERA_WINDOW_S = 2.0
 """The camera's frame rate is counted over this many seconds of arrivals: frames come in bursts."""
 STREAM_PAUSE_S = 2.0
-"""A gap this long between frames means a new stream (or a resumed one)."""
+"""No frame for this long: the figures say the stream is not moving."""
+
+_streams = 0
+_streams_lock = threading.Lock()
 
 
-def spare_live_objects_from_collector() -> None:
-    """Collect garbage once, then leave every object alive now out of later full collections.
+def stream_started() -> None:
+    """Keep the garbage collector off the objects alive now while any stream runs.
 
     With TensorFlow loaded a process holds ~300,000 long-lived objects. A full collection walks
-    them all in ~300 ms while holding the GIL, and the app triggers one every second or so, so the
-    frame worker stalled and ~9 camera frames in a row went unprocessed each time (measured: 24
-    instead of 28 frames/s). After `gc.freeze()` a full collection took 2 to 5 ms. Objects alive
-    at a stream's start (libraries, the model runtime) stay for the process's life anyway.
+    them all in ~300 ms while holding the GIL, and the app triggers one about every second, so the
+    frame worker stalled and ~9 camera frames in a row went unprocessed each time (measured: 22
+    instead of 28 frames/s). After one collection and `gc.freeze()` a full collection took 2 to 5 ms.
     """
-    gc.collect()
-    gc.freeze()
+    global _streams
+    with _streams_lock:
+        _streams += 1
+        if _streams == 1:
+            gc.collect()
+            gc.freeze()
+
+
+def stream_ended() -> None:
+    """When the last stream ends, hand the frozen objects back to the collector: whatever of them
+    has become garbage since (a closed session, a replaced model) is freed, not kept for good."""
+    global _streams
+    with _streams_lock:
+        _streams = max(0, _streams - 1)
+        if _streams == 0:
+            gc.unfreeze()
 
 
 class LiveProcessor:
@@ -86,6 +102,7 @@ class LiveProcessor:
         self._model_ms: collections.deque[float] = collections.deque(maxlen=window)
         self._path_s: collections.deque[float] = collections.deque(maxlen=window)
         self._arrivals: collections.deque[float] = collections.deque()
+        self._streaming = False
         self.frames = 0
         self.camera_frames = 0
         self.detections = 0
@@ -102,11 +119,11 @@ class LiveProcessor:
         network delivers two at once, and a slow one sees the newest frames while the video keeps
         the camera's rate.
         """
-        now = self._clock()
         with self._lock:
-            starting = not self._arrivals or now - self._arrivals[-1] > STREAM_PAUSE_S
-        if starting:  # once per stream, before frames are due: the page may have loaded a model since
-            spare_live_objects_from_collector()
+            starting, self._streaming = not self._streaming, True
+        if starting:
+            stream_started()
+        now = self._clock()
         with self._lock:
             self._arrivals.extend([now] * len(frames_bgr))
             while now - self._arrivals[0] > CAMERA_WINDOW_S:
@@ -116,6 +133,13 @@ class LiveProcessor:
         older = max(0, len(frames_bgr) - budget)
         return [self.redraw(frame) for frame in frames_bgr[:older]] + \
             [self.process(frame) for frame in frames_bgr[older:]]
+
+    def end_stream(self) -> None:
+        """The camera stream stopped (the webcam component's `on_video_ended`)."""
+        with self._lock:
+            ending, self._streaming = self._streaming, False
+        if ending:
+            stream_ended()
 
     def _model_budget(self) -> int:
         """How many frames the model can take per camera frame interval (at least the newest)."""

@@ -235,6 +235,15 @@ class TimedDetector(FixedDetector):
         return super().detect(frame)
 
 
+@pytest.fixture
+def ends_streams():
+    """LiveProcessors whose streams the test ends, as the page's `on_video_ended` would."""
+    processors = []
+    yield processors.append
+    for processor in processors:
+        processor.end_stream()
+
+
 def stream(processor, clock, frames_at_once, count=30, interval_s=1 / 30):
     """`count` camera frames 1/30 s apart, handed over `frames_at_once` at a time (or later, when the
     previous ones took longer)."""
@@ -247,26 +256,38 @@ def stream(processor, clock, frames_at_once, count=30, interval_s=1 / 30):
     return outputs
 
 
-def test_live_processor_runs_the_model_on_every_frame_it_has_time_for(monkeypatch):
-    spared = []
-    monkeypatch.setattr(live, "spare_live_objects_from_collector", lambda: spared.append(1))
+def test_live_processor_runs_the_model_on_every_frame_it_has_time_for(ends_streams):
     clock = Clock()
     fast = TimedDetector(clock, cost_s=0.008)
     processor = live.LiveProcessor(fast, clock=clock)
+    ends_streams(processor)
     outputs = stream(processor, clock, 1) + stream(processor, clock, 3)  # then bursts of three
     assert len(outputs) == 60 and all(out[10:60, 10:60].any() for out in outputs), "a box on every frame"
     assert fast.calls == 60 and processor.stats()["camera_frames"] == 60
-    assert spared == [1], "the collector is spared once, as the stream starts"
-
-    clock.now += live.STREAM_PAUSE_S + 1  # stopped and started again
-    stream(processor, clock, 1, count=3)
-    assert spared == [1, 1]
 
 
-def test_live_processor_keeps_the_camera_rate_with_a_slow_model():
+def test_the_collector_skips_loaded_objects_while_streams_run(ends_streams):
+    import gc
+
+    first, second = live.LiveProcessor(FixedDetector()), live.LiveProcessor(FixedDetector())
+    ends_streams(first), ends_streams(second)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    first.process_queue([frame])
+    frozen = gc.get_freeze_count()
+    assert frozen > 1000, "the libraries loaded by now are frozen"
+    second.process_queue([frame])
+    first.end_stream()
+    first.end_stream()  # ended twice: counted once
+    assert gc.get_freeze_count() >= frozen, "another viewer still streams"
+    second.end_stream()
+    assert gc.get_freeze_count() == 0, "the last stream's end hands them back to the collector"
+
+
+def test_live_processor_keeps_the_camera_rate_with_a_slow_model(ends_streams):
     clock = Clock()
     slow = TimedDetector(clock, cost_s=0.060)
     processor = live.LiveProcessor(slow, clock=clock)
+    ends_streams(processor)
     stream(processor, clock, 1, count=10)
     outputs = stream(processor, clock, 3)
     assert len(outputs) == 30 and all(out[10:60, 10:60].any() for out in outputs), "older frames keep the last box"
