@@ -20,7 +20,7 @@ from app_pages import ui
 SMOOTHING = 0.6
 IMAGE_KINDS = ("jpeg", "png", "webp", "bmp")
 VIDEO_KINDS = ("mp4", "webm", "avi", "mov")
-VIDEO_MAX_FRAMES = 300
+VIDEO_MAX_FRAMES = 1800  # a minute at 30 frames/s: 20 s of work with the fast preset here (640x480)
 # Each refresh is a (fragment) script run in the server that competes with the frames for the CPU.
 FIGURES_EVERY_S = 2
 
@@ -149,7 +149,7 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
             try:
                 figures = annotate_video(source, detector, target, VIDEO_MAX_FRAMES,
                                          progress=lambda done, total: bar.progress(
-                                             min(done / total, 1.0), text=f"frame {done} of at most {total}"))
+                                             min(done / total, 1.0), text=f"frame {done} of {total}"))
             except ValueError as error:
                 bar.empty()
                 st.error(f"Cannot use this video: {error}")

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import traceback
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -263,6 +264,22 @@ def rtc_configuration(environ: dict | None = None) -> tuple[dict, str | None]:
 # Video files
 
 
+def video_rate_and_length(path: str | Path) -> tuple[Fraction, int]:
+    """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
+    unknown). Raises ValueError when the file cannot be opened as a video."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+            return Fraction(rate).limit_denominator(1001), int(stream.frames or 0)
+    except av.error.FFmpegError as error:
+        raise ValueError(f"cannot open the video ({error.strerror or error})") from None
+
+
 def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iterator[tuple[np.ndarray, float]]:
     """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
     import av
@@ -293,14 +310,17 @@ def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iter
                 raise ValueError(f"cannot decode the video ({error.strerror or error})") from None
 
 
-def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames: int = 300,
+def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames: int = 1800,
                    progress: Callable[[int, int], None] | None = None) -> dict:
-    """Detect on each frame of a video and write the boxed frames to an H.264 MP4 file.
+    """Detect on each frame of a video and write the boxed frames, at the input's frame rate, to an
+    H.264 MP4 file. `progress(done, total)` follows it.
 
     Returns counts and per-frame probabilities; raises ValueError with the reason for a bad file.
     """
     import av
 
+    rate, length = video_rate_and_length(path)
+    total = min(length, max_frames) if length else max_frames
     out_path = Path(out_path)
     probabilities, model_ms = [], []
     found = 0
@@ -310,7 +330,7 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
         for image, _ in video_frames(path, max_frames):
             if output is None:
                 output = av.open(str(out_path), mode="w")
-                stream = output.add_stream("libx264", rate=25)
+                stream = output.add_stream("libx264", rate=rate)
                 stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"preset": "veryfast"}
@@ -324,7 +344,7 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
             for packet in stream.encode(frame):
                 output.mux(packet)
             if progress:
-                progress(len(probabilities), max_frames)
+                progress(len(probabilities), max(total, len(probabilities)))
         if output is None:
             raise ValueError("the video holds no frame")
         for packet in stream.encode():

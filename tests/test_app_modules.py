@@ -318,9 +318,14 @@ def test_annotate_video_boxes_every_frame(tmp_path):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    figures = live.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", max_frames=5)
+    assert live.video_rate_and_length(source) == (10, 7)
+    seen = []
+    figures = live.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", max_frames=5,
+                                  progress=lambda done, total: seen.append((done, total)))
     assert figures["frames"] == 5 and figures["with_face"] == 5
+    assert seen == [(i, 5) for i in range(1, 6)]
     with av.open(str(tmp_path / "out.mp4")) as container:
+        assert container.streams.video[0].average_rate == 10, "plays at the input's speed"
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
     assert len(frames) == 5
     green = (frames[0][..., 1].astype(int) - frames[0][..., 2] > 80)
