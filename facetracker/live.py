@@ -229,7 +229,7 @@ class LiveProcessor:
 
 def draw_speed(frame_bgr: np.ndarray, fps: float, model_ms: float) -> np.ndarray:
     """Frames/s and model milliseconds in the top-left corner, readable on any background."""
-    text = f"model on {fps:4.1f} frames/s, {model_ms:5.1f} ms"
+    text = f"model on {fps:4.1f} frames/s, {model_ms:.1f} ms"
     scale = max(0.5, frame_bgr.shape[1] / 1000)
     (width, height), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
     cv2.rectangle(frame_bgr, (0, 0), (width + 12, height + 14), (0, 0, 0), -1)

@@ -147,7 +147,7 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
         n0, t_n0 = caption_update(page, after=0)
         n1, t_n1 = caption_update(page, after=t_n0 + 8)
         model_fps = (n1 - n0) / (t_n1 - t_n0)
-        shown_fps = page.get_by_test_id("stMetric").filter(has_text="Frames/s").inner_text()
+        shown_fps = page.get_by_test_id("stMetric").filter(has_text="through the model").inner_text()
         shown_ms = page.get_by_test_id("stMetric").filter(has_text="Model time").inner_text()
         assert n1 > n0, "frames stopped passing through the trained model"
         trained_detections = read_caption(page, FRAMES_CAPTION)[1]

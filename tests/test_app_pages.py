@@ -361,6 +361,7 @@ def test_detect_shows_the_callback_figures_and_its_errors_and_saves_frames(faces
     assert out.shape == frame.shape and not np.array_equal(out, frame), "the box and the speed are drawn"
     at.run()
     assert any("processed frames: 3 · with a face: 3 · errors: 0" in c for c in texts(at, "caption"))
+    assert {m.label: m.value for m in at.metric}["Frames with a face"] == "3 of 3"
 
     class Broken:
         def detect(self, frame):
