@@ -14,7 +14,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from facetracker import capture, safety
 from facetracker import data as data_lib
 from facetracker.detect import Detector, draw_detection
-from facetracker.live import LiveProcessor, annotate_video, rtc_configuration
+from facetracker.live import FRESH_FRAMES, LiveProcessor, annotate_video, rtc_configuration
 from app_pages import ui
 
 SMOOTHING = 0.6
@@ -64,16 +64,18 @@ def queued_frames_callback(processor: LiveProcessor):
 
     async def callback(frames: list[av.VideoFrame]) -> list[av.VideoFrame]:
         try:
-            images = processor.process_queue([frame.to_ndarray(format="bgr24") for frame in frames])
+            fresh = frames[-FRESH_FRAMES:]
+            images = processor.process_queue([frame.to_ndarray(format="bgr24") for frame in fresh],
+                                             dropped=len(frames) - len(fresh))
             processed = []
-            for frame, image in zip(frames, images):
+            for frame, image in zip(fresh, images):
                 out = av.VideoFrame.from_ndarray(image, format="bgr24")
                 out.pts, out.time_base = frame.pts, frame.time_base
                 processed.append(out)
             return processed
         except Exception as error:  # frames that cannot even be converted: pass them on as they came
             processor.record_error(error)
-            return frames
+            return frames[-FRESH_FRAMES:]
 
     return callback
 

@@ -53,6 +53,9 @@ class SharedRuntime:
 
 CAMERA_WINDOW_S = 2.0
 """The camera's frame rate is counted over this many seconds of arrivals: frames come in bursts."""
+FRESH_FRAMES = 4
+"""At most this many of the queued frames go back out (~130 ms of video at 30 frames/s): after a
+stall the older ones are dropped unconverted, and the video jumps to now instead of lagging."""
 STREAM_PAUSE_S = 2.0
 """No frame for this long: the figures say the stream is not moving."""
 
@@ -112,8 +115,9 @@ class LiveProcessor:
         self._last_frame: np.ndarray | None = None
         self._last_detection: Detection | None = None
 
-    def process_queue(self, frames_bgr: list[np.ndarray]) -> list[np.ndarray]:
-        """The frames that queued up since the last call, oldest first, each with the box drawn.
+    def process_queue(self, frames_bgr: list[np.ndarray], dropped: int = 0) -> list[np.ndarray]:
+        """The frames that queued up since the last call, oldest first, each with the box drawn;
+        `dropped` older ones were left out (see FRESH_FRAMES).
 
         The model runs on as many of the newest frames as it can handle in one camera frame
         interval; the older ones get the last box. So a fast model sees every frame even when the
@@ -126,10 +130,10 @@ class LiveProcessor:
             stream_started()
         now = self._clock()
         with self._lock:
-            self._arrivals.extend([now] * len(frames_bgr))
+            self._arrivals.extend([now] * (len(frames_bgr) + dropped))
             while now - self._arrivals[0] > CAMERA_WINDOW_S:
                 self._arrivals.popleft()
-            self.camera_frames += len(frames_bgr)
+            self.camera_frames += len(frames_bgr) + dropped
             budget = self._model_budget()
         older = max(0, len(frames_bgr) - budget)
         return [self.redraw(frame) for frame in frames_bgr[:older]] + \

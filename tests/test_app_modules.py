@@ -295,6 +295,12 @@ def test_live_processor_keeps_the_camera_rate_with_a_slow_model(ends_streams):
     stats = processor.stats()
     assert (stats["camera_frames"], stats["frames"], stats["detections"]) == (40, 20, 20)
 
+    clock.now += 0.5  # a stall: 15 frames queued up, the page hands over the newest few
+    outputs = processor.process_queue([np.zeros((120, 160, 3), np.uint8)] * live.FRESH_FRAMES,
+                                      dropped=15 - live.FRESH_FRAMES)
+    assert len(outputs) == live.FRESH_FRAMES and slow.calls == 21
+    assert processor.stats()["camera_frames"] == 55
+
 
 def test_rtc_configuration_from_the_environment():
     assert live.rtc_configuration({}) == ({"iceServers": []}, None)
