@@ -11,12 +11,12 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-import cv2
 import numpy as np
 import streamlit as st
 
 from facetracker import data as data_lib
 from facetracker import runs, safety, workspace
+from facetracker.detect import draw_labelled_box
 
 log = logging.getLogger("facetracker.app")
 UNEXPECTED = "Something went wrong"
@@ -226,17 +226,7 @@ def draw_box(image_rgb: np.ndarray, box, colour=TRUE_COLOUR, label: str | None =
     x0, y0, x1, y1 = box
     if normalised:
         x0, x1, y0, y1 = x0 * width, x1 * width, y0 * height, y1 * height
-    p0, p1 = (int(round(x0)), int(round(y0))), (int(round(x1)), int(round(y1)))
-    thickness = max(2, round(max(height, width) / 200))
-    cv2.rectangle(out, p0, p1, colour, thickness)
-    if label:
-        scale = max(0.4, max(height, width) / 700)
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-        top = max(p0[1] - th - 6, 0)
-        cv2.rectangle(out, (p0[0], top), (p0[0] + tw + 6, top + th + 6), colour, -1)
-        cv2.putText(out, label, (p0[0] + 3, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                    cv2.LINE_AA)
-    return out
+    return draw_labelled_box(out, (x0, y0, x1, y1), colour, label)
 
 
 def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4) -> None:

@@ -299,15 +299,30 @@ class HaarDetector:
         pass
 
 
+BOX_COLOUR_BGR = (0, 200, 0)
+
+
+def draw_labelled_box(image: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int],
+                      label: str | None = None) -> np.ndarray:
+    """Draw a pixel box, with its label on a filled tab above it, onto the image (in place) and
+    return it. Line and text scale with the image: they read alike on a thumbnail and a 1280 px frame."""
+    height, width = image.shape[:2]
+    side = max(height, width)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    cv2.rectangle(image, (x0, y0), (x1, y1), colour, max(2, round(side / 200)))
+    if label:
+        scale = max(0.4, side / 1000)
+        weight = 1 if scale < 0.8 else 2
+        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, weight)
+        top = max(y0 - th - 8, 0)
+        cv2.rectangle(image, (x0, top), (x0 + tw + 8, top + th + 8), colour, -1)
+        cv2.putText(image, label, (x0 + 4, top + th + 3), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), weight,
+                    cv2.LINE_AA)
+    return image
+
+
 def draw_detection(frame_bgr: np.ndarray, detection: Detection, label: str = "face") -> np.ndarray:
     """Draw the box with its label and probability onto the frame (in place) and return it."""
     if detection.box is not None:
-        x0, y0, x1, y1 = detection.box
-        thickness = max(2, frame_bgr.shape[1] // 320)
-        cv2.rectangle(frame_bgr, (x0, y0), (x1, y1), (0, 200, 0), thickness)
-        text = f"{label} {detection.probability:.2f}"
-        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)
-        top = max(y0 - th - 8, 0)
-        cv2.rectangle(frame_bgr, (x0, top), (x0 + tw + 8, top + th + 8), (0, 200, 0), -1)
-        cv2.putText(frame_bgr, text, (x0 + 4, top + th + 3), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 2, cv2.LINE_AA)
+        draw_labelled_box(frame_bgr, detection.box, BOX_COLOUR_BGR, f"{label} {detection.probability:.2f}")
     return frame_bgr
