@@ -185,18 +185,25 @@ def correct_capture(saved: capture.Capture) -> None:
         return
     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     w, h = saved.width, saved.height
+    x_key, y_key, drag_key = (f"fix_{part}_{saved.image.stem}" for part in ("x", "y", "drag"))
     x0, y0, x1, y1 = saved.box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    st.session_state.setdefault(x_key, (x0, x1))
+    st.session_state.setdefault(y_key, (y0, y1))
+    dragged = ui.dragged_box(st.session_state.get(drag_key), w, h)
+    if dragged and dragged != st.session_state.get(f"{drag_key}_applied"):  # a new rectangle: the sliders follow
+        st.session_state[x_key], st.session_state[y_key] = (dragged[0], dragged[2]), (dragged[1], dragged[3])
+        st.session_state[f"{drag_key}_applied"] = dragged
     c1, c2 = st.columns([3, 2])
     with c2:
-        xs = st.slider("Left and right edge (px)", 0, w, (x0, x1), key=f"fix_x_{saved.image.stem}")
-        ys = st.slider("Top and bottom edge (px)", 0, h, (y0, y1), key=f"fix_y_{saved.image.stem}")
+        xs = st.slider("Left and right edge (px)", 0, w, key=x_key)
+        ys = st.slider("Top and bottom edge (px)", 0, h, key=y_key)
         box = (xs[0], ys[0], xs[1], ys[1])
         save_box = st.button("Save this box")
         no_face = st.button("No face in this photo")
         delete = st.button("Delete the photo")
     with c1:
-        st.image(ui.draw_box(rgb, box, normalised=False, label="face"), caption="the box being edited",
-                 width="stretch")
+        ui.box_editor(rgb, box, key=drag_key)
+        st.caption("Drag a rectangle over the face to set the box; the sliders fine-tune it.")
     try:
         if save_box:
             ui.remember("last_capture", capture.relabel(saved.label, box))

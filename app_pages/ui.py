@@ -6,16 +6,18 @@ The pages arrange widgets; the work is done by `facetracker`. Loaders here are c
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
 from pathlib import Path
 from typing import Iterator
 
+import cv2
 import numpy as np
 import streamlit as st
 
 from facetracker import data as data_lib
-from facetracker import runs, safety, workspace
+from facetracker import capture, runs, safety, workspace
 from facetracker.detect import draw_labelled_box
 
 log = logging.getLogger("facetracker.app")
@@ -227,6 +229,33 @@ def draw_box(image_rgb: np.ndarray, box, colour=TRUE_COLOUR, label: str | None =
     if normalised:
         x0, x1, y0, y1 = x0 * width, x1 * width, y0 * height, y1 * height
     return draw_labelled_box(out, (x0, y0, x1, y1), colour, label)
+
+
+def box_editor(image_rgb: np.ndarray, box, key: str) -> None:
+    """The photo with its box, on which a rectangle can be dragged (read it with `dragged_box`)."""
+    import plotly.graph_objects as go
+
+    height, width = image_rgb.shape[:2]
+    ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    figure = go.Figure(go.Image(source="data:image/jpeg;base64," + base64.b64encode(jpeg.tobytes()).decode()))
+    if box is not None:
+        x0, y0, x1, y1 = box
+        figure.add_shape(type="rect", x0=x0, y0=y0, x1=x1, y1=y1, line={"color": "rgb(%d,%d,%d)" % TRUE_COLOUR,
+                                                                       "width": 3})
+    figure.update_layout(dragmode="select", margin={"l": 0, "r": 0, "t": 0, "b": 0}, height=round(560 * height / width))
+    figure.update_xaxes(visible=False, range=[0, width])
+    figure.update_yaxes(visible=False, range=[height, 0])
+    st.plotly_chart(figure, on_select="rerun", selection_mode="box", key=key, config={"displayModeBar": False})
+
+
+def dragged_box(state, width: int, height: int) -> tuple[int, int, int, int] | None:
+    """The last rectangle dragged on a `box_editor` (its widget state), in whole pixels inside the
+    image; None when nothing, or next to nothing, was dragged."""
+    try:
+        dragged = state["selection"]["box"][-1]
+        return capture.clip_box((dragged["x"][0], dragged["y"][0], dragged["x"][1], dragged["y"][1]), width, height)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
 
 
 def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4) -> None:

@@ -65,7 +65,9 @@ def _atomic_write_bytes(path: Path, content: bytes) -> None:
         raise
 
 
-def _clip_box(box, width: int, height: int) -> PixelBox | None:
+def clip_box(box, width: int, height: int) -> PixelBox | None:
+    """The box in whole pixels inside a width x height image, corners in order; None stays None.
+    Raises ValueError for a box with (almost) no area."""
     if box is None:
         return None
     x0, y0, x1, y1 = (int(round(float(v))) for v in box)
@@ -86,7 +88,7 @@ def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | Non
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
     height, width = frame_bgr.shape[:2]
-    box = _clip_box(box, width, height)
+    box = clip_box(box, width, height)
     name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(frame_bgr), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
@@ -108,7 +110,7 @@ def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected
         width, height, image_ref = int(data["imageWidth"]), int(data["imageHeight"]), str(data["imagePath"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{label_path}: not a label this app wrote ({error})") from None
-    box = _clip_box(box, width, height)
+    box = clip_box(box, width, height)
     atomic_write_text(label_path, labelme_json(image_ref, width, height, box, note))
     image_path = (label_path.parent / image_ref).resolve()
     return Capture(image_path, label_path, width, height, box)

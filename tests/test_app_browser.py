@@ -1,6 +1,7 @@
 """The whole app in a real browser: headless Chromium with a fake webcam showing real faces.
 
-One journey, as a newcomer would make it: open every page; move an augmentation slider and see the
+One journey, as a newcomer would make it: open every page; take a photo with the webcam and drag
+its box over the face; move an augmentation slider and see the
 preview change; train a short run on the webcam-tutorial frames and watch the charts fill; run the
 trained model on the webcam and see frames come back through the server, then see the Haar
 baseline box the face. Prints the figures it measured (frames/s, times).
@@ -9,6 +10,7 @@ baseline box the face. Prints the figures it measured (frames/s, times).
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import time
@@ -92,6 +94,29 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
             nav = [link.split()[-1] for link in page.get_by_test_id("stSidebarNavLink").all_inner_texts()]
             assert nav == ["Home", "Dataset", "Augment", "Train", "Detect", "Evaluate"], nav
         page.get_by_text("No trained model yet").wait_for()
+
+        # -- Dataset: a photo from the webcam, pre-labelled, then a box dragged over the face and saved
+        open_page(page, url, "dataset", "Dataset")
+        page.get_by_role("button", name="Take Photo").click()
+        page.get_by_text("Correct the box if it is wrong").wait_for()
+        bt.wait_for_app(page)
+        editor = page.locator(".js-plotly-plot").first
+        editor.scroll_into_view_if_needed()
+        area = editor.bounding_box()
+        page.mouse.move(area["x"] + area["width"] * 0.30, area["y"] + area["height"] * 0.20)
+        page.mouse.down()
+        page.mouse.move(area["x"] + area["width"] * 0.60, area["y"] + area["height"] * 0.80, steps=10)
+        page.mouse.up()
+        bt.wait_for_app(page)
+        page.get_by_role("button", name="Save this box").click()
+        page.get_by_text(re.compile(r"Box saved for capture-")).wait_for()
+        (label,) = (root / "webcam-tutorial").rglob("capture-*.json")
+        shape = json.loads(label.read_text())
+        (x0, y0), (x1, y1) = shape["shapes"][0]["points"]
+        width, height = shape["imageWidth"], shape["imageHeight"]
+        assert abs(x0 / width - 0.30) < 0.05 and abs(x1 / width - 0.60) < 0.05, (x0, x1, width)
+        assert abs(y0 / height - 0.20) < 0.05 and abs(y1 / height - 0.80) < 0.05, (y0, y1, height)
+        assert bt.page_exceptions(page) == []
 
         # -- Augment: a slider moves, the preview changes
         open_page(page, url, "augment", "Augment")

@@ -204,6 +204,17 @@ def test_webcam_capture_is_prelabelled_then_corrected(faces):
     assert len(list((faces / "images").glob("capture-*.jpg"))) == 1
 
 
+def test_a_rectangle_dragged_on_the_photo_becomes_a_pixel_box():
+    def dragged(x, y):
+        return {"selection": {"points": [], "box": [{"xref": "x", "yref": "y", "x": x, "y": y}], "lasso": []}}
+
+    assert ui.dragged_box(dragged([310.6, 120.2], [400.4, 80.0]), 640, 480) == (120, 80, 311, 400)
+    assert ui.dragged_box(dragged([-20, 700], [100, 900]), 640, 480) == (0, 100, 640, 480), "kept inside"
+    assert ui.dragged_box(dragged([50, 50.4], [10, 90]), 640, 480) is None, "a click is not a box"
+    assert ui.dragged_box({"selection": {"box": []}}, 640, 480) is None
+    assert ui.dragged_box(None, 640, 480) is None
+
+
 def zipped(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
