@@ -146,12 +146,19 @@ class LiveProcessor:
         if ending:
             stream_ended()
 
+    def _camera_fps(self) -> float:
+        """Frames/s the camera sent over the last CAMERA_WINDOW_S (0 until that can be told)."""
+        arrivals = self._arrivals
+        if len(arrivals) < 2 or arrivals[-1] <= arrivals[0]:
+            return 0.0
+        return (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+
     def _model_budget(self) -> int:
         """How many frames the model can take per camera frame interval (at least the newest)."""
-        if len(self._arrivals) < 2 or not self._path_s:
+        camera_fps = self._camera_fps()
+        if not camera_fps or not self._path_s:
             return 1
-        interval = (self._arrivals[-1] - self._arrivals[0]) / (len(self._arrivals) - 1)
-        return max(1, int(interval / max(float(np.mean(self._path_s)), 1e-4)))
+        return max(1, int(1 / camera_fps / max(float(np.mean(self._path_s)), 1e-4)))
 
     def process(self, frame_bgr: np.ndarray) -> np.ndarray:
         """Detect, draw the box and the speed; on any error return the raw frame and count it."""
@@ -216,11 +223,8 @@ class LiveProcessor:
         with self._lock:
             fps, model_ms = self._rates()
             stale = bool(self._times) and self._clock() - self._times[-1] > STREAM_PAUSE_S
-            arrivals = self._arrivals
-            camera_fps = ((len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-                          if len(arrivals) > 1 and arrivals[-1] > arrivals[0] and not stale else 0.0)
             return {"frames": self.frames, "fps": 0.0 if stale else fps, "model_ms": model_ms,
-                    "camera_frames": self.camera_frames, "camera_fps": camera_fps,
+                    "camera_frames": self.camera_frames, "camera_fps": 0.0 if stale else self._camera_fps(),
                     "detections": self.detections, "errors": self.errors, "last_error": self.last_error,
                     "last_probability": self._last_detection.probability if self._last_detection else None}
 
