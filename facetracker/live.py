@@ -9,6 +9,7 @@ with the page sits behind one lock.
 from __future__ import annotations
 
 import collections
+import contextlib
 import gc
 import json
 import logging
@@ -272,24 +273,9 @@ def rtc_configuration(environ: dict | None = None) -> tuple[dict, str | None]:
 # Video files
 
 
-def video_rate_and_length(path: str | Path) -> tuple[Fraction, int]:
-    """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
-    unknown). Raises ValueError when the file cannot be opened as a video."""
-    import av
-
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise ValueError("the file has no video stream")
-            stream = container.streams.video[0]
-            rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-            return Fraction(rate).limit_denominator(1001), int(stream.frames or 0)
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot open the video ({error.strerror or error})") from None
-
-
-def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iterator[tuple[np.ndarray, float]]:
-    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
+@contextlib.contextmanager
+def _video_stream(path: str | Path):
+    """The file, open, and its first video stream; ValueError naming the problem otherwise."""
     import av
 
     try:
@@ -299,7 +285,22 @@ def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iter
     with container:
         if not container.streams.video:
             raise ValueError("the file has no video stream")
-        stream = container.streams.video[0]
+        yield container, container.streams.video[0]
+
+
+def video_rate_and_length(path: str | Path) -> tuple[Fraction, int]:
+    """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
+    unknown). Raises ValueError when the file cannot be opened as a video."""
+    with _video_stream(path) as (_, stream):
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        return Fraction(rate).limit_denominator(1001), int(stream.frames or 0)
+
+
+def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iterator[tuple[np.ndarray, float]]:
+    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
+    import av
+
+    with _video_stream(path) as (container, stream):
         stream.thread_type = "AUTO"
         count = 0
         try:
