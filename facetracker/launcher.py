@@ -31,15 +31,13 @@ EARLY_EXIT_WAIT_S = 5.0
 
 
 def live_pid(run_dir: str | Path) -> int | None:
-    """The pid of the live process that owns the run folder, or None when nobody trains in it."""
-    run_dir = Path(run_dir)
-    owner = runs.lock_owner(run_dir)
-    if owner:
-        return owner
-    status = runs.read_status(run_dir)  # says failed when its pid is gone
-    if status.get("state") in runs.ACTIVE_STATES and runs.pid_alive(status.get("pid")):
-        return int(status["pid"])
-    return None
+    """The pid of the live process that owns the run folder, or None when nobody trains in it.
+
+    Never a bare recorded pid: the holder of the run lock, or the launched process whose recorded
+    start time still matches (see `runs.owner_process`).
+    """
+    owner = runs.owner_process(Path(run_dir))
+    return owner[0] if owner else None
 
 
 def live_runs(runs_root: str | Path) -> list[Path]:
@@ -118,6 +116,9 @@ def _spawn(run_dir: Path, command: list[str]) -> int:
         log.flush()
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    cwd=str(PACKAGE_PARENT), env=env, start_new_session=True)
+    # Its start time, read before anything can reap it, names this process and no later one that
+    # is given the same pid; status.json keeps it beside the pid for viewers and for Force stop.
+    runs.update_status(run_dir, state="starting", pid=process.pid, pid_start=runs.process_start_time(process.pid))
     # Reap it when it ends, or it stays a zombie of the app's process until the app exits.
     threading.Thread(target=process.wait, name=f"reap-train-{process.pid}", daemon=True).start()
     return process.pid
@@ -188,25 +189,27 @@ def stop_run(run_dir: str | Path, *, force: bool = False) -> str:
     """Ask a run to stop; returns what was done, in words.
 
     The STOP file makes the run finish its current step, save and exit. A process that has not
-    started training yet (still importing) is sent SIGTERM, as is any process when `force`.
+    started training yet (still importing) is sent SIGTERM, as is any process when `force`; only
+    a process whose start time matches the one recorded for the run is ever signalled.
     """
     run_dir = Path(run_dir)
-    pid = live_pid(run_dir)
-    if not pid:
+    owner = runs.owner_process(run_dir)
+    if not owner:
         return f"{run_dir.name} is not running"
+    pid, start = owner
     runs.atomic_write_text(run_dir / runs.STOP, f"stop requested at {time.ctime()}\n")
-    if runs.lock_owner(run_dir) and not force:
+    if runs.lock_held(run_dir) and not force:
         return f"asked {run_dir.name} to stop; it saves and exits after the current step"
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if runs.lock_owner(run_dir):  # it is training: the handler stops it cleanly after the step
+    if not runs.signal_process(pid, start, signal.SIGTERM):
+        return f"{run_dir.name} ended before it could be signalled"
+    if runs.lock_held(run_dir):  # it is training: the handler stops it cleanly after the step
         return f"sent SIGTERM to {run_dir.name} (process {pid}); it saves and exits after the current step"
     deadline = time.monotonic() + EARLY_EXIT_WAIT_S
-    while runs.pid_alive(pid) and time.monotonic() < deadline:
+    while runs.is_same_process(pid, start) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if not runs.pid_alive(pid):
+    if not runs.is_same_process(pid, start):
         status = runs.read_json(run_dir / runs.STATUS, {}) or {}
-        if status.get("state") in runs.ACTIVE_STATES:
+        if isinstance(status, dict) and status.get("state") in runs.ACTIVE_STATES:
             runs.update_status(run_dir, state="stopped", error=None,
                                message="stopped before training began")
     return f"stopped {run_dir.name} before training began"

@@ -7,7 +7,7 @@
     checkpoint/    last epoch's model with optimiser state     (for --resume)
     model.keras    best epoch by validation mean IoU
     train.log      the process's output, when the app started it
-    run.lock       pid of the process that owns the run
+    run.lock       flock-ed for its whole life by the process that owns the run; names its pid and start time
     STOP           created by anyone who wants the run to stop
 
 Writers replace files with `os.replace`, so a reader never sees half a file and a kill never
@@ -16,8 +16,12 @@ leaves a corrupt model behind.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import signal
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -77,23 +81,41 @@ def append_metrics(run_dir: str | Path, record: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+class DamagedRun(ValueError):
+    """A run file exists but does not hold what a training process writes (hand-edited, another program's)."""
+
+
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """Every complete line of metrics.jsonl; a line still being written is left for next time."""
+    """Every complete record of metrics.jsonl; a line still being written is left for next time.
+
+    A line that is JSON but not an object (`[1, 2]`, `5`) was not written by a training process:
+    it is skipped like a torn line, so one bad line never hides the rest of the chart.
+    """
     try:
-        text = (Path(run_dir) / METRICS).read_text(encoding="utf-8")
+        text = (Path(run_dir) / METRICS).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
     records = []
     for line in text.splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
+# ------------------------------------------------------------------------------------------------
+# Which process owns a run. A pid alone is not enough: after a kill -9 the number can be given to
+# an unrelated process. The owner holds an OS lock (flock) on run.lock for its whole life, which the
+# kernel drops when it dies, and every recorded pid comes with the process's start time, checked
+# before the pid is believed or signalled.
+
+
 def pid_alive(pid: int | None) -> bool:
-    if not pid or pid <= 0:
+    """Some process (any process) has this pid and is not a zombie; says nothing about whose it is."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -101,6 +123,8 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
+    except OverflowError:
+        return False
     try:  # a zombie is dead for our purposes
         with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
@@ -108,13 +132,177 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def read_status(run_dir: str | Path) -> dict:
-    """status.json, corrected when it says running but the process that wrote it is gone."""
-    run_dir = Path(run_dir)
-    status = read_json(run_dir / STATUS, default=None)
+def process_start_time(pid: int | None) -> int | str | None:
+    """When the process with this pid started (clock ticks after boot, /proc/<pid>/stat field 22).
+
+    Together with the pid it names one process for the machine's uptime. None when there is no such
+    process. Without /proc (macOS) `ps` gives the start time to the second.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        # fields[0] is field 3 (state): field 22 is fields[19]
+        return None if fields[0] == "Z" else int(fields[19])
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        started = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return started or None
+
+
+def is_same_process(pid: Any, start: Any) -> bool:
+    """The process with this pid is the one that started at `start`; a pid without a start time is not trusted."""
+    if start is None or not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    return pid_alive(pid) and process_start_time(pid) == start
+
+
+def signal_process(pid: int, start: Any, signum: int = signal.SIGTERM) -> bool:
+    """Send `signum` to the process only if it is still the one that started at `start`; True if sent.
+
+    With a pidfd the check and the signal name the same process, so a pid reused in between cannot
+    be hit.
+    """
+    if not is_same_process(pid, start):
+        return False
+    if hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                # The pidfd names whatever had the pid when it was opened; if that still has our
+                # start time now, it is our process (a pid is not reused while its process lives).
+                if process_start_time(pid) != start:
+                    return False
+                signal.pidfd_send_signal(pidfd, signum)
+                return True
+            except ProcessLookupError:
+                return False
+            finally:
+                os.close(pidfd)
+    if process_start_time(pid) != start:
+        return False
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _lock_record(run_dir: str | Path) -> tuple[int | None, Any]:
+    """The pid and start time the lock's holder wrote into run.lock (None, None when unreadable)."""
+    try:
+        parts = (Path(run_dir) / LOCK).read_text(encoding="utf-8", errors="replace").split(maxsplit=1)
+        pid = int(parts[0])
+    except (OSError, ValueError, IndexError):
+        return None, None
+    start: Any = parts[1].strip() if len(parts) > 1 else None
+    with contextlib.suppress(TypeError, ValueError):
+        start = int(start)
+    return pid, start
+
+
+def lock_held(run_dir: str | Path) -> bool:
+    """Some live process holds the OS lock on run.lock (the kernel drops it when the process dies)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        # A shared probe: it conflicts only with the owner's exclusive lock. acquire_lock retries
+        # for a moment, so a probe that happens to hold it then does not turn a starting run away.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+def lock_owner(run_dir: str | Path) -> int | None:
+    """The pid of the live process holding the run lock, or None when nobody holds it."""
+    if not lock_held(run_dir):
+        return None
+    for _ in range(20):  # the owner writes its pid just after taking the lock
+        pid, start = _lock_record(run_dir)
+        if pid is not None and is_same_process(pid, start):
+            return pid
+        time.sleep(0.01)
+    return None
+
+
+def owner_process(run_dir: str | Path, status: dict | None = None) -> tuple[int, Any] | None:
+    """(pid, start time) of the live process training in the run folder, or None.
+
+    The holder of the run lock; before it takes the lock (still importing TensorFlow), the process
+    the launcher started, as status.json records it, if that pid still has the recorded start time.
+    """
+    pid = lock_owner(run_dir)
+    if pid is not None:
+        return pid, _lock_record(run_dir)[1]
+    if status is None:
+        status = read_json(Path(run_dir) / STATUS, default=None)
+    if isinstance(status, dict) and status.get("state") in ACTIVE_STATES:
+        pid, start = status.get("pid"), status.get("pid_start")
+        if is_same_process(pid, start):
+            return pid, start
+    return None
+
+
+def _damaged_status(run_dir: Path, status: Any) -> str | None:
+    """Why status.json cannot be what a training process wrote, or None when its fields are of the right types."""
     if not isinstance(status, dict):
+        return f"{STATUS} holds {type(status).__name__}, not an object"
+    expected = {"state": (str,), "pid": (int, type(None)), "epoch": (int, type(None)), "epochs": (int, type(None)),
+                "step": (int, type(None)), "total_steps": (int, type(None)),
+                "progress": (int, float, type(None)), "eta_s": (int, float, type(None)),
+                "images_per_s": (int, float, type(None)), "started": (int, float, type(None)),
+                "updated": (int, float, type(None)), "best_val_iou": (int, float, type(None)),
+                "best_epoch": (int, type(None)), "error": (str, type(None)), "message": (str, type(None)),
+                "data": (str, type(None)), "last_val": (dict, type(None))}
+    for field, types in expected.items():
+        value = status.get(field)
+        if field == "state" and value is None:
+            return f"{STATUS} has no 'state'"
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join("null" if t is type(None) else {"str": "text", "int": "a whole number",
+                                                                  "float": "a number", "dict": "an object"}[t.__name__]
+                                 for t in types)
+            return f"{STATUS}: '{field}' is {json.dumps(value)[:40]}, not {wanted}"
+    return None
+
+
+def read_status(run_dir: str | Path) -> dict:
+    """status.json, corrected when it says running but the process that wrote it is gone.
+
+    A status.json whose fields are of the wrong types is reported as state "damaged" with the reason
+    in "error", so the run is listed as such and nothing else breaks on it.
+    """
+    run_dir = Path(run_dir)
+    try:
+        status = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except OSError:
         return {"state": "none"} if not (run_dir / CONFIG).exists() else {"state": "unknown"}
-    if status.get("state") in ACTIVE_STATES and not pid_alive(status.get("pid")):
+    except ValueError:  # written atomically, so never torn: someone or something else wrote it
+        return {"state": "damaged", "error": f"{STATUS} is not valid JSON"}
+    damage = _damaged_status(run_dir, status)
+    if damage:
+        return {"state": "damaged", "error": damage}
+    if status.get("state") in ACTIVE_STATES and owner_process(run_dir, status) is None:
         status = {**status, "state": "failed",
                   "error": f"the training process (pid {status.get('pid')}) ended without finishing "
                            "(killed or crashed); resume it to carry on from the last checkpoint"}
@@ -122,52 +310,75 @@ def read_status(run_dir: str | Path) -> dict:
 
 
 def update_status(run_dir: str | Path, **fields: Any) -> dict:
-    status = read_json(Path(run_dir) / STATUS, default={}) or {}
+    status = read_json(Path(run_dir) / STATUS, default={})
+    if not isinstance(status, dict):
+        status = {}
     status.update(fields, updated=time.time())
     write_json(Path(run_dir) / STATUS, status)
     return status
 
 
-def acquire_lock(run_dir: str | Path) -> None:
-    """Own the run folder, or raise RunLocked if a live process already does.
+# The run locks this process holds: path -> open file descriptor (closing it would drop the lock).
+_held_locks: dict[str, int] = {}
+# How long acquire_lock keeps trying: long enough to outlast another viewer's liveness probe.
+LOCK_RETRY_S = 0.2
 
-    O_EXCL makes the create atomic, so two processes started at once cannot both win; a lock left
-    by a dead process is taken over.
+
+def acquire_lock(run_dir: str | Path) -> None:
+    """Own the run folder for the life of this process, or raise RunLocked if a live process already does.
+
+    The lock is an OS lock (flock) on run.lock: taking it is atomic, so of any number of processes
+    started at once exactly one wins, and a lock left by a killed process is free (the kernel
+    dropped it), so a stale run.lock is simply locked again, never unlinked by a newcomer. Only the
+    owner removes run.lock, while still holding it; whoever locked the removed file then sees that
+    it is no longer the one at the path and tries again on the new one.
     """
-    lock = Path(run_dir) / LOCK
-    for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                owner = 0
-            if owner and owner != os.getpid() and pid_alive(owner):
-                raise RunLocked(f"{run_dir}: another training process (pid {owner}) is using this run folder")
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(str(os.getpid()))
+    path = Path(run_dir) / LOCK
+    key = str(path.resolve())
+    if key in _held_locks:
         return
-    raise RunLocked(f"{run_dir}: could not take the run lock")
+    deadline = time.monotonic() + LOCK_RETRY_S
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                owner = lock_owner(run_dir)
+                who = f"pid {owner}" if owner else "another process"
+                raise RunLocked(f"{run_dir}: another training process ({who}) is using this run folder") from None
+            time.sleep(0.01)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same_file = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same_file = False
+        if not same_file:  # its owner removed it as we locked it: lock the one at the path now
+            os.close(fd)
+            continue
+        break
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {process_start_time(os.getpid())}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    _held_locks[key] = fd
 
 
 def release_lock(run_dir: str | Path) -> None:
-    lock = Path(run_dir) / LOCK
-    try:
-        if int(lock.read_text().strip()) == os.getpid():
-            lock.unlink()
-    except (OSError, ValueError):
-        pass
-
-
-def lock_owner(run_dir: str | Path) -> int | None:
-    try:
-        owner = int((Path(run_dir) / LOCK).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return owner if pid_alive(owner) else None
+    """Give the run folder up (the kernel drops the lock by itself when the process dies)."""
+    path = Path(run_dir) / LOCK
+    fd = _held_locks.pop(str(path.resolve()), None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        path.unlink()  # while still holding it: see acquire_lock
+    os.close(fd)
 
 
 def list_runs(runs_root: str | Path) -> list[Path]:

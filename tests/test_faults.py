@@ -448,14 +448,16 @@ def test_atomic_writes_keep_the_old_file_when_the_disk_fills_mid_write(tmp_path,
 def test_a_stale_lock_is_taken_over_but_a_live_one_is_not(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from facetracker import runs; "
+                               "runs.acquire_lock(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+                               str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
-        (run_dir / runs.LOCK).write_text(str(sleeper.pid))
-        with pytest.raises(runs.RunLocked, match=f"pid {sleeper.pid}"):
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(runs.RunLocked, match=f"pid {holder.pid}"):
             runs.acquire_lock(run_dir)
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        holder.kill()
+        holder.wait()
     runs.acquire_lock(run_dir)
     assert runs.lock_owner(run_dir) == os.getpid()
     runs.release_lock(run_dir)

@@ -1,0 +1,179 @@
+"""Who owns a run folder: a recorded pid is never trusted on its own, and the run lock has one owner.
+
+After a kill -9 the dead trainer's pid can be given to any other process. These tests put a live,
+unrelated process (a `sleep`) behind such a pid and check that the run is not taken for live and
+that Force stop leaves the process alone. The race tests release several processes at once on one
+run folder, with and without a stale lock, and count the owners.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from facetracker import launcher, runs
+
+RACE_PROCESSES = 4
+RACE_TRIALS = 40
+
+
+@pytest.fixture
+def unrelated_process():
+    """A live process that has nothing to do with training, as a reused pid would name."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def stale_run(run_dir: Path, pid: int, *, start=None) -> Path:
+    """A run folder as a trainer killed with kill -9 leaves it, its recorded pid now someone else's."""
+    run_dir.mkdir(parents=True)
+    (run_dir / runs.CONFIG).write_text("{}")
+    (run_dir / runs.LOCK).write_text(f"{pid}\n" if start is None else f"{pid} {start}\n")
+    status = {"state": "running", "pid": pid, "epoch": 2, "epochs": 5}
+    if start is not None:
+        status["pid_start"] = start
+    runs.write_json(run_dir / runs.STATUS, status)
+    return run_dir
+
+
+def still_running(process: subprocess.Popen, seconds: float = 1.0) -> bool:
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("recorded_start", ["none", "another process's"])
+def test_a_stale_run_naming_a_reused_pid_is_not_live_and_force_stop_spares_that_process(
+        tmp_path, unrelated_process, recorded_start):
+    real_start = runs.process_start_time(unrelated_process.pid)
+    assert real_start is not None
+    start = None if recorded_start == "none" else real_start + 1  # the dead trainer started at another time
+    run_dir = stale_run(tmp_path / "runs" / "killed", unrelated_process.pid, start=start)
+
+    assert runs.lock_owner(run_dir) is None
+    assert launcher.live_pid(run_dir) is None
+    assert launcher.live_runs(tmp_path / "runs") == []
+    status = runs.read_status(run_dir)
+    assert status["state"] == "failed" and "ended without finishing" in status["error"]
+
+    assert launcher.stop_run(run_dir, force=True) == "killed is not running"
+    assert launcher.stop_run(run_dir) == "killed is not running"
+    assert still_running(unrelated_process), "Force stop must never signal a process that is not the run's"
+
+    # and the stale lock does not keep a new trainer out
+    runs.acquire_lock(run_dir)
+    try:
+        assert runs.lock_owner(run_dir) == os.getpid()
+    finally:
+        runs.release_lock(run_dir)
+    assert not (run_dir / runs.LOCK).exists()
+
+
+def test_signal_process_checks_the_start_time_before_it_signals(unrelated_process):
+    start = runs.process_start_time(unrelated_process.pid)
+    assert not runs.signal_process(unrelated_process.pid, start + 1, signal.SIGTERM)
+    assert not runs.signal_process(unrelated_process.pid, None, signal.SIGTERM)
+    assert still_running(unrelated_process, 0.5)
+    assert runs.signal_process(unrelated_process.pid, start, signal.SIGTERM)
+    assert unrelated_process.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_a_launched_process_is_live_before_it_takes_the_lock_and_force_stop_ends_it(tmp_path):
+    run_dir = tmp_path / "runs" / "starting"
+    run_dir.mkdir(parents=True)
+    pid = launcher._spawn(run_dir, [sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        status = runs.read_json(run_dir / runs.STATUS)
+        assert status["pid"] == pid and status["pid_start"] == runs.process_start_time(pid)
+        assert runs.lock_owner(run_dir) is None and launcher.live_pid(run_dir) == pid
+        assert runs.read_status(run_dir)["state"] == "starting"
+        assert "before training began" in launcher.stop_run(run_dir, force=True)
+        assert not runs.pid_alive(pid)
+        assert runs.read_status(run_dir)["state"] == "stopped"
+    finally:
+        if runs.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_the_lock_holder_is_live_for_its_whole_life_and_free_once_it_dies(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from facetracker import runs; runs.acquire_lock(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(run_dir)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert runs.lock_owner(run_dir) == holder.pid and launcher.live_pid(run_dir) == holder.pid
+        with pytest.raises(runs.RunLocked, match=f"pid {holder.pid}"):
+            runs.acquire_lock(run_dir)
+        holder.kill()  # as kill -9 does: no clean-up, run.lock stays behind
+        holder.wait()
+        assert (run_dir / runs.LOCK).exists()
+        assert runs.lock_owner(run_dir) is None and launcher.live_pid(run_dir) is None
+        runs.acquire_lock(run_dir)
+        assert runs.lock_owner(run_dir) == os.getpid()
+        runs.release_lock(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def _contend(run_dir: str, start: multiprocessing.Barrier, decided: multiprocessing.Barrier,
+             owners: multiprocessing.Queue) -> None:
+    start.wait()
+    try:
+        runs.acquire_lock(run_dir)
+        won = True
+    except runs.RunLocked:
+        won = False
+    owners.put(won)
+    decided.wait()  # the owner holds the lock until every contender has tried
+    if won:
+        runs.release_lock(run_dir)
+
+
+def race(tmp_path: Path, trials: int, stale_pid: int | None) -> list[int]:
+    """Owners per trial when RACE_PROCESSES processes take one run folder's lock at the same instant."""
+    context = multiprocessing.get_context("fork")
+    counts = []
+    for trial in range(trials):
+        run_dir = tmp_path / f"{'stale' if stale_pid else 'fresh'}-{trial}"
+        run_dir.mkdir()
+        if stale_pid:
+            (run_dir / runs.LOCK).write_text(str(stale_pid))
+        start, decided = context.Barrier(RACE_PROCESSES), context.Barrier(RACE_PROCESSES)
+        owners = context.Queue()
+        workers = [context.Process(target=_contend, args=(str(run_dir), start, decided, owners))
+                   for _ in range(RACE_PROCESSES)]
+        for worker in workers:
+            worker.start()
+        results = [owners.get(timeout=30) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=30)
+        counts.append(sum(results))
+    return counts
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["no-lock", "stale-lock"])
+def test_processes_released_at_once_on_one_run_folder_make_exactly_one_owner(tmp_path, monkeypatch, stale):
+    monkeypatch.setattr(runs, "LOCK_RETRY_S", 0.02, raising=False)  # the contenders are forked with it
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    began = time.monotonic()
+    counts = race(tmp_path, RACE_TRIALS, dead.pid if stale else None)
+    summary = {n: counts.count(n) for n in sorted(set(counts))}
+    print(f"\n{RACE_PROCESSES} processes, {RACE_TRIALS} trials, {'stale lock' if stale else 'no lock'}: "
+          f"owners per trial -> trials {summary} ({time.monotonic() - began:.1f} s)")
+    assert counts == [1] * RACE_TRIALS, f"owners per trial: {summary}"
