@@ -209,6 +209,8 @@ def run_panel(run_dir: Path, live: bool) -> None:
             st.error(f"The run failed: {launcher.failure_reason(run_dir)}")
         elif state == "stopped":
             st.warning(status.get("message") or "stopped")
+        elif state == "damaged":
+            st.error(f"This run's files cannot be read: {summary.error}. The other runs are not affected.")
         elif state == "finished":
             best = summary.best_val_iou
             st.success(f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}."

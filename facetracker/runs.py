@@ -88,8 +88,9 @@ class DamagedRun(ValueError):
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """Every complete record of metrics.jsonl; a line still being written is left for next time.
 
-    A line that is JSON but not an object (`[1, 2]`, `5`) was not written by a training process:
-    it is skipped like a torn line, so one bad line never hides the rest of the chart.
+    A line that is JSON but not an object (`[1, 2]`, `5`), or whose step, epoch or figures are not
+    numbers, was not written by a training process: it is skipped like a torn line, so one bad
+    line never hides the rest of the chart.
     """
     try:
         text = (Path(run_dir) / METRICS).read_text(encoding="utf-8", errors="replace")
@@ -101,9 +102,25 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
             record = json.loads(line)
         except ValueError:
             continue
-        if isinstance(record, dict):
+        if _record_fits(record):
             records.append(record)
     return records
+
+
+_METRIC_TYPES = {"kind": (str,), "epoch": (int,), "step": (int,)}
+
+
+def _record_fits(record: Any) -> bool:
+    """An object whose fields the charts read have the types a training process writes."""
+    if not isinstance(record, dict):
+        return False
+    for field, value in record.items():
+        types = _METRIC_TYPES.get(field)
+        if types is None and (field.endswith("loss") or field.startswith("val_")):
+            types = (int, float)
+        if types is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return False
+    return True
 
 
 # ------------------------------------------------------------------------------------------------

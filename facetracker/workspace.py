@@ -7,6 +7,7 @@ TensorFlow), so listing stays fast however many runs there are.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -70,21 +71,50 @@ class RunSummary:
         return self.has_checkpoint and self.state in ("stopped", "failed", "finished", "unknown")
 
 
-def run_summary(run_dir: str | Path) -> RunSummary:
-    run_dir = Path(run_dir)
-    status = runs.read_status(run_dir)
-    config = runs.read_json(run_dir / runs.CONFIG, {}) or {}
+def _checked(value, types: tuple[type, ...]):
+    """The value if it has one of the types (a bool is not a number here), else None."""
+    return value if isinstance(value, types) and not isinstance(value, bool) else None
+
+
+def _config_damage(run_dir: Path) -> tuple[dict, str | None]:
+    """config.json's fields this summary uses, and why the file cannot be used (None when it can)."""
+    try:
+        config = json.loads((run_dir / runs.CONFIG).read_text(encoding="utf-8"))
+    except FileNotFoundError:  # a run launched a moment ago writes it first thing
+        return {}, None
+    except OSError as error:
+        return {}, f"{runs.CONFIG} cannot be read ({error.strerror or error})"
+    except ValueError:
+        return {}, f"{runs.CONFIG} is not valid JSON"
     if not isinstance(config, dict):
-        config = {}
+        return {}, f"{runs.CONFIG} holds {type(config).__name__}, not an object"
+    wanted = {"data": (str,), "backbone": (str,), "preset": (str,), "epochs": (int,)}
+    for field, types in wanted.items():
+        value = config.get(field)
+        if value is not None and _checked(value, types) is None:
+            return {}, f"{runs.CONFIG}: '{field}' is {json.dumps(value)[:40]}, of the wrong type"
+    return config, None
+
+
+def run_summary(run_dir: str | Path) -> RunSummary:
+    """What the app lists about a run. A run whose files cannot be read has the state "damaged" and the reason as error."""
+    run_dir = Path(run_dir)
+    status = runs.read_status(run_dir)  # its fields are type-checked there
+    config, damage = _config_damage(run_dir)
+    if damage and status.get("state") != "damaged":
+        status = {"state": "damaged", "error": damage}
+    number = (int, float)
     last_val = status.get("last_val") if isinstance(status.get("last_val"), dict) else {}
+    last_val = {k: v for k, v in last_val.items() if _checked(v, number) is not None}
     return RunSummary(
         name=run_dir.name, path=run_dir, state=str(status.get("state", "unknown")),
-        data=config.get("data") or status.get("data"), backbone=config.get("backbone"),
-        preset=config.get("preset"), epochs=config.get("epochs") or status.get("epochs"),
-        epoch=status.get("epoch"), best_val_iou=status.get("best_val_iou"), best_epoch=status.get("best_epoch"),
-        last_val=last_val, error=status.get("error"), message=status.get("message"),
+        data=config.get("data") or _checked(status.get("data"), (str,)), backbone=config.get("backbone"),
+        preset=config.get("preset"), epochs=config.get("epochs") or _checked(status.get("epochs"), (int,)),
+        epoch=_checked(status.get("epoch"), (int,)), best_val_iou=_checked(status.get("best_val_iou"), number),
+        best_epoch=_checked(status.get("best_epoch"), (int,)), last_val=last_val,
+        error=_checked(status.get("error"), (str,)), message=_checked(status.get("message"), (str,)),
         has_model=(run_dir / runs.MODEL).is_file(), has_checkpoint=(run_dir / runs.CHECKPOINT_MODEL).is_file(),
-        started=status.get("started"))
+        started=_checked(status.get("started"), number))
 
 
 def list_run_summaries(runs_root: str | Path) -> list[RunSummary]:
