@@ -89,7 +89,7 @@ def settings_widgets(folder) -> AugmentConfig | None:
     try:
         config = AugmentConfig.from_dict(values, source="these settings")
     except ConfigError as error:
-        st.error(str(error))
+        st.error(ui.readable(error))
         return None
     st.session_state["aug_config"] = config
     return config

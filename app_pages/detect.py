@@ -93,7 +93,7 @@ def live_figures(processor: LiveProcessor, playing: bool) -> None:
         st.caption(f"processed frames: {stats['frames']} · with a face: {stats['detections']} · "
                    f"errors: {stats['errors']} · frames from the camera: {stats['camera_frames']}")
         if stats["errors"]:
-            st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: {stats['last_error']}")
+            st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: {ui.shown_text(str(stats['last_error']))}")
 
     figures()
 
@@ -129,7 +129,7 @@ def detect_image(content: bytes, detector) -> None:
     try:
         rgb = data_lib.read_image(content, max_side=1600)
     except data_lib.ImageError as error:
-        st.error(f"Cannot read the image: {error}")
+        st.error(f"Cannot read the image: {ui.readable(error)}")
         return
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     detection = detector.detect(bgr)
@@ -153,7 +153,7 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
                                              min(done / total, 1.0), text=f"frame {done} of {total}"))
             except ValueError as error:
                 bar.empty()
-                st.error(f"Cannot use this video: {error}")
+                st.error(f"Cannot use this video: {ui.readable(error)}")
                 return
             result = (cache_key, figures, target.read_bytes())
         bar.empty()

@@ -45,7 +45,7 @@ def augment_choice(folder: Path, preset: str | None) -> AugmentConfig | None:
     try:
         saved = default_augment(folder)
     except ConfigError as error:
-        st.warning(f"{error}; it is not offered")
+        st.warning(f"{ui.readable(error)}; it is not offered")
         saved = None
     if saved is not None:
         options["saved for this dataset (Augment page)"] = saved
@@ -96,7 +96,7 @@ def training_options(folder: Path) -> dict | None:
         config_for(str(folder), preset, **{k: v for k, v in options.items() if k not in ("data", "preset",
                                                                                           "allow_random_weights")})
     except ConfigError as error:
-        st.error(str(error))
+        st.error(ui.readable(error))
         return None
     return {**options, "name": name or launcher.new_run_name(ui.runs_root(), folder, backbone)}
 
@@ -206,11 +206,11 @@ def run_panel(run_dir: Path, live: bool) -> None:
         if summary.live:
             progress_bar(status)
         elif state == "failed":
-            st.error(f"The run failed: {launcher.failure_reason(run_dir)}")
+            st.error(f"The run failed: {ui.shown_text(launcher.failure_reason(run_dir) or '')}")
         elif state == "stopped":
             st.warning(status.get("message") or "stopped")
         elif state == "damaged":
-            st.error(f"This run's files cannot be read: {summary.error}. The other runs are not affected.")
+            st.error(f"This run's files cannot be read: {ui.shown_text(summary.error or '')}. The other runs are not affected.")
         elif state == "finished":
             best = summary.best_val_iou
             st.success(f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}."

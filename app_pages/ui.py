@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -92,17 +93,17 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
         try:
             path = safety.resolve_under(root, typed.strip())
         except safety.UnsafePath as error:
-            st.error(str(error))
+            st.error(readable(error))
             return None
         if not path.is_dir():
-            st.error(f"{typed}: no such folder under the data root {root}")
+            st.error(f"{typed}: no such folder under the data root")
             return None
         st.session_state["dataset_name"] = typed.strip()
         return path
     try:
         path = safety.resolve_under(root, choice)
     except safety.UnsafePath as error:
-        st.error(str(error))
+        st.error(readable(error))
         return None
     st.session_state["dataset_name"] = choice
     return path
@@ -141,10 +142,10 @@ def load_dataset(folder: Path, check_pixels: bool = False) -> data_lib.Dataset |
     try:
         return _load_dataset(str(folder), folder_signature(folder), check_pixels)
     except data_lib.DatasetError as error:
-        st.warning(str(error))
+        st.warning(readable(error))
         return None
     except OSError as error:
-        st.error(f"{folder}: cannot read it ({error.strerror or error})")
+        st.error(f"{shown_path(folder)}: cannot read it ({error.strerror or readable(error)})")
         return None
 
 
@@ -267,11 +268,27 @@ def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4) 
 
 
 def readable(error: BaseException) -> str:
-    """One line for a person: the message, or the error's name when it has none."""
+    """One line for a person: the message, or the error's name when it has none, with server paths
+    shown as `shown_text` shows them."""
     text = str(error).strip().splitlines()
     if isinstance(error, OSError) and error.strerror:
-        return f"{error.strerror}: {error.filename}" if error.filename else error.strerror
-    return text[0] if text else type(error).__name__
+        return f"{error.strerror}: {shown_path(error.filename)}" if error.filename else error.strerror
+    return shown_text(text[0]) if text else type(error).__name__
+
+
+# An absolute path in a message: a "/" not after a word, a dot, a colon or another "/" (so URLs and
+# relative paths stay), then folders, then the last part.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:;,'\"()\[\]`]+/)*([^\s/:;,'\"()\[\]`]+)")
+
+
+def shown_text(text: str) -> str:
+    """A message for the browser without the server's layout: paths under the data root relative to
+    it (as `shown_path`), any other absolute path (temporary folders, the app's own files) by its
+    last part only."""
+    roots = {str(data_root()), str(data_root().resolve())}
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root.rstrip("/") + "/", "").replace(root, ".")
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(1), text)
 
 
 def remember(key: str, value) -> None:

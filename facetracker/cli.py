@@ -124,6 +124,10 @@ def _run_bench(args) -> int:
     return bench_main(args)
 
 
+MODEL_HELP = (".keras, .tflite, .onnx or a run folder (SavedModel folders are refused: a TensorFlow graph can "
+              "read and write files, and model files are data, never code)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from facetracker.export import FORMATS
 
@@ -140,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["train"].set_defaults(run=_run_train)
 
     p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
-    p.add_argument("--model", required=True, help=".keras, .tflite, SavedModel folder or run folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: all images)")
     p.add_argument("--threshold", type=float, default=0.5)
@@ -148,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_run_evaluate)
 
     p = sub.add_parser("predict", help="labelme pre-labels for a folder of images")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True, help="folder for the labelme JSON files (e.g. the dataset's labels/)")
     p.add_argument("--threshold", type=float, default=0.5)
@@ -156,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_run_predict)
 
     p = sub.add_parser("export", help="export a model for another runtime")
-    p.add_argument("--model", required=True, help=".keras file or run folder")
+    p.add_argument("--model", required=True, help=".keras file or run folder (a SavedModel is refused as input)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", help="output path (default: beside the model)")
     p.set_defaults(run=_run_export)

@@ -1,7 +1,8 @@
 """Run a trained face tracker on camera frames.
 
 A *runtime* turns a batch of uint8 model inputs into `[p, x0, y0, x1, y1]` rows; there is one per
-model format (a Keras model called directly, TFLite with XNNPACK, ONNX Runtime, a SavedModel).
+model format (a Keras model called directly, TFLite with XNNPACK, ONNX Runtime). A SavedModel is
+refused as input: it is a TensorFlow graph, which can read and write files.
 TFLite is the fast one on a CPU: `python -m facetracker bench` measures them all. `Detector` wraps
 a runtime for frames of any size: it prepares the frame with `data.model_input` (the same function
 training used), maps the box back to pixels and optionally smooths it over frames.
@@ -54,24 +55,6 @@ class KerasRuntime:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self._call(np.asarray(images, np.float32)).numpy()
-
-
-class SavedModelRuntime:
-    name = "savedmodel"
-
-    def __init__(self, path: str | Path):
-        import tensorflow as tf
-
-        loaded = tf.saved_model.load(str(path))
-        self._fn = loaded.signatures["serving_default"]
-        self._key = list(self._fn.structured_outputs)[0]
-        self.input_size = int(self._fn.inputs[0].shape[1])
-        self._loaded = loaded  # keep the variables alive
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        import tensorflow as tf
-
-        return self._fn(tf.constant(np.asarray(images, np.float32)))[self._key].numpy()
 
 
 def default_threads() -> int:
@@ -214,19 +197,33 @@ class _OnnxCall:
 
 
 def load_runtime(path: str | Path, num_threads: int | None = None):
-    """The runtime for a model file or run folder, chosen by its format."""
+    """The runtime for a model file or run folder, chosen by its format.
+
+    A SavedModel is refused (it is a TensorFlow graph, which can read and write files); a file that
+    is not a model of its format, or a model that does not give FaceTracker's [p, x0, y0, x1, y1],
+    raises ValueError naming the file and what it is.
+    """
     path = find_model(path)
-    if path.is_dir():
-        return SavedModelRuntime(path)
     suffix = path.suffix.lower()
     if suffix == ".keras":
-        return KerasRuntime(path)
-    if suffix == ".tflite":
-        return TFLiteRuntime(path, num_threads)
-    if suffix == ".onnx":
-        return OnnxRuntime(path, num_threads)
-    raise ValueError(f"{path}: unknown model format (expected .keras, .tflite, .onnx, a SavedModel folder "
-                     "or a run folder)")
+        return KerasRuntime(path)  # load_model refuses anything but a FaceTracker
+    if suffix not in (".tflite", ".onnx"):
+        raise ValueError(f"{path}: unknown model format (expected .keras, .tflite, .onnx or a run folder)")
+    kind = "TFLite" if suffix == ".tflite" else "ONNX"
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: not a {kind} model: the file is empty (0 bytes)")
+    try:
+        runtime = TFLiteRuntime(path, num_threads) if suffix == ".tflite" else OnnxRuntime(path, num_threads)
+        output = np.asarray(runtime.predict(np.zeros((1, runtime.input_size, runtime.input_size, 3), np.uint8)))
+    except Exception as error:  # each runtime raises its own types for a file it cannot read
+        if isinstance(error, RuntimeError) and "needs the onnxruntime package" in str(error):
+            raise
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"{path}: not a usable {kind} FaceTracker model ({reason[:300]})") from None
+    if output.shape != (1, 5):
+        raise ValueError(f"{path}: not a FaceTracker model: it gives an output of shape {output.shape[1:]} per "
+                         "image, not the 5 numbers [face probability, x0, y0, x1, y1]")
+    return runtime
 
 
 class Detector:

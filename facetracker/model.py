@@ -432,17 +432,55 @@ def inference_copy(model: FaceTracker, flip_average: bool = False) -> FaceTracke
 
 
 def load_model(path: str | Path) -> FaceTracker:
-    """Load a saved `.keras` face tracker without running any code stored in the file."""
+    """Load a saved `.keras` face tracker without running any code stored in the file.
+
+    Raises FileNotFoundError when there is no file, and ValueError saying what the file is and why
+    it is refused: not a Keras file at all, a Lambda layer (code), or a Keras model of another kind.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
+    _check_keras_archive(path)
     try:
-        return keras.models.load_model(path, safe_mode=True, compile=True)
+        model = keras.models.load_model(path, safe_mode=True, compile=True)
     except Exception as error:  # Keras raises ValueError, OSError, zipfile errors... for bad files
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "safe_mode" in reason or "Lambda" in reason:
-            reason = "it holds a Lambda layer: running its code would allow arbitrary code execution, so it is refused"
-        raise ValueError(f"{path}: not a usable FaceTracker model ({reason[:200]})") from None
+            raise ValueError(f"{path}: refused: it holds a Lambda layer, whose Python code would run when the "
+                             "model loads (arbitrary code execution); model files are data, never code") from None
+        raise ValueError(f"{path}: not a usable FaceTracker model ({reason[:300]})") from None
+    if not isinstance(model, FaceTracker):
+        raise ValueError(f"{path}: not a FaceTracker model: it is a Keras {type(model).__name__} with "
+                         f"{_describe_outputs(model)}; a FaceTracker gives one output of shape (None, 5) "
+                         "(face probability and box), as `python -m facetracker train` saves it")
+    return model
+
+
+def _check_keras_archive(path: Path) -> None:
+    """Refuse, by its first bytes, a file that cannot be a .keras archive (which is a zip)."""
+    import zipfile
+
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head:
+        raise ValueError(f"{path}: not a Keras file: it is empty (0 bytes); a .keras model is a zip archive")
+    if head.startswith(b"\x89HDF"):
+        raise ValueError(f"{path}: not a Keras file (zip): it is an HDF5 file, the legacy .h5 format, which is "
+                         "not read here; load it in Keras and save it as .keras")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path}: not a Keras file (zip): its first bytes are {head!r}, not a zip archive's")
+
+
+def _describe_outputs(model: keras.Model) -> str:
+    """"N outputs of shape ...", as far as the model tells."""
+    try:
+        shapes = [tuple(output.shape) for output in model.outputs]
+    except (AttributeError, TypeError, ValueError):
+        shapes = []
+    if not shapes:
+        return "outputs of unknown shape (a model class of its own)"
+    listed = ", ".join(str(shape) for shape in shapes)
+    return f"{len(shapes)} output{'s' if len(shapes) != 1 else ''} of shape {listed}"
 
 
 def backbone_layer(model: FaceTracker) -> keras.Model:

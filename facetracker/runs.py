@@ -407,13 +407,30 @@ def list_runs(runs_root: str | Path) -> list[Path]:
     return sorted(runs, key=lambda p: (p / CONFIG).stat().st_mtime, reverse=True)
 
 
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def refuse_saved_model(path: str | Path) -> None:
+    """Raise ValueError when the path is a TensorFlow SavedModel (its folder or its saved_model.pb).
+
+    A SavedModel is a TensorFlow graph, and a graph can hold operations that read and write files
+    when it is loaded or run; model files are data here, never code, and nothing proves that a
+    SavedModel came from this program's export, so none is run.
+    """
+    path = Path(path)
+    if path.name in SAVED_MODEL_FILES or (path.is_dir() and any((path / name).exists() for name in SAVED_MODEL_FILES)):
+        raise ValueError(f"{path}: a TensorFlow SavedModel is refused as input: it is a TensorFlow graph, which can "
+                         "read and write files when it runs, and model files are data, never code here; use the "
+                         f"run's {MODEL} (loaded in Keras' safe mode) or a .tflite export "
+                         "(python -m facetracker export --format tflite)")
+
+
 def find_model(path: str | Path) -> Path:
-    """A model file from a path that may be a run folder."""
+    """A model file from a path that may be a run folder. A SavedModel is refused (see refuse_saved_model)."""
     path = Path(path)
     if path.is_dir() and (path / MODEL).exists():
         return path / MODEL
-    if path.is_dir() and (path / "saved_model.pb").exists():
-        return path
+    refuse_saved_model(path)
     if path.is_dir():
         raise FileNotFoundError(f"{path}: this run folder has no {MODEL} yet (has training finished an epoch?)")
     if not path.exists():

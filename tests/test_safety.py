@@ -375,6 +375,7 @@ def test_the_cli_refuses_a_lambda_model_with_one_line(lambda_model, tmp_path, ca
     out, err = capfd.readouterr()
     error_lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "Lambda" in error_lines[0] and "arbitrary code" in error_lines[0]
+    assert error_lines[0].endswith("model files are data, never code"), "the whole sentence, not cut mid-word"
     assert "Traceback" not in out + err
     assert not marker.exists()
 
