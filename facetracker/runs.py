@@ -254,10 +254,10 @@ def lock_owner(run_dir: str | Path) -> int | None:
     """The pid of the live process holding the run lock, or None when nobody holds it."""
     if not lock_held(run_dir):
         return None
-    for _ in range(20):  # the owner writes its pid just after taking the lock
+    for _ in range(20):  # the owner writes its pid just after taking the lock: wait for it, briefly
         pid, start = _lock_record(run_dir)
-        if pid is not None and is_same_process(pid, start):
-            return pid
+        if pid is not None:
+            return pid if is_same_process(pid, start) else None
         time.sleep(0.01)
     return None
 

@@ -169,5 +169,10 @@ def test_the_evaluate_page_refuses_a_foreign_model_without_server_paths(model_fi
         assert str(root) not in error and tempfile.gettempdir() not in error
         assert not re.search(r"(^|\s)/\w", error), error
 
+    detect = open_page("app_pages/detect.py")  # the newest model is the foreign one
+    errors = texts(detect, "error")
+    assert any("Cannot load this model: runs/foreign/model.keras: not a FaceTracker model" in e for e in errors), errors
+    assert not any(str(root) in e or re.search(r"(^|\s)/\w", e) for e in errors), errors
+
 
 from tests.test_app_pages import faces, no_webrtc_session, root  # noqa: E402,F401  (fixtures)
