@@ -330,6 +330,8 @@ def update_status(run_dir: str | Path, **fields: Any) -> dict:
     status = read_json(Path(run_dir) / STATUS, default={})
     if not isinstance(status, dict):
         status = {}
+    if fields.get("pid") == os.getpid():  # a process recording itself: its start time goes beside its pid
+        fields.setdefault("pid_start", process_start_time(os.getpid()))
     status.update(fields, updated=time.time())
     write_json(Path(run_dir) / STATUS, status)
     return status

@@ -177,3 +177,10 @@ def test_processes_released_at_once_on_one_run_folder_make_exactly_one_owner(tmp
     print(f"\n{RACE_PROCESSES} processes, {RACE_TRIALS} trials, {'stale lock' if stale else 'no lock'}: "
           f"owners per trial -> trials {summary} ({time.monotonic() - began:.1f} s)")
     assert counts == [1] * RACE_TRIALS, f"owners per trial: {summary}"
+
+
+def test_a_process_recording_its_own_pid_records_its_start_time_beside_it(tmp_path):
+    runs.update_status(tmp_path, state="starting", pid=os.getpid())
+    status = runs.read_json(tmp_path / runs.STATUS)
+    assert status["pid_start"] == runs.process_start_time(os.getpid()) is not None
+    assert runs.owner_process(tmp_path) == (os.getpid(), status["pid_start"])  # live before it takes the lock
