@@ -198,11 +198,12 @@ def stop_run(run_dir: str | Path, *, force: bool = False) -> str:
         return f"{run_dir.name} is not running"
     pid, start = owner
     runs.atomic_write_text(run_dir / runs.STOP, f"stop requested at {time.ctime()}\n")
-    if runs.lock_held(run_dir) and not force:
+    training = runs.lock_held(run_dir)  # read once: a process that dies of the signal drops the lock at once
+    if training and not force:
         return f"asked {run_dir.name} to stop; it saves and exits after the current step"
     if not runs.signal_process(pid, start, signal.SIGTERM):
         return f"{run_dir.name} ended before it could be signalled"
-    if runs.lock_held(run_dir):  # it is training: the handler stops it cleanly after the step
+    if training:  # its handler stops it cleanly after the step
         return f"sent SIGTERM to {run_dir.name} (process {pid}); it saves and exits after the current step"
     deadline = time.monotonic() + EARLY_EXIT_WAIT_S
     while runs.is_same_process(pid, start) and time.monotonic() < deadline:

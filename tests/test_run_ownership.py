@@ -184,3 +184,22 @@ def test_a_process_recording_its_own_pid_records_its_start_time_beside_it(tmp_pa
     status = runs.read_json(tmp_path / runs.STATUS)
     assert status["pid_start"] == runs.process_start_time(os.getpid()) is not None
     assert runs.owner_process(tmp_path) == (os.getpid(), status["pid_start"])  # live before it takes the lock
+
+
+def test_force_stop_signals_the_lock_holder_itself(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from facetracker import runs; runs.acquire_lock(sys.argv[1]); "
+                               "print('locked', flush=True); time.sleep(120)", str(run_dir)],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert "asked run to stop" in launcher.stop_run(run_dir)
+        assert (run_dir / runs.STOP).exists() and still_running(holder, 0.3)
+        assert f"sent SIGTERM to run (process {holder.pid})" in launcher.stop_run(run_dir, force=True)
+        assert holder.wait(timeout=10) == -signal.SIGTERM
+        assert launcher.live_pid(run_dir) is None
+    finally:
+        holder.kill()
+        holder.wait()
