@@ -106,7 +106,7 @@ def preview(sample: data_lib.Sample, config: AugmentConfig, seed: int, count: in
     try:
         square = training_view(sample.image, sample.embedded)
     except (ValueError, OSError) as error:
-        st.error(f"{sample.image}: {ui.readable(error)}")
+        st.error(f"{ui.shown_path(sample.image)}: {ui.readable(error)}")
         return
     transform = build_transform(config, MODEL_SIZE, seed=seed)
     images = [ui.draw_box(square, sample.box, label="face" if sample.box else None)]

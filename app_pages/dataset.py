@@ -181,7 +181,7 @@ def correct_capture(saved: capture.Capture) -> None:
     st.markdown(f"Saved **{saved.image.name}** ({found}). Correct the box if it is wrong:")
     frame = cv2.imread(str(saved.image), cv2.IMREAD_COLOR)
     if frame is None:
-        st.warning(f"{saved.image} is gone.")
+        st.warning(f"{ui.shown_path(saved.image)} is gone.")
         return
     rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     w, h = saved.width, saved.height
