@@ -1,0 +1,104 @@
+"""How well a detector finds every face: each predicted box matched to each labelled face.
+
+A photo may hold any number of faces. Per photo, predictions are taken from the most confident down,
+each matched to the unmatched labelled face it overlaps most if their IoU reaches the threshold
+(the matching of PASCAL VOC and COCO). Over a set of photos:
+
+    n_photos, n_faces    photos scored, labelled faces in them
+    ap50                 average precision, a prediction right when it matches at IoU >= 0.5
+    ap50_95              mean of the average precisions at IoU 0.50, 0.55, ... 0.95 (COCO's AP)
+    recall, precision    at the score threshold and IoU 0.5
+    mean_iou             mean IoU of the labelled faces that were found (matched at IoU >= 0.5)
+    recall_<size>        recall of faces by their width in pixels (see SIZE_BINS)
+    photo_accuracy       photos rightly said to hold a face or none (any prediction over the threshold)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from facetracker.evaluate import average_precision
+from facetracker.tracking import iou_matrix
+
+IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
+# Face width in pixels of the photo as scored: below 32 a face is a few cells of any detector's
+# feature map; the bins follow the sizes a webcam gives from arm's length to across a room.
+SIZE_BINS: tuple[tuple[str, float, float], ...] = (
+    ("tiny", 0, 16), ("small", 16, 32), ("medium", 32, 96), ("large", 96, float("inf")))
+
+
+@dataclasses.dataclass(frozen=True)
+class PhotoResult:
+    """One photo: what the detector said and what is labelled, in the same pixel coordinates."""
+
+    boxes: np.ndarray
+    """Predicted boxes [N, 4] (x0, y0, x1, y1)."""
+    scores: np.ndarray
+    """Their scores [N]."""
+    truth: np.ndarray
+    """Labelled faces [M, 4]."""
+
+    @classmethod
+    def of(cls, boxes: Sequence, scores: Sequence, truth: Sequence) -> "PhotoResult":
+        return cls(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1),
+                   np.asarray(truth, np.float64).reshape(-1, 4))
+
+
+def match(photo: PhotoResult, iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(right [N] per prediction, IoU [M] per labelled face with the prediction matched to it, else 0)."""
+    order = np.argsort(-photo.scores, kind="stable")
+    overlaps = iou_matrix(photo.boxes[order], photo.truth)
+    right = np.zeros(len(order), bool)
+    found = np.zeros(len(photo.truth))
+    taken = np.zeros(len(photo.truth), bool)
+    for rank, prediction in enumerate(order):
+        if not len(photo.truth):
+            break
+        candidates = np.where(taken, -1.0, overlaps[rank])
+        best = int(np.argmax(candidates))
+        if candidates[best] >= iou_threshold:
+            taken[best] = True
+            right[prediction] = True
+            found[best] = candidates[best]
+    return right, found
+
+
+def _confident(photo: PhotoResult, threshold: float) -> PhotoResult:
+    keep = photo.scores >= threshold
+    return PhotoResult(photo.boxes[keep], photo.scores[keep], photo.truth)
+
+
+def score_photos(photos: Iterable[PhotoResult], threshold: float = 0.5) -> dict[str, float]:
+    """The metrics above over a set of photos."""
+    photos = list(photos)
+    n_faces = sum(len(p.truth) for p in photos)
+    scores = np.concatenate([p.scores for p in photos]) if photos else np.zeros(0)
+    metrics: dict[str, float] = {"n_photos": len(photos), "n_faces": n_faces}
+    aps = []
+    for iou_threshold in IOU_THRESHOLDS:
+        matched = [match(p, iou_threshold) for p in photos]
+        right = np.concatenate([r for r, _ in matched]) if matched else np.zeros(0, bool)
+        aps.append(average_precision(scores, right, n_faces))
+        if iou_threshold == 0.5:
+            metrics["ap50"] = aps[0]
+            confident = scores >= threshold
+            n_right = int(np.sum(right & confident))
+            metrics["precision"] = n_right / int(confident.sum()) if confident.sum() else float("nan")
+    # Recall at the threshold: a face counts as found when a confident prediction matches it.
+    face_iou = np.concatenate([match(_confident(p, threshold))[1] for p in photos]) if photos else np.zeros(0)
+    hits = face_iou >= 0.5
+    metrics["recall"] = float(hits.mean()) if n_faces else float("nan")
+    metrics["mean_iou"] = float(face_iou[hits].mean()) if hits.any() else float("nan")
+    widths = np.concatenate([p.truth[:, 2] - p.truth[:, 0] for p in photos]) if photos else np.zeros(0)
+    for name, low, high in SIZE_BINS:
+        in_bin = (widths >= low) & (widths < high)
+        metrics[f"recall_{name}"] = float(hits[in_bin].mean()) if in_bin.any() else float("nan")
+        metrics[f"n_{name}"] = int(in_bin.sum())
+    metrics["ap50_95"] = float(np.nanmean(aps)) if n_faces else float("nan")
+    said_face = np.array([bool(np.any(p.scores >= threshold)) for p in photos])
+    has_face = np.array([len(p.truth) > 0 for p in photos])
+    metrics["photo_accuracy"] = float(np.mean(said_face == has_face)) if photos else float("nan")
+    return metrics
