@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import struct
+import time
 import zipfile
 from pathlib import Path
 
@@ -274,8 +275,32 @@ def test_a_symlink_entry_is_refused(upload):
 def test_too_many_files_are_refused_before_unpacking(upload, monkeypatch):
     archive = make_zip([(f"images/{i}.txt", b"x") for i in range(11)])
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("opened an entry of a refused zip"))
-    with pytest.raises(UnsafeArchive, match="11 files, more than the 10 allowed"):
+    with pytest.raises(UnsafeArchive, match="11 entries .files and folders., more than the 10 allowed"):
         safety.extract_zip(io.BytesIO(archive), upload, 10_000, 10)
+    assert leftovers(upload.parent) == []
+
+
+def many_folders_zip(count: int) -> bytes:
+    """A zip of `count` empty folder entries (plus one file): tiny on disk, slow to unpack."""
+    return make_zip([(f"faces/images/{i}/", b"") for i in range(count)] + [("faces/labels/a.json", b"{}")],
+                    zipfile.ZIP_STORED)
+
+
+def test_folder_entries_count_against_the_entry_limit(upload, monkeypatch):
+    archive = many_folders_zip(20)
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("opened an entry of a refused zip"))
+    monkeypatch.setattr(Path, "mkdir", lambda *a, **k: pytest.fail("made a folder for a refused zip"))
+    with pytest.raises(UnsafeArchive, match="21 entries .files and folders., more than the 10 allowed"):
+        safety.extract_zip(io.BytesIO(archive), upload, 10_000, 10)
+    assert leftovers(upload.parent) == []
+
+
+def test_sixty_thousand_folders_are_refused_quickly_at_the_dataset_page_limit(upload):
+    archive = many_folders_zip(60_000)
+    started = time.perf_counter()
+    with pytest.raises(UnsafeArchive, match="60,001 entries .files and folders., more than the 50,000 allowed"):
+        safety.extract_zip(io.BytesIO(archive), upload, 4 * 1024**3, 50_000)  # the Dataset page's limits
+    assert time.perf_counter() - started < 5
     assert leftovers(upload.parent) == []
 
 
