@@ -170,7 +170,7 @@ def save_new_photo(folder: Path, photo) -> None:
         return
     with st.spinner("Pre-labelling…"):
         box, source = prelabel(frame)
-    saved = capture.save_capture(folder, frame, box, source=source)
+    saved = capture.save_capture(folder, frame, box, source=source, root=ui.data_root())
     ui.remember("last_capture", saved)
     ui.remember("last_capture_source", source)
 
@@ -206,13 +206,14 @@ def correct_capture(saved: capture.Capture) -> None:
         st.caption("Drag a rectangle over the face to set the box; the sliders fine-tune it.")
     try:
         if save_box:
-            ui.remember("last_capture", capture.relabel(saved.label, box))
+            ui.remember("last_capture", capture.relabel(saved.label, box, root=ui.data_root()))
             ui.remember("capture_message", f"Box saved for {saved.image.name}.")
         elif no_face:
-            ui.remember("last_capture", capture.relabel(saved.label, None, note="marked as no face"))
+            ui.remember("last_capture", capture.relabel(saved.label, None, note="marked as no face",
+                                                        root=ui.data_root()))
             ui.remember("capture_message", f"{saved.image.name} saved as a no-face sample.")
         elif delete:
-            capture.discard(saved)
+            capture.discard(saved, root=ui.data_root())
             st.session_state.pop("last_capture", None)
             ui.remember("capture_message", f"{saved.image.name} deleted.")
         else:
