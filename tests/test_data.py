@@ -368,3 +368,17 @@ def test_a_link_repointed_out_of_the_root_after_listing_is_refused_when_read(lin
     with pytest.raises(data.OutsideRoot):
         data.read_image(sample.image, root=root)
     assert data.read_image(sample.image).shape == (80, 100, 3)  # unconfined: the command line's reading
+
+
+def test_evaluate_under_the_root_skips_links_out_of_it(linked_out, monkeypatch):
+    """The Evaluate page passes the data root: a linked-out photo is neither read nor scored."""
+    from types import SimpleNamespace
+
+    from facetracker import detect, evaluate
+
+    runtime = SimpleNamespace(input_size=32, predict=lambda batch: np.tile([0.9, 0.2, 0.25, 0.6, 0.6], (len(batch), 1)))
+    monkeypatch.setattr(detect, "load_runtime", lambda model: runtime)
+    root, folder = linked_out
+    result = evaluate.evaluate("model.keras", folder, root=root)
+    assert {Path(s.path).name for s in result.skipped} == {"linked-image.jpg", "linked-label.jpg"}
+    assert result.metrics["n_faces"] + result.metrics["n_empty"] == 2
