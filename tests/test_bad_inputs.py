@@ -346,3 +346,19 @@ def test_the_training_cache_takes_every_usable_sample_and_its_manifest_is_json(c
     # Every name the run writes must be writable as UTF-8 text.
     runs.write_json(tmp_path / runs.SPLIT, data_lib.split_manifest(samples))
     runs.write_json(tmp_path / "skipped.json", [str(item) for item in dataset.skipped])
+
+
+@pytest.mark.parametrize("page", ["dataset", "augment"])
+def test_a_dataset_folder_whose_name_is_not_utf8_does_not_break_the_pages(helen, tmp_path, monkeypatch, page):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "root"
+    make_bad_corpus(root / "good", helen, n_good_faces=2, n_good_empty=1)
+    os.makedirs(os.fsencode(root) + b"/caf\xe9/images")
+    monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(root))
+    monkeypatch.chdir(REPO)
+    app = AppTest.from_file(str(REPO / "app_pages" / f"{page}.py"), default_timeout=120)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert app.selectbox[0].options[0] == "good"
