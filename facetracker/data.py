@@ -418,6 +418,9 @@ def _read_voc(path: Path, data_root: str | Path | None = None) -> tuple[list[Box
         root = ElementTree.fromstring(_read_bytes(path, data_root))
     except ElementTree.ParseError as error:
         raise LabelError(f"not valid XML ({error})") from None
+    if root.tag != "annotation":  # any other XML would read as a photo without a face
+        raise LabelError(f"not a Pascal VOC file (its root element is <{_shown(root.tag)[1:-1]}>, "
+                         "expected <annotation>)")
     boxes: list[Box] = []
     for obj in root.iter("object"):
         if (obj.findtext("name") or "").strip().lower() not in FACE_LABELS:
@@ -428,12 +431,16 @@ def _read_voc(path: Path, data_root: str | Path | None = None) -> tuple[list[Box
         except (AttributeError, TypeError, ValueError):
             raise LabelError("an object 'face' has no usable <bndbox>") from None
         boxes.append((min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-    size = None
-    try:
-        size = (int(root.findtext("size/width")), int(root.findtext("size/height")))
-    except (TypeError, ValueError):
-        pass
-    return boxes, size
+    texts = [root.findtext(f"size/{side}") for side in ("width", "height")]
+    if all(text is None or text.strip() in ("", "0") for text in texts):
+        return boxes, None  # no size, or 0 x 0: what some tools write when they do not know it
+    numbers = []
+    for text, side in zip(texts, ("width", "height")):
+        try:
+            numbers.append(float((text or "").strip()))
+        except ValueError:
+            raise LabelError(f"<size><{side}> is {_shown(text)}, not a number") from None
+    return boxes, (_side(numbers[0], "<size><width>"), _side(numbers[1], "<size><height>"))
 
 
 def _read_yolo(path: Path, width: int, height: int, root: str | Path | None = None) -> tuple[list[Box], str]:

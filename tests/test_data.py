@@ -382,3 +382,25 @@ def test_evaluate_under_the_root_skips_links_out_of_it(linked_out, monkeypatch):
     result = evaluate.evaluate("model.keras", folder, root=root)
     assert {Path(s.path).name for s in result.skipped} == {"linked-image.jpg", "linked-label.jpg"}
     assert result.metrics["n_faces"] + result.metrics["n_empty"] == 2
+
+
+@pytest.mark.parametrize("xml, reason", [
+    ("<a>" * 50_000 + "</a>" * 50_000, "not a Pascal VOC file (its root element is <a>"),
+    ("<annotation><size><width>" + "9" * 5000 + "</width><height>80</height></size></annotation>",
+     "<size><width> is inf, not a finite number"),
+    ("<annotation><size><width>100</width><height>eighty</height></size></annotation>",
+     "<size><height> is 'eighty', not a number"),
+    ("<annotation><object><name>face</name><bndbox><xmin>1e309</xmin><ymin>1</ymin><xmax>50</xmax>"
+     "<ymax>50</ymax></bndbox></object></annotation>", "not a finite number"),
+])
+def test_a_bad_voc_label_is_that_photos_skip_line(tmp_path, xml, reason):
+    _photo(tmp_path / "images" / "a.jpg")
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "a.xml").write_text(xml)
+    (tmp_path / "annotations" / "good.xml").write_text(
+        "<annotation><size><width>0</width><height>0</height></size></annotation>")  # size unknown: fine
+    dataset = data.load_dataset(tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"]
+    [item] = dataset.skipped
+    assert item.path.endswith("a.jpg") and reason in item.reason, item.reason
