@@ -19,7 +19,7 @@ from app_pages import ui
 
 PAGE_SIZE = 12
 ZIP_MAX_BYTES = 4 * 1024**3
-ZIP_MAX_FILES = 50_000
+ZIP_MAX_ENTRIES = 50_000  # files and folders
 
 
 # ----------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def import_zip(uploaded, name: str) -> Path:
         raise ValueError(f"{uploaded.name}: not a zip archive (by its content)")
     staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
     try:
-        safety.extract_zip(uploaded, staging, ZIP_MAX_BYTES, ZIP_MAX_FILES)
+        safety.extract_zip(uploaded, staging, ZIP_MAX_BYTES, ZIP_MAX_ENTRIES)
         content = staging
         children = [p for p in staging.iterdir() if not p.name.startswith((".", "__MACOSX"))]
         if not workspace.looks_like_dataset(staging) and len(children) == 1 and children[0].is_dir():

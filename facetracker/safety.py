@@ -117,11 +117,11 @@ def sniff_file(path: str | Path) -> str | None:
 
 
 def extract_zip(archive: str | Path | BinaryIO, target_dir: str | Path, max_total_bytes: int,
-                max_files: int) -> list[Path]:
+                max_entries: int) -> list[Path]:
     """Unpack a zip into `target_dir` and return the files written, or refuse it and write nothing.
 
     Refused (`UnsafeArchive`): entries with absolute paths, `..`, drive letters or symlinks; more
-    than `max_files` entries (files and folders alike, counted before anything is written); more than `max_total_bytes` once expanded, judged both from the sizes
+    than `max_entries` entries (files and folders alike, counted before anything is written); more than `max_total_bytes` once expanded, judged both from the sizes
     the archive declares and from the bytes actually inflated (a zip bomb can lie in its header);
     damaged or encrypted archives. Everything is unpacked into a temporary folder beside the
     target first and moved in only when the whole archive passed, so a refusal leaves the target
@@ -134,7 +134,7 @@ def extract_zip(archive: str | Path | BinaryIO, target_dir: str | Path, max_tota
     except (zipfile.BadZipFile, EOFError):
         raise UnsafeArchive(f"{name}: not a zip archive (or a damaged one)") from None
     with zf:
-        members = _checked_members(zf, name, max_total_bytes, max_files)
+        members = _checked_members(zf, name, max_total_bytes, max_entries)
         clashes = [str(rel) for _, rel in members if (target / rel).exists() and not (target / rel).is_dir()]
         if clashes:
             raise UnsafeArchive(f"{name}: {clashes[0]} already exists in {target}; nothing was unpacked")
@@ -164,13 +164,13 @@ def extract_zip(archive: str | Path | BinaryIO, target_dir: str | Path, max_tota
 
 
 def _checked_members(zf: zipfile.ZipFile, name, max_total_bytes: int,
-                     max_files: int) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+                     max_entries: int) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     infos = zf.infolist()
     # Folders count too: each costs a mkdir twice (staging, then target), and 300,000 of them
     # fit in a 29 MB zip.
-    if len(infos) > max_files:
+    if len(infos) > max_entries:
         raise UnsafeArchive(f"{name}: holds {len(infos):,} entries (files and folders), more than the "
-                            f"{max_files:,} allowed")
+                            f"{max_entries:,} allowed")
     files = [i for i in infos if not i.is_dir()]
     declared = sum(i.file_size for i in files)
     if declared > max_total_bytes:

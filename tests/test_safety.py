@@ -233,7 +233,7 @@ def test_a_good_zip_is_unpacked_with_its_folders(upload):
     pixels = _image_bytes("PNG")
     archive = make_zip([("faces/images/a b.png", pixels), ("faces/labels/a b.json", b"{}"),
                         ("faces/images/ünï.png", pixels), ("__MACOSX/._junk", b"resource fork")])
-    written = safety.extract_zip(io.BytesIO(archive), upload, max_total_bytes=10_000, max_files=10)
+    written = safety.extract_zip(io.BytesIO(archive), upload, max_total_bytes=10_000, max_entries=10)
     assert sorted(p.relative_to(upload).as_posix() for p in written) == [
         "faces/images/a b.png", "faces/images/ünï.png", "faces/labels/a b.json"]
     assert (upload / "faces/images/a b.png").read_bytes() == pixels
