@@ -121,8 +121,9 @@ def extract_zip(archive: str | Path | BinaryIO, target_dir: str | Path, max_tota
     """Unpack a zip into `target_dir` and return the files written, or refuse it and write nothing.
 
     Refused (`UnsafeArchive`): entries with absolute paths, `..`, drive letters or symlinks; more
-    than `max_entries` entries (files and folders alike, counted before anything is written); more than `max_total_bytes` once expanded, judged both from the sizes
-    the archive declares and from the bytes actually inflated (a zip bomb can lie in its header);
+    than `max_entries` entries (files and folders alike, counted before anything is written);
+    more than `max_total_bytes` once expanded, judged both from the sizes the archive declares
+    and from the bytes actually inflated (a zip bomb can lie in its header);
     damaged or encrypted archives. Everything is unpacked into a temporary folder beside the
     target first and moved in only when the whole archive passed, so a refusal leaves the target
     as it was. Files that already exist in the target are refused rather than overwritten.
