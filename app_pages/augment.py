@@ -54,7 +54,10 @@ def saved_config(folder) -> tuple[AugmentConfig, str | None]:
     if not path.is_file():
         return AugmentConfig(), None
     try:
+        data_lib.real_path_inside(path, ui.data_root())
         return AugmentConfig.load(path), None
+    except data_lib.OutsideRoot as error:
+        return AugmentConfig(), f"{ui.shown_path(folder)}/{AUGMENT_FILE}: {error}; showing the defaults"
     except ConfigError as error:
         return AugmentConfig(), f"{error}; showing the defaults"
 

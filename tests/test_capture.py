@@ -117,3 +117,21 @@ def test_the_dataset_page_lists_no_photo_from_outside_and_refuses_to_capture_the
     errors = [e.value for e in app.error]
     assert any("Could not save the photo" in e and "links outside the data root" in e for e in errors), errors
     assert tree(outside) == before
+
+
+def test_the_augment_page_does_not_read_settings_linked_from_outside_the_root(places, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    root, outside = places
+    dataset = root / "faces"
+    (dataset / "images").mkdir(parents=True)
+    cv2.imwrite(str(dataset / "images" / "mine.jpg"), face_image(100, 80, None))
+    (outside / "augment.json").write_text('{"hflip_p": 0.95}')
+    os.symlink(outside / "augment.json", dataset / "augment.json")
+    monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(root))
+    monkeypatch.chdir(REPO)
+    app = AppTest.from_file(str(REPO / "app_pages" / "augment.py"), default_timeout=120)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert any("links outside the data root" in w.value for w in app.warning), [w.value for w in app.warning]
+    assert app.slider(key="aug_hflip_p").value != 0.95
