@@ -179,11 +179,11 @@ def correct_capture(saved: capture.Capture) -> None:
     source = st.session_state.get("last_capture_source", "the detector")
     found = f"a face pre-labelled by {source}" if saved.box else "no face: saved as a no-face sample"
     st.markdown(f"Saved **{saved.image.name}** ({found}). Correct the box if it is wrong:")
-    frame = cv2.imread(str(saved.image), cv2.IMREAD_COLOR)
-    if frame is None:
-        st.warning(f"{saved.image} is gone.")
+    try:  # read under the data root like every other photo the page shows
+        rgb = data_lib.read_image(saved.image, root=ui.data_root())
+    except (ValueError, OSError) as error:
+        st.warning(f"{ui.shown_path(saved.image)} cannot be shown: {ui.readable(error)}")
         return
-    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     w, h = saved.width, saved.height
     x_key, y_key, drag_key = (f"fix_{part}_{saved.image.stem}" for part in ("x", "y", "drag"))
     x0, y0, x1, y1 = saved.box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4)

@@ -1,4 +1,4 @@
-"""Webcam captures are written only inside the data root when the app passes it, wherever links point."""
+"""The app reads and writes only inside its data root, wherever links point: captures, their labels, settings."""
 
 from __future__ import annotations
 
