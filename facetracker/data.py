@@ -657,15 +657,27 @@ def load_dataset(folder: str | Path, *, check_pixels: bool = True, root: str | P
         layouts.update(name for name, found in (("labelme", labelme), ("yolo", yolo), ("voc", voc)) if found)
         ambiguous: dict[str, str] = {}
         labelme, yolo, voc = (_match_ignoring_case(images, labels, notes, ambiguous) for labels in (labelme, yolo, voc))
+        # An unreadable label belongs to the image of its name, or, failing that, to the one image
+        # whose name differs only in case and that has no readable label of its own.
+        unlabelled = [stem for stem in images if not any(stem in found for found in (labelme, yolo, voc))]
+        owner_of_bad_label: dict[str, str] = {}
+        for stem in bad_labels:
+            if stem in images:
+                owner_of_bad_label[stem] = stem
+            else:
+                owners = [image for image in unlabelled if image.lower() == stem.lower()]
+                if len(owners) == 1:
+                    owner_of_bad_label[owners[0]] = stem
+        claimed_bad_labels = set(owner_of_bad_label.values())
         for stem, item in sorted(bad_labels.items()):
-            if stem not in images and stem not in unlisted_images:
+            if stem not in claimed_bad_labels and stem not in unlisted_images:
                 skipped.append(item)
         for stem in sorted(set(images) | set(labelme)):
             image_path = images.get(stem)
             if image_path is None and stem in unlisted_images:
                 continue
-            if image_path is not None and stem in bad_labels:
-                label = bad_labels[stem]
+            if image_path is not None and stem in owner_of_bad_label:
+                label = bad_labels[owner_of_bad_label[stem]]
                 skipped.append(Skipped(str(image_path), f"its label {Path(label.path).name} cannot be read: "
                                                         f"{label.reason}"))
                 continue

@@ -404,3 +404,14 @@ def test_a_bad_voc_label_is_that_photos_skip_line(tmp_path, xml, reason):
     assert [s.name for s in dataset.samples] == ["good"]
     [item] = dataset.skipped
     assert item.path.endswith("a.jpg") and reason in item.reason, item.reason
+
+
+def test_an_unreadable_label_named_in_another_case_still_skips_its_photo(tmp_path):
+    _photo(tmp_path / "images" / "Photo.jpg")
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "labels").mkdir()
+    os.mkfifo(tmp_path / "labels" / "photo.json")
+    dataset = _load_within(20, tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"], "Photo.jpg must not become a no-face photo"
+    [item] = dataset.skipped
+    assert item.path.endswith("Photo.jpg") and "photo.json" in item.reason and "FIFO" in item.reason
