@@ -415,3 +415,13 @@ def test_an_unreadable_label_named_in_another_case_still_skips_its_photo(tmp_pat
     assert [s.name for s in dataset.samples] == ["good"], "Photo.jpg must not become a no-face photo"
     [item] = dataset.skipped
     assert item.path.endswith("Photo.jpg") and "photo.json" in item.reason and "FIFO" in item.reason
+
+
+def test_a_dataset_folder_whose_path_is_not_utf8_is_refused_with_a_printable_message(tmp_path):
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.makedirs(folder + b"/images")
+    with open(folder + b"/images/a.jpg", "wb") as handle:  # cv2.imwrite crashes on such a path
+        handle.write(cv2.imencode(".jpg", face_image(100, 80, None))[1].tobytes())
+    with pytest.raises(data.DatasetError, match="not valid UTF-8") as raised:
+        data.load_dataset(os.fsdecode(folder))
+    str(raised.value).encode("utf-8")
