@@ -81,7 +81,10 @@ def _open_regular(path: str | Path, root: str | Path | None) -> BinaryIO:
     O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever.
     """
     real = real_path_inside(path, root)
-    fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    if root is not None:  # the checked path has no link left in it: one that appears since is refused
+        flags |= getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(real, flags)
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
@@ -95,7 +98,7 @@ def _open_regular(path: str | Path, root: str | Path | None) -> BinaryIO:
 def _not_regular(mode: int) -> str:
     kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
             else "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "not a regular file")
+            else "something else")
     return f"{kind}, not a regular file"
 
 
