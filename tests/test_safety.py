@@ -304,6 +304,33 @@ def test_sixty_thousand_folders_are_refused_quickly_at_the_dataset_page_limit(up
     assert leftovers(upload.parent) == []
 
 
+@pytest.mark.parametrize("count", [30, 70_000])  # 70,000: past 65,535, the count sits in the ZIP64 end record
+def test_the_entry_count_is_read_from_the_end_record_before_the_directory_is_parsed(upload, monkeypatch, count):
+    archive = many_folders_zip(count)
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: pytest.fail("parsed the directory of a refused zip"))
+    with pytest.raises(UnsafeArchive, match=f"{count + 1:,} entries"):
+        safety.extract_zip(io.BytesIO(archive), upload, 10_000, 10)
+    assert leftovers(upload.parent) == []
+
+
+def test_an_end_record_that_declares_too_few_entries_is_caught_by_counting_them(upload):
+    archive = bytearray(many_folders_zip(20))
+    end = archive.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", archive, end + 8, 1, 1)  # entries on this disk, entries in all
+    with pytest.raises(UnsafeArchive, match="21 entries"):
+        safety.extract_zip(io.BytesIO(bytes(archive)), upload, 10_000, 10)
+    assert leftovers(upload.parent) == []
+
+
+def test_a_zip_with_a_comment_is_counted_and_unpacked(upload):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("faces/images/x.txt", b"x")
+        zf.comment = b"made by a camera app " * 1000  # the end record is then 21 kB before the end
+    written = safety.extract_zip(io.BytesIO(buffer.getvalue()), upload, 10_000, 10)
+    assert [p.relative_to(upload).as_posix() for p in written] == ["faces/images/x.txt"]
+
+
 def test_a_zip_bomb_declaring_its_size_is_refused_before_unpacking(upload, monkeypatch):
     archive = make_zip([("images/zeros.bin", bytes(30_000_000))])
     assert len(archive) < 100_000
