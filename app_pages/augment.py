@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from facetracker import data as data_lib
@@ -53,7 +54,10 @@ def saved_config(folder) -> tuple[AugmentConfig, str | None]:
     if not path.is_file():
         return AugmentConfig(), None
     try:
+        data_lib.real_path_inside(path, ui.data_root())
         return AugmentConfig.load(path), None
+    except data_lib.OutsideRoot as error:
+        return AugmentConfig(), f"{ui.shown_path(folder)}/{AUGMENT_FILE}: {error}; showing the defaults"
     except ConfigError as error:
         return AugmentConfig(), f"{error}; showing the defaults"
 
@@ -98,7 +102,8 @@ def settings_widgets(folder) -> AugmentConfig | None:
 @st.cache_data(max_entries=64, show_spinner=False)
 def training_view(image: str, embedded: bool) -> np.ndarray:
     """The image as training caches it: decoded at up to twice the cache size, stretched to a square."""
-    pixels = data_lib.sample_pixels(data_lib.Sample(image, None, embedded=embedded), max_side=CACHE_SIZE * 2)
+    sample = data_lib.Sample(image, None, embedded=embedded, root=str(ui.data_root()))
+    pixels = data_lib.sample_pixels(sample, max_side=CACHE_SIZE * 2)
     return data_lib.model_input(pixels, CACHE_SIZE)
 
 
@@ -143,6 +148,10 @@ def main() -> None:
     if dataset is None:
         st.info("Add images to this dataset first (Dataset page).")
         return
+    if dataset.skipped:
+        with st.expander(f"{len(dataset.skipped)} skipped files, not shown here"):
+            st.dataframe(pd.DataFrame([{"file": ui.shown_path(s.path), "reason": s.reason} for s in dataset.skipped]),
+                         hide_index=True, width="stretch")
     settings, previews = st.columns([1, 2])
     with settings:
         config = settings_widgets(folder)

@@ -19,7 +19,7 @@ from app_pages import ui
 
 PAGE_SIZE = 12
 ZIP_MAX_BYTES = 4 * 1024**3
-ZIP_MAX_FILES = 50_000
+ZIP_MAX_ENTRIES = 50_000  # files and folders
 
 
 # ----------------------------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def import_zip(uploaded, name: str) -> Path:
         raise ValueError(f"{uploaded.name}: not a zip archive (by its content)")
     staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
     try:
-        safety.extract_zip(uploaded, staging, ZIP_MAX_BYTES, ZIP_MAX_FILES)
+        safety.extract_zip(uploaded, staging, ZIP_MAX_BYTES, ZIP_MAX_ENTRIES)
         content = staging
         children = [p for p in staging.iterdir() if not p.name.startswith((".", "__MACOSX"))]
         if not workspace.looks_like_dataset(staging) and len(children) == 1 and children[0].is_dir():
@@ -170,7 +170,7 @@ def save_new_photo(folder: Path, photo) -> None:
         return
     with st.spinner("Pre-labelling…"):
         box, source = prelabel(frame)
-    saved = capture.save_capture(folder, frame, box, source=source)
+    saved = capture.save_capture(folder, frame, box, source=source, root=ui.data_root())
     ui.remember("last_capture", saved)
     ui.remember("last_capture_source", source)
 
@@ -179,11 +179,11 @@ def correct_capture(saved: capture.Capture) -> None:
     source = st.session_state.get("last_capture_source", "the detector")
     found = f"a face pre-labelled by {source}" if saved.box else "no face: saved as a no-face sample"
     st.markdown(f"Saved **{saved.image.name}** ({found}). Correct the box if it is wrong:")
-    frame = cv2.imread(str(saved.image), cv2.IMREAD_COLOR)
-    if frame is None:
-        st.warning(f"{ui.shown_path(saved.image)} is gone.")
+    try:  # read under the data root like every other photo the page shows
+        rgb = data_lib.read_image(saved.image, root=ui.data_root())
+    except (ValueError, OSError) as error:
+        st.warning(f"{ui.shown_path(saved.image)} cannot be shown: {ui.readable(error)}")
         return
-    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
     w, h = saved.width, saved.height
     x_key, y_key, drag_key = (f"fix_{part}_{saved.image.stem}" for part in ("x", "y", "drag"))
     x0, y0, x1, y1 = saved.box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
@@ -206,13 +206,14 @@ def correct_capture(saved: capture.Capture) -> None:
         st.caption("Drag a rectangle over the face to set the box; the sliders fine-tune it.")
     try:
         if save_box:
-            ui.remember("last_capture", capture.relabel(saved.label, box))
+            ui.remember("last_capture", capture.relabel(saved.label, box, root=ui.data_root()))
             ui.remember("capture_message", f"Box saved for {saved.image.name}.")
         elif no_face:
-            ui.remember("last_capture", capture.relabel(saved.label, None, note="marked as no face"))
+            ui.remember("last_capture", capture.relabel(saved.label, None, note="marked as no face",
+                                                        root=ui.data_root()))
             ui.remember("capture_message", f"{saved.image.name} saved as a no-face sample.")
         elif delete:
-            capture.discard(saved)
+            capture.discard(saved, root=ui.data_root())
             st.session_state.pop("last_capture", None)
             ui.remember("capture_message", f"{saved.image.name} deleted.")
         else:

@@ -117,7 +117,8 @@ def save_frame_section(processor: LiveProcessor, model_key: str) -> None:
     box = detection.box if (as_face and detection is not None) else None
     source = "Haar cascade" if model_key == "haar" else Path(model_key).name
     try:
-        saved = capture.save_capture(folder, frame, box, source=source, prefix="webcam" if as_face else "negative")
+        saved = capture.save_capture(folder, frame, box, source=source, prefix="webcam" if as_face else "negative",
+                                     root=ui.data_root())
     except (ValueError, OSError) as error:
         st.error(f"Could not save the frame: {ui.readable(error)}")
         return

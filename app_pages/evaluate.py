@@ -45,7 +45,7 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None, t
         return None
     bar = st.progress(0.0, text="Loading the model…")
     try:
-        result = evaluate(run.path, folder, split=split, threshold=threshold,
+        result = evaluate(run.path, folder, split=split, threshold=threshold, root=ui.data_root(),
                           progress=lambda done, total: bar.progress(done / max(total, 1),
                                                                     text=f"image {done} of {total}"))
     except (data_lib.DatasetError, ValueError, OSError, RuntimeError) as error:

@@ -134,7 +134,8 @@ def folder_signature(folder: str | Path) -> tuple:
 
 @st.cache_data(show_spinner="Reading the dataset…", max_entries=16)
 def _load_dataset(folder: str, signature: tuple, check_pixels: bool) -> data_lib.Dataset:
-    return data_lib.load_dataset(folder, check_pixels=check_pixels)
+    # With the root, files that link out of it are skipped, and are refused again when read later.
+    return data_lib.load_dataset(folder, check_pixels=check_pixels, root=data_root())
 
 
 def load_dataset(folder: Path, check_pixels: bool = False) -> data_lib.Dataset | None:
@@ -151,7 +152,8 @@ def load_dataset(folder: Path, check_pixels: bool = False) -> data_lib.Dataset |
 
 @st.cache_data(max_entries=512, show_spinner=False)
 def thumbnail(image: str, embedded: bool, max_side: int) -> np.ndarray:
-    return data_lib.sample_pixels(data_lib.Sample(image, None, embedded=embedded), max_side)
+    sample = data_lib.Sample(image, None, embedded=embedded, root=str(data_root()))
+    return data_lib.sample_pixels(sample, max_side)
 
 
 def sample_thumbnail(sample: data_lib.Sample, max_side: int = 320) -> np.ndarray | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facetracker.data import SPLITS
+from facetracker.data import SPLITS, OutsideRoot, real_path_inside
 from facetracker.predict import labelme_json
 from facetracker.runs import atomic_write_text
 
@@ -78,15 +78,33 @@ def clip_box(box, width: int, height: int) -> PixelBox | None:
     return (x0, y0, x1, y1)
 
 
+def _inside(path: Path, root: str | Path | None, what: str) -> Path:
+    """`path` with its links followed, refused (ValueError) when that leaves the root; unchanged without one."""
+    try:
+        return real_path_inside(path, root)
+    except OutsideRoot:
+        raise ValueError(f"{path}: {what} links outside the data root {root}; nothing was written there") from None
+
+
 def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | None, *, split: str | None = None,
-                 source: str = "camera", prefix: str = "capture") -> Capture:
-    """Save a BGR frame as `images/<name>.jpg` with `labels/<name>.json` (one face box or none)."""
+                 source: str = "camera", prefix: str = "capture", root: str | Path | None = None) -> Capture:
+    """Save a BGR frame as `images/<name>.jpg` with `labels/<name>.json` (one face box or none).
+
+    With a `root` (the app's data root), folders whose real path leaves it are refused before
+    anything is created or written, and the files are written into the real (resolved) folders.
+    """
     if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or min(frame_bgr.shape[:2]) < 8:
         raise ValueError("the frame is not a colour image (expected height x width x 3 pixels)")
     folder = capture_folder(dataset, split)
     images, labels = folder / "images", folder / "labels"
+    # Checked before mkdir too: mkdir(parents=True) under a linked folder would create folders outside.
+    for path, what in ((folder, "the dataset folder"), (images, "its images folder"), (labels, "its labels folder")):
+        _inside(path, root, what)
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
+    # Written into the resolved folders (checked again now that they exist); the final rename of
+    # an atomic write replaces a link of that name rather than writing through it.
+    images, labels = _inside(images, root, "its images folder"), _inside(labels, root, "its labels folder")
     height, width = frame_bgr.shape[:2]
     box = clip_box(box, width, height)
     name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -102,21 +120,32 @@ def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | Non
     return Capture(image_path, label_path, width, height, box)
 
 
-def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected by hand") -> Capture:
-    """Rewrite a capture's label with a corrected box, or none to mark the image as holding no face."""
-    label_path = Path(label_path)
+def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected by hand", *,
+            root: str | Path | None = None) -> Capture:
+    """Rewrite a capture's label with a corrected box, or none to mark the image as holding no face.
+
+    With a `root`, a label, or an image it names, whose real path leaves the root is refused
+    before anything is read or written.
+    """
+    label_path = _inside(Path(label_path), root, "the label")
     try:
         data = json.loads(label_path.read_text(encoding="utf-8"))
-        width, height, image_ref = int(data["imageWidth"]), int(data["imageHeight"]), str(data["imagePath"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        width, height, image_ref = data["imageWidth"], data["imageHeight"], data["imagePath"]
+        if not (isinstance(image_ref, str) and all(type(v) is int and 0 < v <= 100_000 for v in (width, height))):
+            raise ValueError("imageWidth, imageHeight or imagePath is missing or of the wrong kind")
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
         raise ValueError(f"{label_path}: not a label this app wrote ({error})") from None
+    image_path = _inside(label_path.parent / image_ref, root, "the image its label names")
     box = clip_box(box, width, height)
     atomic_write_text(label_path, labelme_json(image_ref, width, height, box, note))
-    image_path = (label_path.parent / image_ref).resolve()
-    return Capture(image_path, label_path, width, height, box)
+    return Capture(image_path if root is not None else image_path.resolve(), label_path, width, height, box)
 
 
-def discard(capture: Capture) -> None:
-    """Delete a capture the person does not want (image first: a lone label is merely skipped)."""
-    capture.image.unlink(missing_ok=True)
-    capture.label.unlink(missing_ok=True)
+def discard(capture: Capture, *, root: str | Path | None = None) -> None:
+    """Delete a capture the person does not want (image first: a lone label is merely skipped).
+
+    With a `root`, files whose real path leaves it are refused and nothing is deleted."""
+    image = _inside(capture.image, root, "the photo")
+    label = _inside(capture.label, root, "the label")
+    image.unlink(missing_ok=True)
+    label.unlink(missing_ok=True)

@@ -118,12 +118,14 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
 
 
 def evaluate(model: str | Path, data: str | Path, split: str | None = None, threshold: float = 0.5,
-             progress: Callable[[int, int], None] | None = None) -> Evaluation:
-    """Evaluate a model file or run folder on a dataset folder (one split, or all of it)."""
+             progress: Callable[[int, int], None] | None = None, root: str | Path | None = None) -> Evaluation:
+    """Evaluate a model file or run folder on a dataset folder (one split, or all of it).
+
+    With a `root` (the app's data root), images and labels linking out of it are skipped."""
     from facetracker.detect import load_runtime
 
     runtime = load_runtime(model)
-    dataset = data_lib.load_dataset(data, check_pixels=False)
+    dataset = data_lib.load_dataset(data, check_pixels=False, root=root)
     samples = dataset.samples
     if split:
         if dataset.has_splits:

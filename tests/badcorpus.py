@@ -134,7 +134,7 @@ def make_bad_corpus(folder: Path, helen: Path, n_good_faces: int = 16, n_good_em
         text = data if isinstance(data, str) else json.dumps(data)
         (labels / f"{Path(name).stem}.json").write_text(text, encoding="utf-8")
 
-    faces = helen_pairs(helen, n_good_faces + 14, faces=True)
+    faces = helen_pairs(helen, n_good_faces + 24, faces=True)
     empties = helen_pairs(helen, n_good_empty, faces=False)
 
     # Good real photos, some under awkward names.
@@ -177,12 +177,12 @@ def make_bad_corpus(folder: Path, helen: Path, n_good_faces: int = 16, n_good_em
 
     (images / "huge-20000px.png").write_bytes(huge_png_header())
     write_label("huge-20000px.png", labelme("huge-20000px.png", 20000, 20000, [(100, 100, 5000, 5000)]))
-    skip("images/huge-20000px.png", "20000x20000")
+    skip("images/huge-20000px.png", "400 megapixels")
 
     small = io.BytesIO()
     pil.resize((64, 64)).save(small, "JPEG")
     (images / "huge-20000px-header.jpg").write_bytes(huge_jpeg_header(small.getvalue()))
-    skip("images/huge-20000px-header.jpg", "20000x20000")
+    skip("images/huge-20000px-header.jpg", "400 megapixels")
 
     # Unusual but valid pixel formats: usable, and the box is the donor's.
     src, pil, box = donor()
@@ -248,6 +248,48 @@ def make_bad_corpus(folder: Path, helen: Path, n_good_faces: int = 16, n_good_em
 
     bad_label("label-nan.jpg", lambda size: labelme("label-nan.jpg", *size, [(float("nan"), 10, 60, 60)]),
               "finite")  # Python's json writes and reads NaN
+
+    # Label values of the wrong kind or out of range: each is that one file's skip line, naming the field.
+    bad_label("label-string-points.jpg", lambda size: labelme("label-string-points.jpg", *size, [], shapes=[
+        {"label": "face", "points": [["12", 10], [60, 70]], "shape_type": "rectangle"}]), "points[0][0]")
+    bad_label("label-huge-point.jpg", lambda size: labelme("label-huge-point.jpg", *size, [(10**400, 10, 60, 60)]),
+              "digit number")
+    bad_label("label-width-inf.jpg", lambda size: json.dumps(labelme("label-width-inf.jpg", *size, [(10, 10, 60, 60)]))
+              .replace(f'"imageWidth": {size[0]}', '"imageWidth": 1e309'), "imagewidth")
+    bad_label("label-height-nan.jpg", lambda size: labelme("label-height-nan.jpg", size[0], float("nan"),
+                                                           [(10, 10, 60, 60)]), "imageheight")
+    bad_label("label-height-huge-int.jpg", lambda size: labelme("label-height-huge-int.jpg", size[0], 10**30,
+                                                                [(10, 10, 60, 60)]), "imageheight")
+    bad_label("label-5000-digits.jpg", lambda size: json.dumps(labelme("label-5000-digits.jpg", *size, []))
+              .replace(f'"imageWidth": {size[0]}', '"imageWidth": ' + "9" * 5000), "json")
+    bad_label("label-deep-nesting.jpg", "[" * 100_000 + "]" * 100_000, "nested too deeply")
+    write_label("orphan-bad-imagedata.jpg", labelme("orphan-bad-imagedata.jpg", 640, 480, [(10, 10, 60, 60)],
+                                                    imageData="%%% not base64 %%%"))
+    skip("labels/orphan-bad-imagedata.json", "imagedata")
+    write_label("orphan-number-imagedata.jpg", labelme("orphan-number-imagedata.jpg", 640, 480, [(10, 10, 60, 60)],
+                                                       imageData=12345))
+    skip("labels/orphan-number-imagedata.json", "imagedata")
+
+    # A label that cannot be read makes its photo unusable, never a no-face photo; reading must not block.
+    src, _, _ = donor()
+    shutil.copyfile(src, images / "fifo-label.jpg")
+    os.mkfifo(labels / "fifo-label.json")
+    skip("images/fifo-label.jpg", "fifo", pixels_ok=True)
+
+    # Photo name and label name differ only in case: matched (one to one, so unambiguous).
+    src, _, _ = donor()
+    shutil.copyfile(src, images / "Case-Mismatch.jpg")
+    data = json.loads((helen / "labels" / f"{src.stem}.json").read_text())
+    data["imagePath"] = "../images/Case-Mismatch.jpg"
+    write_label("case-mismatch.jpg", data)
+    usable("Case-Mismatch.jpg", True)
+
+    # A file name that is not UTF-8 (possible on Linux): it would pass reading and fail where the
+    # name is written as text (split.json, status.json, the page).
+    src, _, _ = donor()
+    raw_name = b"not-utf8-\xff.jpg"
+    shutil.copyfile(src, os.fsencode(images) + b"/" + raw_name)
+    skip("images/" + raw_name.decode("utf-8", "backslashreplace"), "not valid utf-8")
 
     write_label("orphan-label.jpg", labelme("orphan-label.jpg", 640, 480, [(10, 10, 60, 60)]))
     skip("labels/orphan-label.json", "without an image")

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from PIL import Image, ImageFile
 
 from facetracker import data as data_lib
 from facetracker import runs
-from tests.badcorpus import Corpus, make_bad_corpus, make_unusable_corpus
+from tests.badcorpus import Corpus, huge_png_header, make_bad_corpus, make_unusable_corpus
 from tests.conftest import REPO
 
 TRAIN_FAST = ["--backbone", "mobilenetv2-0.35", "--weights", "none", "--epochs", "1", "--batch-size", "8"]
@@ -143,14 +144,36 @@ def test_the_huge_image_is_refused_from_its_header_without_decoding(corpus, monk
     tracemalloc.start()
     try:
         for name in ("huge-20000px.png", "huge-20000px-header.jpg"):
-            with pytest.raises(data_lib.ImageError, match="20000x20000 px, larger than"):
+            with pytest.raises(data_lib.ImageError, match="400 megapixels, larger than the 40 megapixels"):
                 data_lib.read_image(corpus.root / "images" / name)
-            with pytest.raises(data_lib.ImageError, match="20000x20000"):
+            with pytest.raises(data_lib.ImageError, match="400 megapixels"):
                 data_lib.image_size(corpus.root / "images" / name)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
     assert peak < 20 * 2**20, f"refusing the huge image took {peak / 2**20:.0f} MB"
+
+
+@pytest.mark.parametrize("width, height", [(8000, 6000), (12000, 10000)])
+def test_images_over_our_limit_but_under_pils_are_refused_by_size_without_a_warning(tmp_path, width, height):
+    """48 megapixels: only our limit; 120: PIL warns (over 89) but does not refuse (from 179)."""
+    path = tmp_path / "big.png"
+    path.write_bytes(huge_png_header(width, height))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(data_lib.ImageError, match=f"{width}x{height} px, larger than the 40 megapixels"):
+            data_lib.image_size(path)
+
+
+def test_importing_the_data_module_leaves_pils_decompression_bomb_guard_on():
+    """The guard protects every other image the server opens; our own limit is checked per call."""
+    probe = ("from PIL import Image; default = Image.MAX_IMAGE_PIXELS; import facetracker.data; "
+             "print(default, Image.MAX_IMAGE_PIXELS)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    default, after = done.stdout.split()
+    assert default != "None" and after == default
+    assert Image.MAX_IMAGE_PIXELS is not None and int(default) == Image.MAX_IMAGE_PIXELS
 
 
 def test_without_pixel_checks_header_problems_are_still_skipped_and_the_rest_fails_on_reading(corpus):
@@ -279,3 +302,63 @@ def test_the_dataset_page_lists_each_skipped_file_with_its_reason(corpus, data_r
     metrics = {m.label: m.value for m in app.metric}
     assert metrics.get("Skipped files") == str(len(corpus.skipped))
     assert metrics.get("Images") == str(len(corpus.usable))
+
+
+def test_the_augment_page_opens_on_the_bad_corpus_and_lists_each_skipped_file(corpus, data_root_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(data_root_dir))
+    monkeypatch.chdir(REPO)
+    app = AppTest.from_file(str(REPO / "app_pages" / "augment.py"), default_timeout=120)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert app.selectbox[0].value == corpus.root.name
+    # This page reads headers only (no pixel check), so the truncated photo is not found broken here.
+    expected = [e for e in corpus.skipped if e.path != "images/truncated.jpg"]
+    expander = next(e for e in app.expander if "skipped" in e.label)
+    assert expander.label.startswith(f"{len(expected)} skipped")
+    table = next(df.value for df in app.dataframe if "reason" in df.value.columns)
+    shown = {row.file: row.reason for row in table.itertuples()}
+    assert len(shown) == len(expected)
+    for entry in expected:
+        key = next(f for f in shown if f.endswith(entry.path))
+        assert entry.reason in shown[key].lower(), (entry.path, shown[key])
+    assert len(app.image) > 1, "the preview of a good photo must still be drawn"
+
+
+# ----------------------------------------------------------------------------------------------
+# Training's image cache
+
+
+def test_the_training_cache_takes_every_usable_sample_and_its_manifest_is_json(corpus, tmp_path):
+    from facetracker import train
+
+    dataset = data_lib.load_dataset(corpus.root, check_pixels=False)
+    samples = data_lib.assign_splits(dataset.samples)
+    lines: list[str] = []
+    late: list = []
+    cache = train.build_cache(samples, 32, lines.append, late)
+    # Only the truncated photo is found broken this late (pixels were not checked while listing).
+    assert [str(Path(item.path).relative_to(corpus.root)) for item in late] == ["images/truncated.jpg"]
+    assert len(cache.images) == len(corpus.usable) and cache.images.shape[1:] == (32, 32, 3)
+    assert cache.has_face.sum() == sum(e.face for e in corpus.usable)
+    # Every name the run writes must be writable as UTF-8 text.
+    runs.write_json(tmp_path / runs.SPLIT, data_lib.split_manifest(samples))
+    runs.write_json(tmp_path / "skipped.json", [str(item) for item in dataset.skipped])
+
+
+@pytest.mark.parametrize("page", ["dataset", "augment"])
+def test_a_dataset_folder_whose_name_is_not_utf8_does_not_break_the_pages(helen, tmp_path, monkeypatch, page):
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "root"
+    make_bad_corpus(root / "good", helen, n_good_faces=2, n_good_empty=1)
+    os.makedirs(os.fsencode(root) + b"/caf\xe9/images")
+    monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(root))
+    monkeypatch.chdir(REPO)
+    app = AppTest.from_file(str(REPO / "app_pages" / f"{page}.py"), default_timeout=120)
+    app.run()
+    assert not app.exception, [e.message for e in app.exception]
+    assert not app.error, [e.value for e in app.error]
+    assert app.selectbox[0].options[0] == "good"

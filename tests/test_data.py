@@ -1,5 +1,7 @@
 import json
+import os
 import shutil
+import threading
 from pathlib import Path
 
 import cv2
@@ -163,3 +165,263 @@ def test_real_photo_pixels_match_the_label_frame(helen, tmp_path):
     assert abs(full.shape[1] / full.shape[0] - small.shape[1] / small.shape[0]) < 0.02
     shutil.copy(sample.image, tmp_path / "copy.jpg")
     assert data.image_size(tmp_path / "copy.jpg") == (full.shape[1], full.shape[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Labels that must never turn into a wrong or missing face
+
+
+def _photo(path: Path, box=(20, 20, 60, 50), size=(100, 80)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), face_image(*size, box))
+
+
+def test_a_label_whose_name_differs_only_in_case_is_matched_when_one_to_one(tmp_path):
+    _photo(tmp_path / "images" / "Photo.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "photo.json").write_text(labelme("Photo.jpg", 100, 80, (20, 20, 60, 50)))
+    dataset = data.load_dataset(tmp_path)
+    [sample] = dataset.samples
+    assert sample.box == pytest.approx((0.2, 0.25, 0.6, 0.625)) and dataset.skipped == []
+    assert any("photo.json" in note and "ignoring case" in note for note in dataset.notes)
+
+
+def test_a_label_matching_two_photos_ignoring_case_skips_both_naming_it(tmp_path):
+    _photo(tmp_path / "images" / "Twin.jpg")
+    _photo(tmp_path / "images" / "TWIN.jpg")
+    _photo(tmp_path / "images" / "other.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "twin.json").write_text(labelme("Twin.jpg", 100, 80, (20, 20, 60, 50)))
+    dataset = data.load_dataset(tmp_path)
+    assert [s.name for s in dataset.samples] == ["other"]
+    reasons = {Path(s.path).name: s.reason for s in dataset.skipped}
+    assert set(reasons) == {"Twin.jpg", "TWIN.jpg"}
+    assert all("twin.json" in r and "ignoring case" in r for r in reasons.values())
+
+
+def test_a_yolo_polygon_becomes_its_bounding_box_and_other_counts_are_refused(tmp_path):
+    for stem in ("poly", "six", "three"):
+        _photo(tmp_path / "images" / f"{stem}.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "poly.txt").write_text("0 0.2 0.25 0.6 0.3 0.5 0.625 0.25 0.5\n")
+    (tmp_path / "labels" / "six.txt").write_text("0 0.4 0.4 0.4 0.4 0.9\n")  # a box with a confidence
+    (tmp_path / "labels" / "three.txt").write_text("0 0.4 0.4 0.4\n")
+    dataset = data.load_dataset(tmp_path)
+    [sample] = dataset.samples
+    assert sample.name == "poly" and sample.box == pytest.approx((0.2, 0.25, 0.6, 0.625))
+    assert any("polygon" in note and "bounding box" in note for note in dataset.notes)
+    reasons = {Path(s.path).name: s.reason for s in dataset.skipped}
+    assert set(reasons) == {"six.jpg", "three.jpg"}
+    assert "line 1 holds 5 numbers" in reasons["six.jpg"] and "line 1 holds 3 numbers" in reasons["three.jpg"]
+
+
+@pytest.mark.parametrize("points, field", [
+    ([["12", 10], [60, 70]], "points[0][0] is '12', not a number"),
+    ([[12, 10], [60, None]], "points[1][1] is None, not a number"),
+    ([[12, True], [60, 70]], "points[0][1] is True, not a number"),
+    ([[12, 10], [10**400, 70]], "points[1][0] is a 401-digit number"),
+])
+def test_labelme_coordinates_that_are_not_numbers_are_refused_naming_the_field(tmp_path, points, field):
+    _photo(tmp_path / "images" / "a.jpg")
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "labels").mkdir()
+    record = json.loads(labelme("a.jpg", 100, 80, None))
+    record["shapes"] = [{"label": "face", "points": points, "shape_type": "rectangle"}]
+    (tmp_path / "labels" / "a.json").write_text(json.dumps(record))
+    dataset = data.load_dataset(tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"]
+    [item] = dataset.skipped
+    assert item.path.endswith("a.jpg") and field in item.reason
+
+
+def _load_within(seconds: float, *args, **kwargs) -> data.Dataset:
+    """load_dataset in a thread: a reader that blocks (on a FIFO, say) fails the test instead of hanging it."""
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(value=data.load_dataset(*args, **kwargs)), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"load_dataset was still reading after {seconds} s"
+    return result["value"]
+
+
+def test_a_fifo_as_label_or_image_is_named_and_its_photo_skipped_without_blocking(tmp_path):
+    _photo(tmp_path / "images" / "piped-label.jpg")
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "labels").mkdir()
+    os.mkfifo(tmp_path / "labels" / "piped-label.json")
+    os.mkfifo(tmp_path / "images" / "piped-image.jpg")
+    (tmp_path / "labels" / "piped-image.json").write_text(labelme("piped-image.jpg", 100, 80, (20, 20, 60, 50)))
+    dataset = _load_within(20, tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"], "a photo whose label cannot be read is no no-face photo"
+    reasons = {Path(s.path).name: s.reason for s in dataset.skipped}
+    assert set(reasons) == {"piped-label.jpg", "piped-image.jpg"}
+    assert "piped-label.json" in reasons["piped-label.jpg"] and "FIFO" in reasons["piped-label.jpg"]
+    assert "FIFO" in reasons["piped-image.jpg"]
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda text: text.replace('"imageWidth": 100', '"imageWidth": 1e309'), "imageWidth is inf"),
+    (lambda text: text.replace('"imageHeight": 80', '"imageHeight": NaN'), "imageHeight is nan"),
+    (lambda text: text.replace('"imageHeight": 80', '"imageHeight": ' + "9" * 40), "imageHeight is 9999"),
+    (lambda text: text.replace('"imageWidth": 100', '"imageWidth": "100"'), "imageWidth is '100', not a number"),
+    (lambda text: text.replace('"imageWidth": 100', '"imageWidth": 100.5'), "imageWidth is 100.5, not a whole"),
+    (lambda text: text.replace('"imageWidth": 100', '"imageWidth": ' + "9" * 5000), "not valid JSON"),
+    (lambda text: "[" * 50_000 + "]" * 50_000, "nested too deeply"),
+])
+def test_a_bad_label_value_is_that_files_skip_line(tmp_path, edit, field):
+    _photo(tmp_path / "images" / "a.jpg")
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.json").write_text(edit(labelme("a.jpg", 100, 80, (20, 20, 60, 50))))
+    dataset = data.load_dataset(tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"]
+    [item] = dataset.skipped
+    assert item.path.endswith("a.jpg") and field in item.reason, item.reason
+
+
+@pytest.mark.parametrize("image_data, reason", [
+    ("%%% not base64 %%%", "not a base64 image"),
+    (12345, "imageData is 12345, not a base64 text"),
+    (["abc"], "not a base64 text"),
+    ("aGVsbG8gd29ybGQ=", "not an image"),  # good base64 of "hello world"
+])
+def test_bad_embedded_image_data_is_that_labels_skip_line(tmp_path, image_data, reason):
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "labels").mkdir()
+    record = json.loads(labelme("lonely.png", 100, 80, (20, 20, 60, 50)))
+    record["imageData"] = image_data
+    (tmp_path / "labels" / "lonely.json").write_text(json.dumps(record))
+    dataset = data.load_dataset(tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"]
+    [item] = dataset.skipped
+    assert item.path.endswith("lonely.json") and reason in item.reason, item.reason
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_every_line_stays_printable(tmp_path):
+    _photo(tmp_path / "images" / "good.jpg")
+    raw = os.fsencode(tmp_path / "images") + b"/caf\xe9.jpg"  # Latin-1, as an old camera might write it
+    cv2.imwrite(str(tmp_path / "images" / "x.jpg"), face_image(100, 80, None))
+    os.rename(tmp_path / "images" / "x.jpg", raw)
+    dataset = data.load_dataset(tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"]
+    [item] = dataset.skipped
+    assert "not valid UTF-8" in item.reason and item.path.endswith("caf\\xe9.jpg")
+    str(item).encode("utf-8")  # printing it, or writing it to status.json, must not fail
+    json.dumps(data.split_manifest(data.assign_splits(dataset.samples)), ensure_ascii=False).encode("utf-8")
+
+
+# ----------------------------------------------------------------------------------------------
+# Symbolic links out of the data root (the app is confined to it; the command line is not)
+
+
+@pytest.fixture
+def linked_out(tmp_path) -> tuple[Path, Path]:
+    """A data root whose dataset links to photos and a label outside it; returns (root, dataset)."""
+    outside = tmp_path / "outside"
+    _photo(outside / "secret.jpg")
+    _photo(outside / "folder" / "far.jpg")
+    (outside / "secret.json").write_text(labelme("linked-label.jpg", 100, 80, (20, 20, 60, 50)))
+    root = tmp_path / "root"
+    dataset = root / "faces"
+    _photo(dataset / "images" / "good.jpg")
+    _photo(dataset / "images" / "linked-label.jpg")
+    (dataset / "labels").mkdir()
+    os.symlink(outside / "secret.jpg", dataset / "images" / "linked-image.jpg")
+    os.symlink(outside / "secret.json", dataset / "labels" / "linked-label.json")
+    os.symlink(dataset / "images" / "good.jpg", dataset / "images" / "inside-link.jpg")  # stays inside: fine
+    return root, dataset
+
+
+def test_with_a_root_every_file_linking_out_of_it_is_skipped(linked_out):
+    root, folder = linked_out
+    dataset = data.load_dataset(folder, root=root)
+    assert sorted(s.name for s in dataset.samples) == ["good", "inside-link"]
+    reasons = {Path(s.path).name: s.reason for s in dataset.skipped}
+    assert set(reasons) == {"linked-image.jpg", "linked-label.jpg"}
+    assert "links outside the data root" in reasons["linked-image.jpg"]
+    assert "linked-label.json" in reasons["linked-label.jpg"] and "outside the data root" in reasons["linked-label.jpg"]
+    assert all(s.root == os.path.realpath(root) for s in dataset.samples)
+
+
+def test_a_linked_images_folder_is_refused_file_by_file(linked_out, tmp_path):
+    root, folder = linked_out
+    other = root / "other"
+    other.mkdir()
+    os.symlink(tmp_path / "outside" / "folder", other / "images")
+    with pytest.raises(data.DatasetError, match="no usable image.*outside the data root"):
+        data.load_dataset(other, root=root)
+
+
+def test_without_a_root_links_are_followed_as_the_command_line_documents(linked_out):
+    _, folder = linked_out
+    dataset = data.load_dataset(folder)
+    assert sorted(s.name for s in dataset.samples) == ["good", "inside-link", "linked-image", "linked-label"]
+
+
+def test_a_link_repointed_out_of_the_root_after_listing_is_refused_when_read(linked_out, tmp_path):
+    root, folder = linked_out
+    sample = next(s for s in data.load_dataset(folder, root=root).samples if s.name == "inside-link")
+    os.remove(sample.image)
+    os.symlink(tmp_path / "outside" / "secret.jpg", sample.image)
+    with pytest.raises(data.OutsideRoot, match="outside the data root"):
+        data.sample_pixels(sample)
+    with pytest.raises(data.OutsideRoot):
+        data.read_image(sample.image, root=root)
+    assert data.read_image(sample.image).shape == (80, 100, 3)  # unconfined: the command line's reading
+
+
+def test_evaluate_under_the_root_skips_links_out_of_it(linked_out, monkeypatch):
+    """The Evaluate page passes the data root: a linked-out photo is neither read nor scored."""
+    from types import SimpleNamespace
+
+    from facetracker import detect, evaluate
+
+    runtime = SimpleNamespace(input_size=32, predict=lambda batch: np.tile([0.9, 0.2, 0.25, 0.6, 0.6], (len(batch), 1)))
+    monkeypatch.setattr(detect, "load_runtime", lambda model: runtime)
+    root, folder = linked_out
+    result = evaluate.evaluate("model.keras", folder, root=root)
+    assert {Path(s.path).name for s in result.skipped} == {"linked-image.jpg", "linked-label.jpg"}
+    assert result.metrics["n_faces"] + result.metrics["n_empty"] == 2
+
+
+@pytest.mark.parametrize("xml, reason", [
+    ("<a>" * 50_000 + "</a>" * 50_000, "not a Pascal VOC file (its root element is <a>"),
+    ("<annotation><size><width>" + "9" * 5000 + "</width><height>80</height></size></annotation>",
+     "<size><width> is inf, not a finite number"),
+    ("<annotation><size><width>100</width><height>eighty</height></size></annotation>",
+     "<size><height> is 'eighty', not a number"),
+    ("<annotation><object><name>face</name><bndbox><xmin>1e309</xmin><ymin>1</ymin><xmax>50</xmax>"
+     "<ymax>50</ymax></bndbox></object></annotation>", "not a finite number"),
+])
+def test_a_bad_voc_label_is_that_photos_skip_line(tmp_path, xml, reason):
+    _photo(tmp_path / "images" / "a.jpg")
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "a.xml").write_text(xml)
+    (tmp_path / "annotations" / "good.xml").write_text(
+        "<annotation><size><width>0</width><height>0</height></size></annotation>")  # size unknown: fine
+    dataset = data.load_dataset(tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"]
+    [item] = dataset.skipped
+    assert item.path.endswith("a.jpg") and reason in item.reason, item.reason
+
+
+def test_an_unreadable_label_named_in_another_case_still_skips_its_photo(tmp_path):
+    _photo(tmp_path / "images" / "Photo.jpg")
+    _photo(tmp_path / "images" / "good.jpg")
+    (tmp_path / "labels").mkdir()
+    os.mkfifo(tmp_path / "labels" / "photo.json")
+    dataset = _load_within(20, tmp_path)
+    assert [s.name for s in dataset.samples] == ["good"], "Photo.jpg must not become a no-face photo"
+    [item] = dataset.skipped
+    assert item.path.endswith("Photo.jpg") and "photo.json" in item.reason and "FIFO" in item.reason
+
+
+def test_a_dataset_folder_whose_path_is_not_utf8_is_refused_with_a_printable_message(tmp_path):
+    folder = os.fsencode(tmp_path) + b"/caf\xe9"
+    os.makedirs(folder + b"/images")
+    with open(folder + b"/images/a.jpg", "wb") as handle:  # cv2.imwrite crashes on such a path
+        handle.write(cv2.imencode(".jpg", face_image(100, 80, None))[1].tobytes())
+    with pytest.raises(data.DatasetError, match="not valid UTF-8") as raised:
+        data.load_dataset(os.fsdecode(folder))
+    str(raised.value).encode("utf-8")

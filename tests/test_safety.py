@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import struct
+import time
 import zipfile
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def test_a_good_zip_is_unpacked_with_its_folders(upload):
     pixels = _image_bytes("PNG")
     archive = make_zip([("faces/images/a b.png", pixels), ("faces/labels/a b.json", b"{}"),
                         ("faces/images/ünï.png", pixels), ("__MACOSX/._junk", b"resource fork")])
-    written = safety.extract_zip(io.BytesIO(archive), upload, max_total_bytes=10_000, max_files=10)
+    written = safety.extract_zip(io.BytesIO(archive), upload, max_total_bytes=10_000, max_entries=10)
     assert sorted(p.relative_to(upload).as_posix() for p in written) == [
         "faces/images/a b.png", "faces/images/ünï.png", "faces/labels/a b.json"]
     assert (upload / "faces/images/a b.png").read_bytes() == pixels
@@ -274,9 +275,60 @@ def test_a_symlink_entry_is_refused(upload):
 def test_too_many_files_are_refused_before_unpacking(upload, monkeypatch):
     archive = make_zip([(f"images/{i}.txt", b"x") for i in range(11)])
     monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("opened an entry of a refused zip"))
-    with pytest.raises(UnsafeArchive, match="11 files, more than the 10 allowed"):
+    with pytest.raises(UnsafeArchive, match="11 entries .files and folders., more than the 10 allowed"):
         safety.extract_zip(io.BytesIO(archive), upload, 10_000, 10)
     assert leftovers(upload.parent) == []
+
+
+def many_folders_zip(count: int) -> bytes:
+    """A zip of `count` empty folder entries (plus one file): tiny on disk, slow to unpack."""
+    return make_zip([(f"faces/images/{i}/", b"") for i in range(count)] + [("faces/labels/a.json", b"{}")],
+                    zipfile.ZIP_STORED)
+
+
+def test_folder_entries_count_against_the_entry_limit(upload, monkeypatch):
+    archive = many_folders_zip(20)
+    monkeypatch.setattr(zipfile.ZipFile, "open", lambda *a, **k: pytest.fail("opened an entry of a refused zip"))
+    monkeypatch.setattr(Path, "mkdir", lambda *a, **k: pytest.fail("made a folder for a refused zip"))
+    with pytest.raises(UnsafeArchive, match="21 entries .files and folders., more than the 10 allowed"):
+        safety.extract_zip(io.BytesIO(archive), upload, 10_000, 10)
+    assert leftovers(upload.parent) == []
+
+
+def test_sixty_thousand_folders_are_refused_quickly_at_the_dataset_page_limit(upload):
+    archive = many_folders_zip(60_000)
+    started = time.perf_counter()
+    with pytest.raises(UnsafeArchive, match="60,001 entries .files and folders., more than the 50,000 allowed"):
+        safety.extract_zip(io.BytesIO(archive), upload, 4 * 1024**3, 50_000)  # the Dataset page's limits
+    assert time.perf_counter() - started < 5
+    assert leftovers(upload.parent) == []
+
+
+@pytest.mark.parametrize("count", [30, 70_000])  # 70,000: past 65,535, the count sits in the ZIP64 end record
+def test_the_entry_count_is_read_from_the_end_record_before_the_directory_is_parsed(upload, monkeypatch, count):
+    archive = many_folders_zip(count)
+    monkeypatch.setattr(zipfile, "ZipFile", lambda *a, **k: pytest.fail("parsed the directory of a refused zip"))
+    with pytest.raises(UnsafeArchive, match=f"{count + 1:,} entries"):
+        safety.extract_zip(io.BytesIO(archive), upload, 10_000, 10)
+    assert leftovers(upload.parent) == []
+
+
+def test_an_end_record_that_declares_too_few_entries_is_caught_by_counting_them(upload):
+    archive = bytearray(many_folders_zip(20))
+    end = archive.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", archive, end + 8, 1, 1)  # entries on this disk, entries in all
+    with pytest.raises(UnsafeArchive, match="21 entries"):
+        safety.extract_zip(io.BytesIO(bytes(archive)), upload, 10_000, 10)
+    assert leftovers(upload.parent) == []
+
+
+def test_a_zip_with_a_comment_is_counted_and_unpacked(upload):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("faces/images/x.txt", b"x")
+        zf.comment = b"made by a camera app " * 1000  # the end record is then 21 kB before the end
+    written = safety.extract_zip(io.BytesIO(buffer.getvalue()), upload, 10_000, 10)
+    assert [p.relative_to(upload).as_posix() for p in written] == ["faces/images/x.txt"]
 
 
 def test_a_zip_bomb_declaring_its_size_is_refused_before_unpacking(upload, monkeypatch):
