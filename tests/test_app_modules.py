@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import capture, launcher, live, runs, workspace
+from facetracker import atomic, capture, launcher, live, runs, workspace
 from facetracker.data import load_dataset
 from facetracker.detect import Detection
 from tests import browser as bt
@@ -178,6 +178,16 @@ def test_captures_into_a_split_dataset_go_to_its_training_split(tmp_path):
     assert load_dataset(tmp_path / "split").samples[0].split == "train"
     with pytest.raises(ValueError, match="colour image"):
         capture.save_capture(tmp_path / "split", np.zeros((48, 64), np.uint8), None)
+
+
+def test_atomic_writes_replace_whole_files_and_leave_nothing_behind(tmp_path):
+    target = tmp_path / "a.json"
+    atomic.write_text(target, "first ü")
+    atomic.write_bytes(target, b"second")
+    assert target.read_bytes() == b"second" and oct(target.stat().st_mode & 0o777) == "0o644"
+    with mock.patch("os.replace", side_effect=OSError(28, "No space left on device")), pytest.raises(OSError):
+        atomic.write_text(target, "third")
+    assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
 
 
 # ----------------------------------------------------------------------------------------------
