@@ -14,7 +14,9 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from facetracker import capture, safety
 from facetracker import data as data_lib
 from facetracker.detect import Detector, draw_detection
-from facetracker.live import FRESH_FRAMES, LiveProcessor, annotate_video, rtc_configuration
+from facetracker.live import FRESH_FRAMES, LiveProcessor
+from facetracker.video import annotate_video
+from facetracker.webrtc import rtc_configuration
 from app_pages import ui
 
 SMOOTHING = 0.6
@@ -150,7 +152,8 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
             try:
                 figures = annotate_video(source, detector, target, VIDEO_MAX_FRAMES,
                                          progress=lambda done, total: bar.progress(
-                                             min(done / total, 1.0), text=f"frame {done} of {total}"))
+                                             min(done / total, 1.0), text=f"frame {done} of {total}"),
+                                         name=uploaded.name)
             except ValueError as error:
                 bar.empty()
                 st.error(f"Cannot use this video: {error}")

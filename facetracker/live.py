@@ -9,17 +9,13 @@ with the page sits behind one lock.
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
-import json
 import logging
-import os
 import threading
 import time
 import traceback
-from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -27,9 +23,6 @@ import numpy as np
 from facetracker.detect import Detection, draw_detection
 
 log = logging.getLogger(__name__)
-
-ICE_SERVERS_ENV = "FACETRACKER_ICE_SERVERS"
-
 
 class SharedRuntime:
     """One model runtime for every viewer: a lock around each call (TFLite interpreters are not
@@ -244,122 +237,3 @@ def draw_speed(frame_bgr: np.ndarray, fps: float, model_ms: float) -> np.ndarray
     cv2.rectangle(frame_bgr, (0, 0), (width + 12, height + 14), (0, 0, 0), -1)
     cv2.putText(frame_bgr, text, (6, height + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return frame_bgr
-
-
-def rtc_configuration(environ: dict | None = None) -> tuple[dict, str | None]:
-    """WebRTC ICE settings and a warning when the environment's were unusable.
-
-    On localhost (and within one network) no STUN/TURN server is needed: `{"iceServers": []}` also
-    avoids a stall of several seconds trying to reach a STUN server offline. For remote use set
-    FACETRACKER_ICE_SERVERS to a JSON list such as
-    `[{"urls": ["stun:stun.l.google.com:19302"]}, {"urls": "turn:host:3478", "username": "u", "credential": "p"}]`.
-    """
-    raw = (environ if environ is not None else os.environ).get(ICE_SERVERS_ENV, "").strip()
-    if not raw:
-        return {"iceServers": []}, None
-    try:
-        servers = json.loads(raw)
-    except json.JSONDecodeError as error:
-        return {"iceServers": []}, f"{ICE_SERVERS_ENV} is not valid JSON ({error.msg}); using no STUN/TURN server"
-    if isinstance(servers, dict) and "iceServers" in servers:
-        servers = servers["iceServers"]
-    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
-        return {"iceServers": []}, (f"{ICE_SERVERS_ENV} must be a JSON list of objects with \"urls\"; "
-                                    "using no STUN/TURN server")
-    return {"iceServers": servers}, None
-
-
-# ----------------------------------------------------------------------------------------------
-# Video files
-
-
-@contextlib.contextmanager
-def _video_stream(path: str | Path):
-    """The file, open, and its first video stream; ValueError naming the problem otherwise."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot open the video ({error.strerror or error})") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError("the file has no video stream")
-        yield container, container.streams.video[0]
-
-
-def video_rate_and_length(path: str | Path) -> tuple[Fraction, int]:
-    """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
-    unknown). Raises ValueError when the file cannot be opened as a video."""
-    with _video_stream(path) as (_, stream):
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        return Fraction(rate).limit_denominator(1001), int(stream.frames or 0)
-
-
-def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iterator[tuple[np.ndarray, float]]:
-    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
-    import av
-
-    with _video_stream(path) as (container, stream):
-        stream.thread_type = "AUTO"
-        count = 0
-        try:
-            for frame in container.decode(stream):
-                image = frame.to_ndarray(format="bgr24")
-                if max(image.shape[:2]) > max_side:
-                    scale = max_side / max(image.shape[:2])
-                    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                                       interpolation=cv2.INTER_AREA)
-                yield image, float(frame.time or 0.0)
-                count += 1
-                if count >= max_frames:
-                    break
-        except av.error.FFmpegError as error:
-            if count == 0:
-                raise ValueError(f"cannot decode the video ({error.strerror or error})") from None
-
-
-def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames: int = 1800,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
-    """Detect on each frame of a video and write the boxed frames, at the input's frame rate, to an
-    H.264 MP4 file. `progress(done, total)` follows it.
-
-    Returns counts and per-frame probabilities; raises ValueError with the reason for a bad file.
-    """
-    import av
-
-    rate, length = video_rate_and_length(path)
-    total = min(length, max_frames) if length else max_frames
-    out_path = Path(out_path)
-    probabilities, model_ms = [], []
-    found = 0
-    output = None
-    stream = None
-    try:
-        for image, _ in video_frames(path, max_frames):
-            if output is None:
-                output = av.open(str(out_path), mode="w")
-                stream = output.add_stream("libx264", rate=rate)
-                stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"preset": "veryfast"}
-            detection = detector.detect(image)
-            probabilities.append(detection.probability)
-            found += detection.found
-            model_ms.append(detection.model_ms)
-            draw_detection(image, detection)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]),
-                                               format="bgr24")
-            for packet in stream.encode(frame):
-                output.mux(packet)
-            if progress:
-                progress(len(probabilities), max(total, len(probabilities)))
-        if output is None:
-            raise ValueError("the video holds no frame")
-        for packet in stream.encode():
-            output.mux(packet)
-    finally:
-        if output is not None:
-            output.close()
-    return {"frames": len(probabilities), "with_face": found, "probabilities": probabilities,
-            "model_ms": float(np.mean(model_ms)) if model_ms else 0.0}

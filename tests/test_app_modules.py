@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import atomic, capture, launcher, live, runs, workspace
+from facetracker import atomic, capture, launcher, live, runs, video, webrtc, workspace
 from facetracker.data import load_dataset
 from facetracker.detect import Detection
 from tests import browser as bt
@@ -313,30 +313,35 @@ def test_live_processor_keeps_the_camera_rate_with_a_slow_model(ends_streams):
 
 
 def test_rtc_configuration_from_the_environment():
-    assert live.rtc_configuration({}) == ({"iceServers": []}, None)
+    assert webrtc.rtc_configuration({}) == ({"iceServers": []}, None)
     servers = [{"urls": ["stun:stun.example.org:3478"]}, {"urls": "turn:t.example.org", "username": "u",
                                                          "credential": "p"}]
-    assert live.rtc_configuration({live.ICE_SERVERS_ENV: json.dumps(servers)}) == ({"iceServers": servers}, None)
-    config, warning = live.rtc_configuration({live.ICE_SERVERS_ENV: "stun:oops"})
+    assert webrtc.rtc_configuration({webrtc.ICE_SERVERS_ENV: json.dumps(servers)}) == ({"iceServers": servers}, None)
+    config, warning = webrtc.rtc_configuration({webrtc.ICE_SERVERS_ENV: "stun:oops"})
     assert config == {"iceServers": []} and "not valid JSON" in warning
-    config, warning = live.rtc_configuration({live.ICE_SERVERS_ENV: '["stun:x"]'})
+    config, warning = webrtc.rtc_configuration({webrtc.ICE_SERVERS_ENV: '["stun:x"]'})
     assert config == {"iceServers": []} and "urls" in warning
 
 
-def test_annotate_video_boxes_every_frame(tmp_path):
-    source = tmp_path / "in.mp4"
-    with av.open(str(source), mode="w") as container:
+def write_video(path, frames: int) -> None:
+    """A 160x120 H.264 file at 10 frames/s, each frame a little brighter."""
+    with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        for i in range(7):
+        for i in range(frames):
             image = np.full((120, 160, 3), 30 * i, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    assert live.video_rate_and_length(source) == (10, 7)
+
+
+def test_annotate_video_boxes_every_frame(tmp_path):
+    source = tmp_path / "in.mp4"
+    write_video(source, frames=7)
+    assert video.video_rate_and_length(source) == (10, 7)
     seen = []
-    figures = live.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", max_frames=5,
+    figures = video.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", max_frames=5,
                                   progress=lambda done, total: seen.append((done, total)))
     assert figures["frames"] == 5 and figures["with_face"] == 5
     assert seen == [(i, 5) for i in range(1, 6)]
@@ -347,8 +352,30 @@ def test_annotate_video_boxes_every_frame(tmp_path):
     green = (frames[0][..., 1].astype(int) - frames[0][..., 2] > 80)
     assert green[10:60, 8:13].mean() > 0.5, "the box is drawn on the output video"
     (tmp_path / "text.mp4").write_text("not a video")
-    with pytest.raises(ValueError, match="cannot open the video"):
-        live.annotate_video(tmp_path / "text.mp4", FixedDetector(), tmp_path / "x.mp4")
+    with pytest.raises(ValueError, match="clip.mp4: cannot open the video"):
+        video.annotate_video(tmp_path / "text.mp4", FixedDetector(), tmp_path / "x.mp4", name="clip.mp4")
+
+
+class FakeCodecContext:
+    width, height = 12000, 12000
+
+
+class FakeStream:
+    codec_context = FakeCodecContext()
+
+
+def test_a_video_with_huge_frames_is_refused_from_its_header(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"big\.mp4: its frames are 12000x12000 px, larger than the 40 megapixels"):
+        video.check_frame_size(FakeStream(), "big.mp4")
+    source = tmp_path / "in.mp4"
+    write_video(source, frames=3)
+    # The same check on a real file, with the limit just below its 160x120 frames: refused before decoding.
+    monkeypatch.setattr(video, "MAX_IMAGE_PIXELS", 160 * 120 - 1)
+    decoded = []
+    monkeypatch.setattr(av.VideoFrame, "to_ndarray", lambda *a, **k: decoded.append(1))
+    with pytest.raises(ValueError, match=r"clip\.mp4: its frames are 160x120 px"):
+        video.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", name="clip.mp4")
+    assert not decoded and not (tmp_path / "out.mp4").exists()
 
 
 # ----------------------------------------------------------------------------------------------
