@@ -15,6 +15,7 @@ import streamlit as st
 
 from facetracker import capture, safety, workspace
 from facetracker import data as data_lib
+from facetracker.detect import HAAR
 from app_pages import ui
 
 PAGE_SIZE = 12
@@ -158,9 +159,9 @@ def prelabel(frame_bgr: np.ndarray) -> tuple[tuple | None, str]:
         detector = ui.make_detector(key)
     except Exception as error:  # a model that cannot be loaded must not stop the photo being saved
         st.warning(f"{Path(key).name} cannot pre-label ({ui.readable(error)}); the Haar cascade does instead.")
-        key, detector = "haar", ui.make_detector("haar")
+        key, detector = HAAR, ui.make_detector(HAAR)
     detection = detector.detect(frame_bgr)
-    return detection.box, ("the Haar cascade" if key == "haar" else Path(key).name)
+    return detection.box, ui.model_name(key)
 
 
 def save_new_photo(folder: Path, photo) -> None:
@@ -228,7 +229,7 @@ def capture_section(folder: Path) -> None:
     target = capture.capture_folder(folder)
     st.caption(f"Photos go to `{ui.shown_path(target / 'images')}` with a labelme label in "
                f"`{ui.shown_path(target / 'labels')}`, pre-labelled by "
-               + ("your newest model." if ui.newest_model_key() != "haar" else
+               + ("your newest model." if ui.newest_model_key() != HAAR else
                   "OpenCV's Haar cascade (no model is trained yet)."))
     photo = st.camera_input("Take a photo", key="capture_camera")
     if photo is not None and photo.file_id != st.session_state.get("last_capture_id"):

@@ -13,7 +13,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from facetracker import capture, safety
 from facetracker import data as data_lib
-from facetracker.detect import Detector, draw_detection
+from facetracker.detect import HAAR, draw_detection
 from facetracker.live import FRESH_FRAMES, LiveProcessor
 from facetracker.video import annotate_video
 from facetracker.webrtc import rtc_configuration
@@ -32,23 +32,11 @@ def choose_model() -> str:
     keys = list(choices.values())
     remembered = st.session_state.get("detect_model") or ui.newest_model_key()
     index = keys.index(remembered) if remembered in keys else 0
-    if keys == ["haar"]:
+    if keys == [HAAR]:
         st.info("No model is trained yet, so OpenCV's classical Haar cascade runs. Train your own on the Train page.")
     label = st.selectbox("Model", list(choices), index=index)
     ui.remember("detect_model", choices[label])
     return choices[label]
-
-
-def session_detector(model_key: str, threshold: float, smoothing: float):
-    """This viewer's detector: its own threshold and smoothing over a runtime shared (safely) by all viewers."""
-    held = st.session_state.get("detect_detector")
-    if held is None or held[0] != model_key:
-        held = (model_key, ui.make_detector(model_key, threshold, smoothing))
-        st.session_state["detect_detector"] = held
-    detector = held[1]
-    if isinstance(detector, Detector):  # the Haar detector is shared and has no settings to change
-        detector.threshold, detector.smoothing = threshold, smoothing
-    return detector
 
 
 def session_processor() -> LiveProcessor:
@@ -117,7 +105,7 @@ def save_frame_section(processor: LiveProcessor, model_key: str) -> None:
         st.warning("No frame yet: press START above first.")
         return
     box = detection.box if (as_face and detection is not None) else None
-    source = "Haar cascade" if model_key == "haar" else Path(model_key).name
+    source = ui.model_name(model_key)
     try:
         saved = capture.save_capture(folder, frame, box, source=source, prefix="webcam" if as_face else "negative")
     except (ValueError, OSError) as error:
@@ -196,18 +184,18 @@ def main() -> None:
     model_key = choose_model()
     c1, c2 = st.columns(2)
     threshold = c1.slider("Threshold: a face when the probability is at least", 0.05, 0.95, 0.5, 0.05,
-                          disabled=model_key == "haar")
-    smoothing = SMOOTHING if c2.toggle("Smooth the box over frames", value=True, disabled=model_key == "haar") else 0.0
+                          disabled=model_key == HAAR)
+    smoothing = SMOOTHING if c2.toggle("Smooth the box over frames", value=True, disabled=model_key == HAAR) else 0.0
     processor = session_processor()
     try:
-        processor.detector = session_detector(model_key, threshold, smoothing)
+        processor.detector = ui.session_detector("detect_detector", model_key, threshold, smoothing)
     except Exception as error:  # a damaged or foreign model file: say so, keep the page usable
         processor.detector = None
         st.error(f"Cannot load this model: {ui.readable(error)}")
     else:
         runtime = getattr(processor.detector, "runtime", None)
-        st.caption(f"Running {Path(model_key).name} as {runtime.name.upper()} on {runtime.input_size} px input"
-                   if runtime is not None else "Running OpenCV's Haar cascade on the grey frame")
+        st.caption(f"Running {ui.model_name(model_key)} as {runtime.name.upper()} on {runtime.input_size} px input"
+                   if runtime is not None else f"Running the {ui.model_name(model_key)} on the grey frame")
     rtc, warning = rtc_configuration()
     if warning:
         st.warning(warning)

@@ -17,7 +17,7 @@ import numpy as np
 import streamlit as st
 
 from facetracker import data as data_lib
-from facetracker import capture, runs, safety, workspace
+from facetracker import capture, detect, runs, safety, workspace
 from facetracker.detect import draw_labelled_box
 
 log = logging.getLogger("facetracker.app")
@@ -165,53 +165,80 @@ def sample_thumbnail(sample: data_lib.Sample, max_side: int = 320) -> np.ndarray
 
 
 def model_choices() -> dict[str, str]:
-    """Label shown -> key ("haar" or a run folder) of every model the Detect page can run."""
+    """Label shown -> key (`detect.HAAR` or a run folder) of every model the Detect page can run."""
     choices = {}
     for summary in workspace.trained_runs(runs_root()):
         iou = f", val IoU {summary.best_val_iou:.2f}" if isinstance(summary.best_val_iou, (int, float)) else ""
         live = ", still training" if summary.live else ""
         choices[f"{summary.name} ({summary.backbone or 'model'}{iou}{live})"] = str(summary.path)
-    choices["OpenCV Haar cascade (classical baseline, no training)"] = "haar"
+    choices[f"{detect.HAAR_LABEL} (classical baseline, no training)"] = detect.HAAR
     return choices
+
+
+def model_name(model_key: str) -> str:
+    """How a model is named to people: the run folder's name, or the Haar cascade's."""
+    return detect.HAAR_LABEL if model_key == detect.HAAR else Path(model_key).name
+
+
+def model_version(model_key: str) -> tuple:
+    """The cache key of the model behind `model_key` as it is on disk now: it changes when a run
+    still training replaces its model. The webcam's detector and the uploads' both go by it.
+
+    Raises FileNotFoundError with a readable message when the run has no model yet.
+    """
+    if model_key == detect.HAAR:
+        return (detect.HAAR,)
+    if not (Path(model_key) / runs.MODEL).is_file():
+        raise FileNotFoundError(f"{Path(model_key).name}: no model.keras yet (has training finished an epoch?)")
+    return detect.model_file_key(Path(model_key) / runs.MODEL)
 
 
 @st.cache_resource(show_spinner="Converting the model to TFLite for real-time speed (once per model)…",
                    max_entries=8)
-def _tflite_runtime(run_dir: str, model_mtime_ns: int):
+def _tflite_runtime(version: tuple):
     from facetracker.export import export
-    from facetracker.live import SharedRuntime
 
     # Exported afresh once per app process and model version: a model.tflite left by an older
-    # exporter is never trusted.
-    return SharedRuntime.load(export(run_dir, "tflite"))
+    # exporter is never trusted. One runtime serves every viewer (it serialises its own calls).
+    return detect.load_runtime(export(version[0], "tflite"))
 
 
 @st.cache_resource(show_spinner=False)
 def _haar():
-    from facetracker.detect import HaarDetector
-
-    return HaarDetector()
+    return detect.HaarDetector()
 
 
-def make_detector(model_key: str, threshold: float = 0.5, smoothing: float = 0.0):
-    """A new Detector over the cached (thread-safe) runtime of a run, or the shared Haar detector.
+def make_detector(model_key: str, threshold: float = 0.5, smoothing: float = 0.0, version: tuple | None = None):
+    """A new Detector over the cached runtime of `version` (default: the model as it is now), or the
+    shared Haar detector.
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
-    if model_key == "haar":
+    version = version or model_version(model_key)
+    if version == (detect.HAAR,):
         return _haar()
-    from facetracker.detect import Detector
+    return detect.Detector(_tflite_runtime(version), threshold=threshold, smoothing=smoothing)
 
-    model = Path(model_key) / runs.MODEL
-    if not model.is_file():
-        raise FileNotFoundError(f"{Path(model_key).name}: no model.keras yet (has training finished an epoch?)")
-    return Detector(_tflite_runtime(model_key, model.stat().st_mtime_ns), threshold=threshold, smoothing=smoothing)
+
+def session_detector(slot: str, model_key: str, threshold: float, smoothing: float):
+    """This session's detector for `model_key`, kept in `st.session_state[slot]` (its smoothing state
+    lives across reruns) and replaced when the model file is: a run still training gives the webcam
+    its newest model, the same one an upload gets. Threshold and smoothing follow the arguments."""
+    version = model_version(model_key)
+    held = st.session_state.get(slot)
+    if held is None or held[0] != version:
+        held = (version, make_detector(model_key, threshold, smoothing, version))
+        st.session_state[slot] = held
+    detector = held[1]
+    if isinstance(detector, detect.Detector):  # the shared Haar detector has no settings
+        detector.threshold, detector.smoothing = threshold, smoothing
+    return detector
 
 
 def newest_model_key() -> str:
     """The newest trained run, or the Haar baseline when nothing is trained yet."""
     trained = workspace.trained_runs(runs_root())
-    return str(trained[0].path) if trained else "haar"
+    return str(trained[0].path) if trained else detect.HAAR
 
 
 # ----------------------------------------------------------------------------------------------

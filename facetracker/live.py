@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 import traceback
-from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -23,27 +22,6 @@ import numpy as np
 from facetracker.detect import Detection, draw_detection
 
 log = logging.getLogger(__name__)
-
-class SharedRuntime:
-    """One model runtime for every viewer: a lock around each call (TFLite interpreters are not
-    re-entrant), while each viewer keeps its own Detector with its own threshold and smoothing."""
-
-    def __init__(self, runtime):
-        self.runtime = runtime
-        self.name = getattr(runtime, "name", "model")
-        self.input_size = runtime.input_size
-        self._lock = threading.Lock()
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SharedRuntime":
-        from facetracker.detect import load_runtime
-
-        return cls(load_runtime(path))
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        with self._lock:
-            return self.runtime.predict(images)
-
 
 CAMERA_WINDOW_S = 2.0
 """The camera's frame rate is counted over this many seconds of arrivals: frames come in bursts."""

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import atomic, capture, launcher, live, runs, video, webrtc, workspace
+from facetracker import atomic, capture, detect, launcher, live, runs, video, webrtc, workspace
 from facetracker.data import load_dataset
 from facetracker.detect import Detection
 from tests import browser as bt
@@ -376,6 +376,56 @@ def test_a_video_with_huge_frames_is_refused_from_its_header(tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"clip\.mp4: its frames are 160x120 px"):
         video.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", name="clip.mp4")
     assert not decoded and not (tmp_path / "out.mp4").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# one key for a model file
+
+
+def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(tmp_path, monkeypatch):
+    from app_pages import ui
+
+    run = tmp_path / "still-training"
+    run.mkdir()
+    model = run / runs.MODEL
+    model.write_bytes(b"epoch 1")
+    first = detect.model_file_key(run)
+    assert first == detect.model_file_key(model) == ui.model_version(str(run)) == (str(model.resolve()),
+                                                                                  model.stat().st_mtime_ns, 7)
+    exported = []
+    monkeypatch.setattr("facetracker.export.export", lambda path, fmt: exported.append((path, fmt)) or path)
+    monkeypatch.setattr(detect, "load_runtime", lambda path: FakeRuntime(path))
+    ui._tflite_runtime.clear()
+    webcam = ui.session_detector("test_detector", str(run), 0.4, 0.6)
+    upload = ui.make_detector(str(run), 0.4, 0.0)
+    assert webcam.runtime is upload.runtime and exported == [(str(model.resolve()), "tflite")]
+    assert ui.session_detector("test_detector", str(run), 0.3, 0.0) is webcam and webcam.threshold == 0.3
+
+    model.write_bytes(b"epoch 2, better")  # the run saved a better epoch
+    second = detect.model_file_key(run)
+    assert second != first
+    webcam_now, upload_now = ui.session_detector("test_detector", str(run), 0.3, 0.0), ui.make_detector(str(run))
+    assert webcam_now is not webcam and webcam_now.runtime is upload_now.runtime is not webcam.runtime
+    assert len(exported) == 2
+    same_size = model.stat().st_size
+    model.write_bytes(b"epoch 3, better!"[:same_size])
+    os.utime(model, ns=(second[1] + 10**9, second[1] + 10**9))
+    assert detect.model_file_key(run) not in (first, second), "the same size, a newer file"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no model.keras yet"):
+        ui.model_version(str(tmp_path / "empty"))
+    assert ui.model_version(detect.HAAR) == (detect.HAAR,)
+
+
+class FakeRuntime:
+    input_size = 120
+    name = "fake"
+
+    def __init__(self, path):
+        self.path = path
+
+    def predict(self, images):
+        return np.array([[0.9, 0.1, 0.1, 0.5, 0.5]] * len(images), np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
