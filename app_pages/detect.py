@@ -14,6 +14,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from facetracker import capture, safety
 from facetracker import data as data_lib
 from facetracker.detect import HAAR, draw_detection
+from facetracker import live
 from facetracker.live import FRESH_FRAMES, LiveProcessor
 from facetracker.video import annotate_video
 from facetracker.webrtc import rtc_configuration
@@ -40,6 +41,7 @@ def choose_model() -> str:
 
 
 def session_processor() -> LiveProcessor:
+    live.end_silent_streams()  # a stream that died unreported must not keep the collector frozen
     if "detect_processor" not in st.session_state:
         st.session_state["detect_processor"] = LiveProcessor()
     return st.session_state["detect_processor"]

@@ -31,34 +31,70 @@ stall the older ones are dropped unconverted, and the video jumps to now instead
 STREAM_PAUSE_S = 2.0
 """No frame for this long: the figures say the stream is not moving."""
 
-_streams = 0
+STREAM_SILENT_S = 5.0
+"""A stream that sent no frame for this long counts as ended, even if its end was never reported
+(a browser that crashed or lost the network, a session dropped without its end callback)."""
+WATCH_EVERY_S = 2.0
+"""How often, while streams run, a background check looks for silent ones."""
+
+_streaming: set["LiveProcessor"] = set()
 _streams_lock = threading.Lock()
+_watchdog: threading.Thread | None = None
 
 
-def stream_started() -> None:
+def stream_started(processor: "LiveProcessor") -> None:
     """Keep the garbage collector off the objects alive now while any stream runs.
 
     With TensorFlow loaded a process holds ~300,000 long-lived objects. A full collection walks
     them all in ~300 ms while holding the GIL, and the app triggers one about every second, so the
     frame worker stalled and ~9 camera frames in a row went unprocessed each time (measured: 22
     instead of 28 frames/s). After one collection and `gc.freeze()` a full collection took 2 to 5 ms.
+    Streams whose end was never reported are ended first, and a background check keeps ending them
+    while any stream runs, so a dead stream cannot keep the collector frozen for good.
     """
-    global _streams
+    global _watchdog
+    end_silent_streams()
     with _streams_lock:
-        _streams += 1
-        if _streams == 1:
+        if not _streaming:
             gc.collect()
             gc.freeze()
+        _streaming.add(processor)
+        if _watchdog is None:
+            _watchdog = threading.Thread(target=_watch_streams, name="facetracker-stream-watch", daemon=True)
+            _watchdog.start()
 
 
-def stream_ended() -> None:
+def stream_ended(processor: "LiveProcessor") -> None:
     """When the last stream ends, hand the frozen objects back to the collector: whatever of them
     has become garbage since (a closed session, a replaced model) is freed, not kept for good."""
-    global _streams
     with _streams_lock:
-        _streams = max(0, _streams - 1)
-        if _streams == 0:
+        if processor not in _streaming:
+            return
+        _streaming.discard(processor)
+        if not _streaming:
             gc.unfreeze()
+
+
+def end_silent_streams() -> int:
+    """End every stream silent for over STREAM_SILENT_S; returns how many were ended."""
+    with _streams_lock:
+        silent = [processor for processor in _streaming if processor.silent_for() > STREAM_SILENT_S]
+    for processor in silent:
+        log.warning("a webcam stream sent no frame for %.0f s and never reported its end: ended", STREAM_SILENT_S)
+        processor.end_stream()
+    return len(silent)
+
+
+def _watch_streams() -> None:
+    """The background check: runs while any stream does, then stops."""
+    global _watchdog
+    while True:
+        time.sleep(WATCH_EVERY_S)
+        end_silent_streams()
+        with _streams_lock:
+            if not _streaming:
+                _watchdog = None
+                return
 
 
 class LiveProcessor:
@@ -78,6 +114,7 @@ class LiveProcessor:
         self._model_ms: collections.deque[float] = collections.deque(maxlen=window)
         self._path_s: collections.deque[float] = collections.deque(maxlen=window)
         self._arrivals: collections.deque[float] = collections.deque()
+        self._last_arrival = clock()
         self._streaming = False
         self.frames = 0
         self.camera_frames = 0
@@ -96,11 +133,12 @@ class LiveProcessor:
         network delivers two at once, and a slow one sees the newest frames while the video keeps
         the camera's rate.
         """
+        now = self._clock()
         with self._lock:
             starting, self._streaming = not self._streaming, True
+            self._last_arrival = now
         if starting:
-            stream_started()
-        now = self._clock()
+            stream_started(self)
         with self._lock:
             self._arrivals.extend([now] * (len(frames_bgr) + dropped))
             while now - self._arrivals[0] > CAMERA_WINDOW_S:
@@ -112,11 +150,16 @@ class LiveProcessor:
             [self.process(frame) for frame in frames_bgr[older:]]
 
     def end_stream(self) -> None:
-        """The camera stream stopped (the webcam component's `on_video_ended`)."""
+        """The camera stream stopped (the webcam component's `on_video_ended`, or silence)."""
         with self._lock:
             ending, self._streaming = self._streaming, False
         if ending:
-            stream_ended()
+            stream_ended(self)
+
+    def silent_for(self) -> float:
+        """Seconds since the last frames arrived."""
+        with self._lock:
+            return self._clock() - self._last_arrival
 
     def _camera_fps(self) -> float:
         """Frames/s the camera sent over the last CAMERA_WINDOW_S (0 until that can be told)."""

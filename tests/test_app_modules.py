@@ -293,6 +293,34 @@ def test_the_collector_skips_loaded_objects_while_streams_run(ends_streams):
     assert gc.get_freeze_count() == 0, "the last stream's end hands them back to the collector"
 
 
+def test_a_stream_that_dies_without_its_end_unfreezes_the_collector(ends_streams, monkeypatch):
+    import gc
+
+    clock = Clock()
+    dead, viewer = live.LiveProcessor(FixedDetector(), clock=clock), live.LiveProcessor(FixedDetector(), clock=clock)
+    ends_streams(dead), ends_streams(viewer)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    dead.process_queue([frame])  # its browser goes away: no more frames, and no end reported
+    assert gc.get_freeze_count() > 1000
+    clock.now += live.STREAM_SILENT_S / 2
+    assert live.end_silent_streams() == 0 and gc.get_freeze_count() > 1000, "a short pause is no end"
+    clock.now += live.STREAM_SILENT_S
+    viewer.process_queue([frame])  # the next stream's start ends the silent one
+    assert dead.stats()["frames"] == 1 and live._streaming == {viewer}
+    clock.now += live.STREAM_SILENT_S + 1
+    assert live.end_silent_streams() == 1, "the page's refresh ends a silent stream"
+    assert gc.get_freeze_count() == 0
+
+    monkeypatch.setattr(live, "WATCH_EVERY_S", 0.02)
+    dead.process_queue([frame])  # frames again: a stream again
+    assert gc.get_freeze_count() > 1000
+    clock.now += live.STREAM_SILENT_S + 1  # silent again, and nobody calls anything: the timer does
+    deadline = time.monotonic() + 5
+    while gc.get_freeze_count() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gc.get_freeze_count() == 0
+
+
 def test_live_processor_keeps_the_camera_rate_with_a_slow_model(ends_streams):
     clock = Clock()
     slow = TimedDetector(clock, cost_s=0.060)
