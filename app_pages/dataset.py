@@ -115,10 +115,7 @@ def counts(dataset: data_lib.Dataset) -> None:
                   "No split folders: training splits the images by a seeded hash of their names."))
     if splits:
         st.dataframe(pd.DataFrame(splits), hide_index=True)
-    if dataset.skipped:
-        with st.expander(f"{len(dataset.skipped)} skipped files, and why", expanded=len(dataset.skipped) <= 5):
-            st.dataframe(pd.DataFrame([{"file": ui.shown_path(s.path), "reason": s.reason} for s in dataset.skipped]),
-                         hide_index=True, width="stretch")
+    ui.skipped_files(dataset.skipped)
     if dataset.notes:
         with st.expander(f"{len(dataset.notes)} notes"):
             st.write("\n".join(f"- {note}" for note in dataset.notes))

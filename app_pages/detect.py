@@ -20,6 +20,26 @@ from facetracker.video import annotate_video
 from facetracker.webrtc import rtc_configuration
 from app_pages import ui
 
+
+class State:
+    """Every key this page keeps in `st.session_state`, in one place."""
+
+    MODEL = "detect_model"
+    """The chosen model key, kept across page switches (the selectbox's own state is not)."""
+    DETECTOR = "detect_detector"
+    """(model version, this viewer's Detector): see ui.session_detector."""
+    PROCESSOR = "detect_processor"
+    """The webcam's LiveProcessor, which the frame worker thread holds too."""
+    VIDEO_RESULT = "detect_video_result"
+    """(upload and settings, figures, boxed video): a rerun shows it without detecting again."""
+    DATASET = "detect_dataset"
+    """Prefix of the widgets choosing the dataset frames are saved into."""
+    UPLOAD = "detect_upload"
+    """The photo or video uploader."""
+    WEBCAM = "detect"
+    """The webcam component (streamlit-webrtc keeps its connection under it)."""
+
+
 SMOOTHING = 0.6
 IMAGE_KINDS = ("jpeg", "png", "webp", "bmp")
 VIDEO_KINDS = ("mp4", "webm", "avi", "mov")
@@ -31,20 +51,20 @@ FIGURES_EVERY_S = 2
 def choose_model() -> str:
     choices = ui.model_choices()
     keys = list(choices.values())
-    remembered = st.session_state.get("detect_model") or ui.newest_model_key()
+    remembered = st.session_state.get(State.MODEL) or ui.newest_model_key()
     index = keys.index(remembered) if remembered in keys else 0
     if keys == [HAAR]:
         st.info("No model is trained yet, so OpenCV's classical Haar cascade runs. Train your own on the Train page.")
     label = st.selectbox("Model", list(choices), index=index)
-    ui.remember("detect_model", choices[label])
+    ui.remember(State.MODEL, choices[label])
     return choices[label]
 
 
 def session_processor() -> LiveProcessor:
     live.end_silent_streams()  # a stream that died unreported must not keep the collector frozen
-    if "detect_processor" not in st.session_state:
-        st.session_state["detect_processor"] = LiveProcessor()
-    return st.session_state["detect_processor"]
+    if State.PROCESSOR not in st.session_state:
+        st.session_state[State.PROCESSOR] = LiveProcessor()
+    return st.session_state[State.PROCESSOR]
 
 
 def queued_frames_callback(processor: LiveProcessor):
@@ -94,7 +114,7 @@ def save_frame_section(processor: LiveProcessor, model_key: str) -> None:
     st.subheader("Save the current frame into a dataset")
     st.caption("Collect more training data while you watch: keep good detections, and save frames where the "
                "model saw a face that is not there as no-face samples (hard negatives).")
-    folder = ui.choose_dataset("Dataset to save into", key="detect_dataset")
+    folder = ui.choose_dataset("Dataset to save into", key=State.DATASET)
     if folder is None:
         return
     c1, c2 = st.columns(2)
@@ -133,7 +153,7 @@ def detect_image(content: bytes, detector) -> None:
 
 def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
     cache_key = (uploaded.file_id, settings)
-    result = st.session_state.get("detect_video_result")
+    result = st.session_state.get(State.VIDEO_RESULT)
     if result is None or result[0] != cache_key:
         bar = st.progress(0.0, text="Detecting on each frame…")
         with tempfile.TemporaryDirectory(prefix="facetracker-video-") as tmp:
@@ -150,7 +170,7 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
                 return
             result = (cache_key, figures, target.read_bytes())
         bar.empty()
-        st.session_state["detect_video_result"] = result
+        st.session_state[State.VIDEO_RESULT] = result
     _, figures, video = result
     st.video(video, format="video/mp4")
     st.caption(f"{figures['frames']} frames (at most {VIDEO_MAX_FRAMES}), a face on {figures['with_face']}, "
@@ -162,7 +182,7 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
 def upload_section(model_key: str, threshold: float, smoothing: float) -> None:
     st.subheader("Detect on a photo or a video file")
     uploaded = st.file_uploader("Photo or video", type=["jpg", "jpeg", "png", "webp", "bmp", "mp4", "webm", "avi",
-                                                        "mov", "mkv"], key="detect_upload")
+                                                        "mov", "mkv"], key=State.UPLOAD)
     if uploaded is None:
         return
     content = uploaded.getvalue()
@@ -190,7 +210,7 @@ def main() -> None:
     smoothing = SMOOTHING if c2.toggle("Smooth the box over frames", value=True, disabled=model_key == HAAR) else 0.0
     processor = session_processor()
     try:
-        processor.detector = ui.session_detector("detect_detector", model_key, threshold, smoothing)
+        processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, smoothing)
     except Exception as error:  # a damaged or foreign model file: say so, keep the page usable
         processor.detector = None
         st.error(f"Cannot load this model: {ui.readable(error)}")
@@ -201,7 +221,7 @@ def main() -> None:
     rtc, warning = rtc_configuration()
     if warning:
         st.warning(warning)
-    ctx = webrtc_streamer(key="detect", mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
+    ctx = webrtc_streamer(key=State.WEBCAM, mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
                           media_stream_constraints={"video": True, "audio": False},
                           queued_video_frames_callback=queued_frames_callback(processor),
                           on_video_ended=processor.end_stream, async_processing=True)

@@ -135,10 +135,7 @@ def main() -> None:
     if result is None:
         return
     metric_row(result.metrics)
-    if result.skipped:
-        with st.expander(f"{len(result.skipped)} files skipped"):
-            st.dataframe(pd.DataFrame([{"file": ui.shown_path(s.path), "reason": s.reason} for s in result.skipped]),
-                         hide_index=True, width="stretch")
+    ui.skipped_files(result.skipped)
     st.subheader("IoU of the predicted boxes")
     iou_histogram(result)
     st.subheader("Predictions")

@@ -14,6 +14,7 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from facetracker import data as data_lib
@@ -25,6 +26,8 @@ UNEXPECTED = "Something went wrong"
 OTHER_FOLDER = "another folder under the data root…"
 TRUE_COLOUR = (40, 200, 40)  # RGB
 PREDICTED_COLOUR = (235, 60, 60)
+DATASET_NAME = "dataset_name"
+"""Session state: the dataset last chosen on any page, so the choice follows the person."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -73,7 +76,7 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
     """A dataset folder under the data root, from the list or typed; None (with a message) if unusable."""
     root = data_root()
     found = [p.name for p in workspace.list_datasets(root)]
-    remembered = st.session_state.get("dataset_name")
+    remembered = st.session_state.get(DATASET_NAME)
     if default is not None and remembered is None:
         remembered = shown_path(default)
     options = found + [OTHER_FOLDER]
@@ -97,20 +100,20 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
         if not path.is_dir():
             st.error(f"{typed}: no such folder under the data root {root}")
             return None
-        st.session_state["dataset_name"] = typed.strip()
+        st.session_state[DATASET_NAME] = typed.strip()
         return path
     try:
         path = safety.resolve_under(root, choice)
     except safety.UnsafePath as error:
         st.error(str(error))
         return None
-    st.session_state["dataset_name"] = choice
+    st.session_state[DATASET_NAME] = choice
     return path
 
 
 def select_dataset(name: str, key: str = "dataset") -> None:
     """Make `name` the chosen dataset (call before the picker is drawn in this run)."""
-    st.session_state["dataset_name"] = name
+    st.session_state[DATASET_NAME] = name
     st.session_state[f"{key}_choice"] = name
 
 
@@ -283,6 +286,16 @@ def dragged_box(state, width: int, height: int) -> tuple[int, int, int, int] | N
         return capture.clip_box((dragged["x"][0], dragged["y"][0], dragged["x"][1], dragged["y"][1]), width, height)
     except (KeyError, IndexError, TypeError, ValueError):
         return None
+
+
+def skipped_files(skipped: list) -> None:
+    """The files left out (anything with `.path` and `.reason`), one row each, under an expander
+    that starts open when there are few."""
+    if not skipped:
+        return
+    with st.expander(f"{len(skipped)} skipped files, and why", expanded=len(skipped) <= 5):
+        st.dataframe(pd.DataFrame([{"file": shown_path(s.path), "reason": s.reason} for s in skipped]),
+                     hide_index=True, width="stretch")
 
 
 def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4) -> None:
