@@ -2,8 +2,8 @@
 
 Each test opens the app through its entry script (`streamlit_app.py`, which wires the pages with
 st.navigation), switches to a page and uses its widgets as a person would. The webcam component
-cannot run under AppTest, so its session lookup is patched away (see DEVELOPERS.md); the frame
-callback's shared object is driven directly instead.
+cannot run under AppTest (it looks up a browser session, which AppTest does not have), so that
+lookup is patched away; the frame callback's shared object is driven directly instead.
 """
 
 from __future__ import annotations
