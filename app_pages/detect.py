@@ -43,6 +43,8 @@ class State:
 SMOOTHING = 0.6
 IMAGE_KINDS = ("jpeg", "png", "webp", "bmp")
 VIDEO_KINDS = ("mp4", "webm", "avi", "mov")
+UPLOAD_SUFFIXES = ["jpg", *IMAGE_KINDS, *VIDEO_KINDS, "mkv"]
+"""What the uploader offers; the content decides what a file is (Matroska has no sniffed kind)."""
 VIDEO_MAX_FRAMES = 1800  # a minute at 30 frames/s: 20 s of work with the fast preset here (640x480)
 # Each refresh is a (fragment) script run in the server that competes with the frames for the CPU.
 FIGURES_EVERY_S = 2
@@ -181,8 +183,7 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
 
 def upload_section(model_key: str, threshold: float, smoothing: float) -> None:
     st.subheader("Detect on a photo or a video file")
-    uploaded = st.file_uploader("Photo or video", type=["jpg", "jpeg", "png", "webp", "bmp", "mp4", "webm", "avi",
-                                                        "mov", "mkv"], key=State.UPLOAD)
+    uploaded = st.file_uploader("Photo or video", type=UPLOAD_SUFFIXES, key=State.UPLOAD)
     if uploaded is None:
         return
     content = uploaded.getvalue()

@@ -290,10 +290,6 @@ class Detector:
         x0, y0, x1, y1 = (box * [width, height, width, height]).round().astype(int)
         return Detection(probability, (int(x0), int(y0), int(x1), int(y1)), model_ms)
 
-    def reset(self) -> None:
-        with self._lock:
-            self._smoothed = None
-
 
 class HaarDetector:
     """OpenCV's Haar cascade, the classical baseline; the largest face found wins. It says face or
@@ -320,9 +316,6 @@ class HaarDetector:
             return Detection(0.0, None, model_ms)
         x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
         return Detection(1.0, (int(x), int(y), int(x + w), int(y + h)), model_ms)
-
-    def reset(self) -> None:
-        pass
 
 
 BOX_COLOUR_BGR = (0, 200, 0)
