@@ -1,4 +1,5 @@
-"""The package modules the app stands on: launcher, capture, live frame path, workspace listing."""
+"""The package modules the app stands on: launcher, capture, atomic files, the live frame path, video
+files, WebRTC settings, the model key, workspace listing."""
 
 from __future__ import annotations
 
