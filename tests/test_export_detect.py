@@ -149,15 +149,20 @@ def test_viewers_share_one_tflite_runtime_from_several_threads(exported, helen_s
     expected = [Detector(runtime, threshold=0.0).detect(frame) for frame in frames]
     viewers = [Detector(runtime, threshold=0.0) for _ in range(4)]
     results: dict[int, list] = {}
+    errors: list[BaseException] = []
 
     def watch(index: int) -> None:
-        results[index] = [viewers[index].detect(frame) for _ in range(15) for frame in frames]
+        try:
+            results[index] = [viewers[index].detect(frame) for _ in range(15) for frame in frames]
+        except Exception as error:  # a thread's exception would otherwise pass as a warning
+            errors.append(error)
 
     threads = [threading.Thread(target=watch, args=(i,)) for i in range(len(viewers))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    assert errors == [] and sorted(results) == list(range(len(viewers)))
     for found in results.values():
         assert len(found) == 15 * len(frames)
         for i, detection in enumerate(found):
