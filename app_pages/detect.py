@@ -11,10 +11,9 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from facetracker import capture, safety
+from facetracker import capture, live, safety
 from facetracker import data as data_lib
 from facetracker.detect import HAAR, draw_detection
-from facetracker import live
 from facetracker.live import FRESH_FRAMES, LiveProcessor
 from facetracker.video import annotate_video
 from facetracker.webrtc import rtc_configuration
@@ -189,14 +188,15 @@ def upload_section(model_key: str, threshold: float, smoothing: float) -> None:
     content = uploaded.getvalue()
     kind = safety.sniff_kind(content[:64])
     try:
-        detector = ui.make_detector(model_key, threshold, smoothing)
+        version = ui.model_version(model_key)  # the webcam's model too: the newest of a run still training
+        detector = ui.make_detector(model_key, threshold, smoothing, version)
     except (ValueError, OSError, RuntimeError) as error:
         st.error(ui.readable(error))
         return
     if kind in IMAGE_KINDS:
         detect_image(content, detector)
     elif kind in VIDEO_KINDS or (kind is None and uploaded.name.lower().endswith(".mkv")):
-        detect_video(uploaded, content, detector, (model_key, threshold, smoothing))
+        detect_video(uploaded, content, detector, (version, threshold, smoothing))
     else:
         st.error(f"{uploaded.name}: its content is neither an image (JPEG, PNG, WebP, BMP) nor a video "
                  "(MP4, WebM, AVI, MOV)")

@@ -217,9 +217,9 @@ def make_detector(model_key: str, threshold: float = 0.5, smoothing: float = 0.0
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
-    version = version or model_version(model_key)
-    if version == (detect.HAAR,):
+    if model_key == detect.HAAR:
         return _haar()
+    version = version or model_version(model_key)
     return detect.Detector(_tflite_runtime(version), threshold=threshold, smoothing=smoothing)
 
 

@@ -422,6 +422,20 @@ def test_detect_on_an_uploaded_photo_video_and_a_fake(faces, monkeypatch):
     caption = next(c for c in texts(at, "caption") if "frames (at most" in c)
     assert caption.startswith("6 frames") and "a face on 0" not in caption
 
+    # The video is boxed again only when its model changes (a run still training saved a new one).
+    import facetracker.video
+
+    calls = []
+    real_annotate = facetracker.video.annotate_video
+    with mock.patch("facetracker.video.annotate_video", side_effect=lambda *a, **k: calls.append(1) or
+                    real_annotate(*a, **k)):
+        at.run()
+        assert calls == [], "a rerun shows the boxed video it has"
+        with mock.patch("app_pages.ui.model_version", return_value=("haar", "a newer model")):
+            at.run()
+    assert_no_exception(at)
+    assert calls == [1], "the newer model boxes the video again"
+
 
 # ----------------------------------------------------------------------------------------------
 # Evaluate
