@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import av
 import cv2
@@ -93,9 +94,13 @@ def queued_frames_callback(processor: LiveProcessor):
     return callback
 
 
-def live_figures(processor: LiveProcessor, playing: bool) -> None:
+def live_figures(processor: LiveProcessor, playing: bool, follow_model: Callable[[], None]) -> None:
+    """The webcam's figures, refreshed every FIGURES_EVERY_S while it plays; each refresh first lets
+    `follow_model` move the webcam to a newer model file (a run still training saves one per epoch)."""
+
     @st.fragment(run_every=FIGURES_EVERY_S if playing else None)
     def figures() -> None:
+        follow_model()
         stats = processor.stats()
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Frames/s through the model", f"{stats['fps']:.1f}",
@@ -228,7 +233,22 @@ def main() -> None:
                           on_video_ended=processor.end_stream, async_processing=True)
     st.caption("Press START and allow the camera. The video comes back with the box drawn, and in its corner "
                "how many frames/s go through the model and its time per frame.")
-    live_figures(processor, bool(ctx.state.playing))
+
+    unusable: set = set()  # model versions that failed to load: tried once per full run, not every refresh
+
+    def follow_model() -> None:
+        if processor.detector is None:  # this run's model did not load: the page says why
+            return
+        version = None
+        try:
+            version = ui.model_version(model_key)
+            if version not in unusable:
+                processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, smoothing)
+        except Exception:  # the stream keeps the model it has; the page's next full run says what is wrong
+            unusable.add(version)
+            ui.log.warning("the webcam keeps its model: the newer one cannot be loaded", exc_info=True)
+
+    live_figures(processor, bool(ctx.state.playing), follow_model)
     save_frame_section(processor, model_key)
     upload_section(model_key, threshold, smoothing)
 
