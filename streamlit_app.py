@@ -7,7 +7,7 @@ then runs the page without this file: no layout, and every file listed in the si
 """
 
 # streamlit_webrtc must be imported before anything imports tensorflow: the other order segfaults
-# the process (see DEVELOPERS.md).
+# the process. So it comes first here, before any page is run.
 import streamlit_webrtc  # noqa: F401  isort: skip
 
 import streamlit as st

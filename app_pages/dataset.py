@@ -15,6 +15,7 @@ import streamlit as st
 
 from facetracker import capture, safety, workspace
 from facetracker import data as data_lib
+from facetracker.detect import HAAR
 from app_pages import ui
 
 PAGE_SIZE = 12
@@ -114,10 +115,7 @@ def counts(dataset: data_lib.Dataset) -> None:
                   "No split folders: training splits the images by a seeded hash of their names."))
     if splits:
         st.dataframe(pd.DataFrame(splits), hide_index=True)
-    if dataset.skipped:
-        with st.expander(f"{len(dataset.skipped)} skipped files, and why", expanded=len(dataset.skipped) <= 5):
-            st.dataframe(pd.DataFrame([{"file": ui.shown_path(s.path), "reason": s.reason} for s in dataset.skipped]),
-                         hide_index=True, width="stretch")
+    ui.skipped_files(dataset.skipped)
     if dataset.notes:
         with st.expander(f"{len(dataset.notes)} notes"):
             st.write("\n".join(f"- {note}" for note in dataset.notes))
@@ -158,9 +156,9 @@ def prelabel(frame_bgr: np.ndarray) -> tuple[tuple | None, str]:
         detector = ui.make_detector(key)
     except Exception as error:  # a model that cannot be loaded must not stop the photo being saved
         st.warning(f"{Path(key).name} cannot pre-label ({ui.readable(error)}); the Haar cascade does instead.")
-        key, detector = "haar", ui.make_detector("haar")
+        key, detector = HAAR, ui.make_detector(HAAR)
     detection = detector.detect(frame_bgr)
-    return detection.box, ("the Haar cascade" if key == "haar" else Path(key).name)
+    return detection.box, ui.model_name(key)
 
 
 def save_new_photo(folder: Path, photo) -> None:
@@ -229,7 +227,7 @@ def capture_section(folder: Path) -> None:
     target = capture.capture_folder(folder)
     st.caption(f"Photos go to `{ui.shown_path(target / 'images')}` with a labelme label in "
                f"`{ui.shown_path(target / 'labels')}`, pre-labelled by "
-               + ("your newest model." if ui.newest_model_key() != "haar" else
+               + ("your newest model." if ui.newest_model_key() != HAAR else
                   "OpenCV's Haar cascade (no model is trained yet)."))
     photo = st.camera_input("Take a photo", key="capture_camera")
     if photo is not None and photo.file_id != st.session_state.get("last_capture_id"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import av
 import cv2
@@ -11,15 +12,39 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from facetracker import capture, safety
+from facetracker import capture, live, safety
 from facetracker import data as data_lib
-from facetracker.detect import Detector, draw_detection
-from facetracker.live import FRESH_FRAMES, LiveProcessor, annotate_video, rtc_configuration
+from facetracker.detect import HAAR, draw_detection
+from facetracker.live import FRESH_FRAMES, LiveProcessor
+from facetracker.video import annotate_video
+from facetracker.webrtc import rtc_configuration
 from app_pages import ui
+
+
+class State:
+    """Every key this page keeps in `st.session_state`, in one place."""
+
+    MODEL = "detect_model"
+    """The chosen model key, kept across page switches (the selectbox's own state is not)."""
+    DETECTOR = "detect_detector"
+    """(model version, this viewer's Detector): see ui.session_detector."""
+    PROCESSOR = "detect_processor"
+    """The webcam's LiveProcessor, which the frame worker thread holds too."""
+    VIDEO_RESULT = "detect_video_result"
+    """(upload and settings, figures, boxed video): a rerun shows it without detecting again."""
+    DATASET = "detect_dataset"
+    """Prefix of the widgets choosing the dataset frames are saved into."""
+    UPLOAD = "detect_upload"
+    """The photo or video uploader."""
+    WEBCAM = "detect"
+    """The webcam component (streamlit-webrtc keeps its connection under it)."""
+
 
 SMOOTHING = 0.6
 IMAGE_KINDS = ("jpeg", "png", "webp", "bmp")
 VIDEO_KINDS = ("mp4", "webm", "avi", "mov")
+UPLOAD_SUFFIXES = ["jpg", *IMAGE_KINDS, *VIDEO_KINDS, "mkv"]
+"""What the uploader offers; the content decides what a file is (Matroska has no sniffed kind)."""
 VIDEO_MAX_FRAMES = 1800  # a minute at 30 frames/s: 20 s of work with the fast preset here (640x480)
 # Each refresh is a (fragment) script run in the server that competes with the frames for the CPU.
 FIGURES_EVERY_S = 2
@@ -28,31 +53,20 @@ FIGURES_EVERY_S = 2
 def choose_model() -> str:
     choices = ui.model_choices()
     keys = list(choices.values())
-    remembered = st.session_state.get("detect_model") or ui.newest_model_key()
+    remembered = st.session_state.get(State.MODEL) or ui.newest_model_key()
     index = keys.index(remembered) if remembered in keys else 0
-    if keys == ["haar"]:
+    if keys == [HAAR]:
         st.info("No model is trained yet, so OpenCV's classical Haar cascade runs. Train your own on the Train page.")
     label = st.selectbox("Model", list(choices), index=index)
-    ui.remember("detect_model", choices[label])
+    ui.remember(State.MODEL, choices[label])
     return choices[label]
 
 
-def session_detector(model_key: str, threshold: float, smoothing: float):
-    """This viewer's detector: its own threshold and smoothing over a runtime shared (safely) by all viewers."""
-    held = st.session_state.get("detect_detector")
-    if held is None or held[0] != model_key:
-        held = (model_key, ui.make_detector(model_key, threshold, smoothing))
-        st.session_state["detect_detector"] = held
-    detector = held[1]
-    if isinstance(detector, Detector):  # the Haar detector is shared and has no settings to change
-        detector.threshold, detector.smoothing = threshold, smoothing
-    return detector
-
-
 def session_processor() -> LiveProcessor:
-    if "detect_processor" not in st.session_state:
-        st.session_state["detect_processor"] = LiveProcessor()
-    return st.session_state["detect_processor"]
+    live.end_silent_streams()  # a stream that died unreported must not keep the collector frozen
+    if State.PROCESSOR not in st.session_state:
+        st.session_state[State.PROCESSOR] = LiveProcessor()
+    return st.session_state[State.PROCESSOR]
 
 
 def queued_frames_callback(processor: LiveProcessor):
@@ -80,9 +94,13 @@ def queued_frames_callback(processor: LiveProcessor):
     return callback
 
 
-def live_figures(processor: LiveProcessor, playing: bool) -> None:
+def live_figures(processor: LiveProcessor, playing: bool, follow_model: Callable[[], None]) -> None:
+    """The webcam's figures, refreshed every FIGURES_EVERY_S while it plays; each refresh first lets
+    `follow_model` move the webcam to a newer model file (a run still training saves one per epoch)."""
+
     @st.fragment(run_every=FIGURES_EVERY_S if playing else None)
     def figures() -> None:
+        follow_model()
         stats = processor.stats()
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Frames/s through the model", f"{stats['fps']:.1f}",
@@ -102,7 +120,7 @@ def save_frame_section(processor: LiveProcessor, model_key: str) -> None:
     st.subheader("Save the current frame into a dataset")
     st.caption("Collect more training data while you watch: keep good detections, and save frames where the "
                "model saw a face that is not there as no-face samples (hard negatives).")
-    folder = ui.choose_dataset("Dataset to save into", key="detect_dataset")
+    folder = ui.choose_dataset("Dataset to save into", key=State.DATASET)
     if folder is None:
         return
     c1, c2 = st.columns(2)
@@ -115,7 +133,7 @@ def save_frame_section(processor: LiveProcessor, model_key: str) -> None:
         st.warning("No frame yet: press START above first.")
         return
     box = detection.box if (as_face and detection is not None) else None
-    source = "Haar cascade" if model_key == "haar" else Path(model_key).name
+    source = ui.model_name(model_key)
     try:
         saved = capture.save_capture(folder, frame, box, source=source, prefix="webcam" if as_face else "negative",
                                      root=ui.data_root())
@@ -142,7 +160,7 @@ def detect_image(content: bytes, detector) -> None:
 
 def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
     cache_key = (uploaded.file_id, settings)
-    result = st.session_state.get("detect_video_result")
+    result = st.session_state.get(State.VIDEO_RESULT)
     if result is None or result[0] != cache_key:
         bar = st.progress(0.0, text="Detecting on each frame…")
         with tempfile.TemporaryDirectory(prefix="facetracker-video-") as tmp:
@@ -151,14 +169,15 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
             try:
                 figures = annotate_video(source, detector, target, VIDEO_MAX_FRAMES,
                                          progress=lambda done, total: bar.progress(
-                                             min(done / total, 1.0), text=f"frame {done} of {total}"))
+                                             min(done / total, 1.0), text=f"frame {done} of {total}"),
+                                         name=uploaded.name)
             except ValueError as error:
                 bar.empty()
                 st.error(f"Cannot use this video: {ui.readable(error)}")
                 return
             result = (cache_key, figures, target.read_bytes())
         bar.empty()
-        st.session_state["detect_video_result"] = result
+        st.session_state[State.VIDEO_RESULT] = result
     _, figures, video = result
     st.video(video, format="video/mp4")
     st.caption(f"{figures['frames']} frames (at most {VIDEO_MAX_FRAMES}), a face on {figures['with_face']}, "
@@ -169,21 +188,21 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
 
 def upload_section(model_key: str, threshold: float, smoothing: float) -> None:
     st.subheader("Detect on a photo or a video file")
-    uploaded = st.file_uploader("Photo or video", type=["jpg", "jpeg", "png", "webp", "bmp", "mp4", "webm", "avi",
-                                                        "mov", "mkv"], key="detect_upload")
+    uploaded = st.file_uploader("Photo or video", type=UPLOAD_SUFFIXES, key=State.UPLOAD)
     if uploaded is None:
         return
     content = uploaded.getvalue()
     kind = safety.sniff_kind(content[:64])
     try:
-        detector = ui.make_detector(model_key, threshold, smoothing)
+        version = ui.model_version(model_key)  # the webcam's model too: the newest of a run still training
+        detector = ui.make_detector(model_key, threshold, smoothing, version)
     except (ValueError, OSError, RuntimeError) as error:
         st.error(ui.readable(error))
         return
     if kind in IMAGE_KINDS:
         detect_image(content, detector)
     elif kind in VIDEO_KINDS or (kind is None and uploaded.name.lower().endswith(".mkv")):
-        detect_video(uploaded, content, detector, (model_key, threshold, smoothing))
+        detect_video(uploaded, content, detector, (version, threshold, smoothing))
     else:
         st.error(f"{uploaded.name}: its content is neither an image (JPEG, PNG, WebP, BMP) nor a video "
                  "(MP4, WebM, AVI, MOV)")
@@ -194,28 +213,43 @@ def main() -> None:
     model_key = choose_model()
     c1, c2 = st.columns(2)
     threshold = c1.slider("Threshold: a face when the probability is at least", 0.05, 0.95, 0.5, 0.05,
-                          disabled=model_key == "haar")
-    smoothing = SMOOTHING if c2.toggle("Smooth the box over frames", value=True, disabled=model_key == "haar") else 0.0
+                          disabled=model_key == HAAR)
+    smoothing = SMOOTHING if c2.toggle("Smooth the box over frames", value=True, disabled=model_key == HAAR) else 0.0
     processor = session_processor()
     try:
-        processor.detector = session_detector(model_key, threshold, smoothing)
+        processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, smoothing)
     except Exception as error:  # a damaged or foreign model file: say so, keep the page usable
         processor.detector = None
         st.error(f"Cannot load this model: {ui.readable(error)}")
     else:
         runtime = getattr(processor.detector, "runtime", None)
-        st.caption(f"Running {Path(model_key).name} as {runtime.name.upper()} on {runtime.input_size} px input"
-                   if runtime is not None else "Running OpenCV's Haar cascade on the grey frame")
+        st.caption(f"Running {ui.model_name(model_key)} as {runtime.name.upper()} on {runtime.input_size} px input"
+                   if runtime is not None else f"Running the {ui.model_name(model_key)} on the grey frame")
     rtc, warning = rtc_configuration()
     if warning:
         st.warning(warning)
-    ctx = webrtc_streamer(key="detect", mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
+    ctx = webrtc_streamer(key=State.WEBCAM, mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
                           media_stream_constraints={"video": True, "audio": False},
                           queued_video_frames_callback=queued_frames_callback(processor),
                           on_video_ended=processor.end_stream, async_processing=True)
     st.caption("Press START and allow the camera. The video comes back with the box drawn, and in its corner "
                "how many frames/s go through the model and its time per frame.")
-    live_figures(processor, bool(ctx.state.playing))
+
+    unusable: set = set()  # model versions that failed to load: tried once per full run, not every refresh
+
+    def follow_model() -> None:
+        if processor.detector is None:  # this run's model did not load: the page says why
+            return
+        version = None
+        try:
+            version = ui.model_version(model_key)
+            if version not in unusable:
+                processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, smoothing)
+        except Exception:  # the stream keeps the model it has; the page's next full run says what is wrong
+            unusable.add(version)
+            ui.log.warning("the webcam keeps its model: the newer one cannot be loaded", exc_info=True)
+
+    live_figures(processor, bool(ctx.state.playing), follow_model)
     save_frame_section(processor, model_key)
     upload_section(model_key, threshold, smoothing)
 

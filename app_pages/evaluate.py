@@ -13,6 +13,19 @@ from facetracker import runs, workspace
 from facetracker.evaluate import Evaluation, evaluate
 from app_pages import ui
 
+
+class State:
+    """Every key this page keeps in `st.session_state`, in one place."""
+
+    RUN = "eval_run"
+    """The model picker."""
+    RESULT = "eval_result"
+    """(what was evaluated, Evaluation): a rerun shows it without evaluating again."""
+    SPLIT_PREFIX = "eval_split_"
+    """The split picker, one per dataset folder (its splits differ)."""
+    THRESHOLD = "eval_threshold"
+
+
 SPLITS = {"test": "test", "validation": "val", "training": "train", "all images": None}
 GRID = 8
 METRICS = [("mean_iou", "Mean IoU", "mean overlap of predicted and true box, over images with a face"),
@@ -31,14 +44,14 @@ def choose_run() -> workspace.RunSummary | None:
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
         return None
     labels = [f"{s.name} ({s.backbone or 'model'}, {s.state})" for s in trained]
-    index = st.selectbox("Model", range(len(trained)), format_func=lambda i: labels[i], key="eval_run")
+    index = st.selectbox("Model", range(len(trained)), format_func=lambda i: labels[i], key=State.RUN)
     return trained[index]
 
 
 def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None, threshold: float) -> Evaluation | None:
     model = run.path / runs.MODEL
     key = (str(run.path), model.stat().st_mtime_ns, str(folder), ui.folder_signature(folder), split, threshold)
-    held = st.session_state.get("eval_result")
+    held = st.session_state.get(State.RESULT)
     if held is not None and held[0] == key:
         return held[1]
     if not st.button("Evaluate", type="primary"):
@@ -53,7 +66,7 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None, t
         st.error(ui.readable(error))
         return None
     bar.empty()
-    st.session_state["eval_result"] = (key, result)
+    st.session_state[State.RESULT] = (key, result)
     return result
 
 
@@ -125,20 +138,17 @@ def main() -> None:
     split_folders = any((folder / s).is_dir() for s in data_lib.SPLITS)
     c1, c2 = st.columns(2)
     split_label = c1.selectbox("Split", list(SPLITS), index=0 if own_data or split_folders else len(SPLITS) - 1,
-                               key=f"eval_split_{folder.name}",
+                               key=f"{State.SPLIT_PREFIX}{folder.name}",
                                help="A dataset without split folders is split as this run split it")
     if not own_data and not split_folders:
         st.caption("The model was not trained on this dataset, so every image in it is new to the model: "
                    "'all images' measures it fairly.")
-    threshold = c2.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="eval_threshold")
+    threshold = c2.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key=State.THRESHOLD)
     result = run_evaluation(run, folder, SPLITS[split_label], threshold)
     if result is None:
         return
     metric_row(result.metrics)
-    if result.skipped:
-        with st.expander(f"{len(result.skipped)} files skipped"):
-            st.dataframe(pd.DataFrame([{"file": ui.shown_path(s.path), "reason": s.reason} for s in result.skipped]),
-                         hide_index=True, width="stretch")
+    ui.skipped_files(result.skipped)
     st.subheader("IoU of the predicted boxes")
     iou_histogram(result)
     st.subheader("Predictions")

@@ -5,12 +5,11 @@ from __future__ import annotations
 import streamlit as st
 
 from facetracker import workspace
+from facetracker.detect import HAAR_LABEL
 from app_pages import ui
 
 
-def loaded_overview(datasets, summaries) -> None:
-    models = [s for s in summaries if s.has_model]
-    live = [s for s in summaries if s.live]
+def loaded_overview(datasets, summaries, models, live) -> None:
     c1, c2, c3 = st.columns(3)
     c1.metric("Datasets", len(datasets))
     c2.metric("Training runs", len(summaries), f"{len(live)} training now" if live else None, delta_color="off")
@@ -22,10 +21,8 @@ def loaded_overview(datasets, summaries) -> None:
                     + (" …" if len(summaries) > 8 else ""))
 
 
-def next_step(datasets, summaries) -> None:
+def next_step(datasets, models, live) -> None:
     st.subheader("What to do next")
-    live = [s for s in summaries if s.live]
-    models = [s for s in summaries if s.has_model]
     if live:
         st.info(f"**{live[0].name}** is training right now: watch its charts on the Train page.")
         st.page_link("app_pages/train.py", label="Watch the training run", icon=":material/model_training:")
@@ -33,7 +30,7 @@ def next_step(datasets, summaries) -> None:
         st.warning("There is no dataset yet.")
         ui.how_to_add_data()
         st.page_link("app_pages/dataset.py", label="Upload a zip or take webcam photos", icon=":material/photo_library:")
-        st.page_link("app_pages/detect.py", label="Meanwhile, try the classical Haar detector on your webcam",
+        st.page_link("app_pages/detect.py", label=f"Meanwhile, try the classical {HAAR_LABEL} on your webcam",
                      icon=":material/videocam:")
         return
     if not models:
@@ -60,8 +57,10 @@ def main() -> None:
         st.error(f"Cannot read the data root: {ui.readable(error)}")
         return
     st.caption(f"Data root: `{root}` (datasets and runs live here; set FACETRACKER_DATA_ROOT to change it)")
-    loaded_overview(datasets, summaries)
-    next_step(datasets, summaries)
+    models = [s for s in summaries if s.has_model]
+    live = [s for s in summaries if s.live]
+    loaded_overview(datasets, summaries, models, live)
+    next_step(datasets, models, live)
 
 
 with ui.page_guard():

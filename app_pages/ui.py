@@ -15,10 +15,11 @@ from typing import Iterator
 
 import cv2
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from facetracker import data as data_lib
-from facetracker import capture, runs, safety, workspace
+from facetracker import capture, detect, runs, safety, workspace
 from facetracker.detect import draw_labelled_box
 
 log = logging.getLogger("facetracker.app")
@@ -26,6 +27,8 @@ UNEXPECTED = "Something went wrong"
 OTHER_FOLDER = "another folder under the data root…"
 TRUE_COLOUR = (40, 200, 40)  # RGB
 PREDICTED_COLOUR = (235, 60, 60)
+DATASET_NAME = "dataset_name"
+"""Session state: the dataset last chosen on any page, so the choice follows the person."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
     """A dataset folder under the data root, from the list or typed; None (with a message) if unusable."""
     root = data_root()
     found = [p.name for p in workspace.list_datasets(root)]
-    remembered = st.session_state.get("dataset_name")
+    remembered = st.session_state.get(DATASET_NAME)
     if default is not None and remembered is None:
         remembered = shown_path(default)
     options = found + [OTHER_FOLDER]
@@ -98,20 +101,20 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
         if not path.is_dir():
             st.error(f"{typed}: no such folder under the data root")
             return None
-        st.session_state["dataset_name"] = typed.strip()
+        st.session_state[DATASET_NAME] = typed.strip()
         return path
     try:
         path = safety.resolve_under(root, choice)
     except safety.UnsafePath as error:
         st.error(readable(error))
         return None
-    st.session_state["dataset_name"] = choice
+    st.session_state[DATASET_NAME] = choice
     return path
 
 
 def select_dataset(name: str, key: str = "dataset") -> None:
     """Make `name` the chosen dataset (call before the picker is drawn in this run)."""
-    st.session_state["dataset_name"] = name
+    st.session_state[DATASET_NAME] = name
     st.session_state[f"{key}_choice"] = name
 
 
@@ -168,53 +171,80 @@ def sample_thumbnail(sample: data_lib.Sample, max_side: int = 320) -> np.ndarray
 
 
 def model_choices() -> dict[str, str]:
-    """Label shown -> key ("haar" or a run folder) of every model the Detect page can run."""
+    """Label shown -> key (`detect.HAAR` or a run folder) of every model the Detect page can run."""
     choices = {}
     for summary in workspace.trained_runs(runs_root()):
         iou = f", val IoU {summary.best_val_iou:.2f}" if isinstance(summary.best_val_iou, (int, float)) else ""
         live = ", still training" if summary.live else ""
         choices[f"{summary.name} ({summary.backbone or 'model'}{iou}{live})"] = str(summary.path)
-    choices["OpenCV Haar cascade (classical baseline, no training)"] = "haar"
+    choices[f"{detect.HAAR_LABEL} (classical baseline, no training)"] = detect.HAAR
     return choices
+
+
+def model_name(model_key: str) -> str:
+    """How a model is named to people: the run folder's name, or the Haar cascade's."""
+    return detect.HAAR_LABEL if model_key == detect.HAAR else Path(model_key).name
+
+
+def model_version(model_key: str) -> tuple:
+    """The cache key of the model behind `model_key` as it is on disk now: it changes when a run
+    still training replaces its model. The webcam's detector and the uploads' both go by it.
+
+    Raises FileNotFoundError with a readable message when the run has no model yet.
+    """
+    if model_key == detect.HAAR:
+        return (detect.HAAR,)
+    if not (Path(model_key) / runs.MODEL).is_file():
+        raise FileNotFoundError(f"{Path(model_key).name}: no model.keras yet (has training finished an epoch?)")
+    return detect.model_file_key(Path(model_key) / runs.MODEL)
 
 
 @st.cache_resource(show_spinner="Converting the model to TFLite for real-time speed (once per model)…",
                    max_entries=8)
-def _tflite_runtime(run_dir: str, model_mtime_ns: int):
+def _tflite_runtime(version: tuple):
     from facetracker.export import export
-    from facetracker.live import SharedRuntime
 
     # Exported afresh once per app process and model version: a model.tflite left by an older
-    # exporter is never trusted.
-    return SharedRuntime.load(export(run_dir, "tflite"))
+    # exporter is never trusted. One runtime serves every viewer (it serialises its own calls).
+    return detect.load_runtime(export(version[0], "tflite"))
 
 
 @st.cache_resource(show_spinner=False)
 def _haar():
-    from facetracker.detect import HaarDetector
-
-    return HaarDetector()
+    return detect.HaarDetector()
 
 
-def make_detector(model_key: str, threshold: float = 0.5, smoothing: float = 0.0):
-    """A new Detector over the cached (thread-safe) runtime of a run, or the shared Haar detector.
+def make_detector(model_key: str, threshold: float = 0.5, smoothing: float = 0.0, version: tuple | None = None):
+    """A new Detector over the cached runtime of `version` (default: the model as it is now), or the
+    shared Haar detector.
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
-    if model_key == "haar":
+    if model_key == detect.HAAR:
         return _haar()
-    from facetracker.detect import Detector
+    version = version or model_version(model_key)
+    return detect.Detector(_tflite_runtime(version), threshold=threshold, smoothing=smoothing)
 
-    model = Path(model_key) / runs.MODEL
-    if not model.is_file():
-        raise FileNotFoundError(f"{Path(model_key).name}: no model.keras yet (has training finished an epoch?)")
-    return Detector(_tflite_runtime(model_key, model.stat().st_mtime_ns), threshold=threshold, smoothing=smoothing)
+
+def session_detector(slot: str, model_key: str, threshold: float, smoothing: float):
+    """This session's detector for `model_key`, kept in `st.session_state[slot]` (its smoothing state
+    lives across reruns) and replaced when the model file is: a run still training gives the webcam
+    its newest model, the same one an upload gets. Threshold and smoothing follow the arguments."""
+    version = model_version(model_key)
+    held = st.session_state.get(slot)
+    if held is None or held[0] != version:
+        held = (version, make_detector(model_key, threshold, smoothing, version))
+        st.session_state[slot] = held
+    detector = held[1]
+    if isinstance(detector, detect.Detector):  # the shared Haar detector has no settings
+        detector.threshold, detector.smoothing = threshold, smoothing
+    return detector
 
 
 def newest_model_key() -> str:
     """The newest trained run, or the Haar baseline when nothing is trained yet."""
     trained = workspace.trained_runs(runs_root())
-    return str(trained[0].path) if trained else "haar"
+    return str(trained[0].path) if trained else detect.HAAR
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,6 +289,16 @@ def dragged_box(state, width: int, height: int) -> tuple[int, int, int, int] | N
         return capture.clip_box((dragged["x"][0], dragged["y"][0], dragged["x"][1], dragged["y"][1]), width, height)
     except (KeyError, IndexError, TypeError, ValueError):
         return None
+
+
+def skipped_files(skipped: list) -> None:
+    """The files left out (anything with `.path` and `.reason`), one row each, under an expander
+    that starts open when there are few."""
+    if not skipped:
+        return
+    with st.expander(f"{len(skipped)} skipped files, and why", expanded=len(skipped) <= 5):
+        st.dataframe(pd.DataFrame([{"file": shown_path(s.path), "reason": s.reason} for s in skipped]),
+                     hide_index=True, width="stretch")
 
 
 def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4) -> None:

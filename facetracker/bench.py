@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from facetracker import data as data_lib
+from facetracker.detect import HAAR, HAAR_LABEL, usable_cores
 
 
 def _bench_backbones() -> tuple[str, ...]:
@@ -42,7 +43,7 @@ BACKBONES = _bench_backbones()
 costs ~20 s of tracing and conversion; MobileNetV2-0.35 and MobileNetV3-Small sit between the two
 MobileNets here, through TFLite and in training."""
 RUNTIMES = ("keras", "tflite", "tflite-int8")
-HAAR = "haar"
+DATA_ENV = "FACETRACKER_DATA"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 BATCH = 32
 
@@ -96,13 +97,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def machine_info() -> dict:
     import albumentations
     import tensorflow as tf
@@ -134,12 +128,18 @@ class CpuShare:
 # Frames and samples
 
 
-def helen_folder(data: str | Path) -> Path:
+def helen_folder(data: str | Path | None, environ: dict | None = None) -> Path:
+    """The faces-helen photos: in `data` (--data) or else in $FACETRACKER_DATA, either the folder
+    holding faces-helen/ or faces-helen itself. FileNotFoundError saying what is needed otherwise."""
+    data = data or (environ if environ is not None else os.environ).get(DATA_ENV)
+    if not data:
+        raise FileNotFoundError(f"the bench needs labelled face photos: give --data DIR or set {DATA_ENV} to the "
+                                "folder holding faces-helen/")
     data = Path(data)
     folder = data / "faces-helen" if (data / "faces-helen").is_dir() else data
     if not folder.is_dir():
-        raise FileNotFoundError(f"{data}: no faces-helen folder here (set --data or FACETRACKER_DATA to the "
-                                "folder holding faces-helen/)")
+        raise FileNotFoundError(f"{data}: no such folder, and no faces-helen folder in it (give --data or set "
+                                f"{DATA_ENV} to the folder holding faces-helen/)")
     return folder
 
 
@@ -387,12 +387,34 @@ def ratio_text(haar_ms: float, ms: float) -> str:
     return f"{ms / haar_ms:5.1f}x slower"
 
 
-def format_report(machine: dict, settings: Settings, frames: int, folder: Path, macs: dict[str, int],
-                  threads: dict[str, str], timings: dict[str, FrameTiming], prep_ms: float,
-                  train: dict[str, float], train_cores: dict[str, float], augment: float, augment_cores: float,
-                  frame_cores: float, flipped: list[str], elapsed_s: float) -> str:
+@dataclasses.dataclass
+class Report:
+    """Everything one bench run measured, as `format_report` prints it and `--json` writes it."""
+
+    machine: dict
+    settings: Settings
+    frames: int
+    """How many camera frames were made from the photos."""
+    folder: Path
+    elapsed_s: float = 0.0
+    macs: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Multiply-accumulates per frame of each backbone as saved (twice with the flip average)."""
+    threads: dict[str, str] = dataclasses.field(default_factory=dict)
+    timings: dict[str, FrameTiming] = dataclasses.field(default_factory=dict)
+    prep_ms: float = 0.0
+    frame_cores: float = 0.0
+    train: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_cores: dict[str, float] = dataclasses.field(default_factory=dict)
+    augment: float = 0.0
+    augment_cores: float = 0.0
+    flipped: list[str] = dataclasses.field(default_factory=list)
+    quick: bool = False
+
+
+def format_report(report: Report) -> str:
     from facetracker.train import PRESETS
 
+    machine, settings, timings, train = report.machine, report.settings, report.timings, report.train
     fast = PRESETS["fast"]["backbone"]
     haar = timings[HAAR].median
     lines = [
@@ -404,8 +426,8 @@ def format_report(machine: dict, settings: Settings, frames: int, folder: Path, 
         f"Albumentations {machine['albumentations']}",
         "models    randomly initialised (build_model(backbone, \"none\")): speed does not depend on the weights",
         "          each as its preset saves it: vgg16 as 'original', the MobileNets as 'fast'"
-        + (", whose saved model averages each frame with its mirror image (twice the model work)" if flipped else ""),
-        f"frames    {frames} face photos from {folder} letterboxed to {FRAME_WIDTH}x{FRAME_HEIGHT} BGR; per detector "
+        + (", whose saved model averages each frame with its mirror image (twice the model work)" if report.flipped else ""),
+        f"frames    {report.frames} face photos from {report.folder} letterboxed to {FRAME_WIDTH}x{FRAME_HEIGHT} BGR; per detector "
         f"{settings.warmup_frames} warm-up frames, then up to {settings.frames} timed "
         f"(at most ~{settings.frame_budget_s:g} s, at least {settings.min_frames}), detectors taking turns",
         "",
@@ -415,27 +437,27 @@ def format_report(machine: dict, settings: Settings, frames: int, folder: Path, 
     ]
     for name, timing in timings.items():
         backbone = name.split("/")[0]
-        gmac = f"{macs[backbone] / 1e9:.2f}" if backbone in macs else "-"
-        label = name if name != HAAR else "haar (OpenCV Haar cascade)"
-        lines.append(f"{label:<30}{gmac:>6}{threads[name]:>9}{timing.median:>9.2f}{timing.p95:>9.2f}"
+        gmac = f"{report.macs[backbone] / 1e9:.2f}" if backbone in report.macs else "-"
+        label = name if name != HAAR else f"{HAAR} ({HAAR_LABEL})"
+        lines.append(f"{label:<30}{gmac:>6}{report.threads[name]:>9}{timing.median:>9.2f}{timing.p95:>9.2f}"
                      f"{float(np.median(timing.model_ms)):>9.2f}{len(timing.path_ms):>8}   "
                      + (ratio_text(haar, timing.median) if name != HAAR else "1.0x (the baseline)"))
     lines += [
-        f"('model' is the runtime call alone; colour convert + resize alone take {prep_ms:.2f} ms; "
-        f"this process used {frame_cores:.2f} cores on average)",
+        f"('model' is the runtime call alone; colour convert + resize alone take {report.prep_ms:.2f} ms; "
+        f"this process used {report.frame_cores:.2f} cores on average)",
         "",
         f"Training at batch {BATCH}: fit -> FaceTracker.train_step on train.training_dataset (augmenting); "
         "whole model trainable, batch norm frozen as the presets fine-tune ImageNet weights",
         f"{'backbone':<30}{'images/s':>10}{'ms/step':>10}{'cores used':>12}",
     ]
     for backbone, rate in train.items():
-        lines.append(f"{backbone:<30}{rate:>10.1f}{BATCH / rate * 1000:>10.0f}{train_cores[backbone]:>12.2f}")
+        lines.append(f"{backbone:<30}{rate:>10.1f}{BATCH / rate * 1000:>10.0f}{report.train_cores[backbone]:>12.2f}")
     lines += [
         "",
-        f"Augmentation (default AugmentConfig) through train.training_dataset: {augment:.0f} images/s "
-        f"({augment_cores:.2f} cores used)",
+        f"Augmentation (default AugmentConfig) through train.training_dataset: {report.augment:.0f} images/s "
+        f"({report.augment_cores:.2f} cores used)",
         "",
-        "Targets (issue 4):",
+        "Targets:",
     ]
     fast_runs = {name: t.median for name, t in timings.items() if name.startswith(f"{fast}/")}
     best_fast = min(fast_runs, key=fast_runs.get)
@@ -453,86 +475,88 @@ def format_report(machine: dict, settings: Settings, frames: int, folder: Path, 
                        vgg_runs[best_vgg] <= 30))
     if fast in train:
         checks.append((f"fast backbone training >= 100 images/s ({train[fast]:.0f})", train[fast] >= 100))
-        checks.append((f"augmentation >= 5x the fast backbone's training rate ({augment / train[fast]:.1f}x)",
-                       augment >= 5 * train[fast]))
+        checks.append((f"augmentation >= 5x the fast backbone's training rate ({report.augment / train[fast]:.1f}x)",
+                       report.augment >= 5 * train[fast]))
     lines += [f"  {'met    ' if ok else 'NOT met'}  {text}" for text, ok in checks]
-    lines.append(f"\nbench took {elapsed_s / 60:.1f} min")
+    lines.append(f"\nbench took {report.elapsed_s / 60:.1f} min")
     return "\n".join(lines)
+
+
+def report_json(report: Report) -> dict:
+    """What `--json` writes: the headline figures, then the details."""
+    timings = report.timings
+    return {
+        "frame_ms": {name: {"median": round(t.median, 3), "p95": round(t.p95, 3)} for name, t in timings.items()},
+        "train_images_per_s": {name: round(rate, 2) for name, rate in report.train.items()},
+        "augment_images_per_s": round(report.augment, 1),
+        "details": {
+            "model_ms": {name: round(float(np.median(t.model_ms)), 3) for name, t in timings.items()},
+            "frames_timed": {name: len(t.path_ms) for name, t in timings.items()},
+            "threads": report.threads, "gmac": {name: round(n / 1e9, 3) for name, n in report.macs.items()},
+            "preparation_ms": round(report.prep_ms, 3), "frame_path_cores_used": round(report.frame_cores, 2),
+            "train_cores_used": {name: round(c, 2) for name, c in report.train_cores.items()},
+            "augment_cores_used": round(report.augment_cores, 2), "batch_size": BATCH,
+            "weights": "random (speed does not depend on them)", "quick": report.quick,
+            "flip_average": report.flipped,
+        },
+        "machine": report.machine,
+    }
 
 
 def main(args) -> int:
     started = time.perf_counter()
-    settings = bench_settings(bool(getattr(args, "quick", False)), int(getattr(args, "frames", 200) or 200))
+    quick = bool(getattr(args, "quick", False))
+    settings = bench_settings(quick, int(getattr(args, "frames", 200) or 200))
 
     def log(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
-    folder = helen_folder(args.data)
-    machine = machine_info()
+    folder = helen_folder(getattr(args, "data", None))
     samples = face_samples(folder)
     frames = camera_frames(samples, settings.photos)
+    report = Report(machine=machine_info(), settings=settings, frames=len(frames), folder=folder, quick=quick)
 
     from facetracker.detect import HaarDetector
 
     detectors: dict = {}
     models: dict = {}
-    macs: dict[str, int] = {}
-    threads: dict[str, str] = {}
-    flipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="facetracker-bench-") as workdir:
         for backbone in BACKBONES:
             model, by_runtime, flip = build_detectors(backbone, Path(workdir), log)
             models[backbone] = model
-            macs[backbone] = multiply_accumulates(model.net) * (2 if flip else 1)
+            report.macs[backbone] = multiply_accumulates(model.net) * (2 if flip else 1)
             if flip:
-                flipped.append(backbone)
+                report.flipped.append(backbone)
             for runtime, detector in by_runtime.items():
                 detectors[f"{backbone}/{runtime}"] = detector
-                threads[f"{backbone}/{runtime}"] = str(getattr(detector.runtime, "num_threads", "tf"))
+                report.threads[f"{backbone}/{runtime}"] = str(getattr(detector.runtime, "num_threads", "tf"))
         detectors[HAAR] = HaarDetector()
-        threads[HAAR] = str(cv2.getNumThreads())
+        report.threads[HAAR] = str(cv2.getNumThreads())
         share = CpuShare()
-        timings = time_frame_paths(detectors, frames, settings, log)
-        frame_cores = share.cores()
-    prep_ms = preparation_ms(frames, models[BACKBONES[0]].net.input_shape[1])
+        report.timings = time_frame_paths(detectors, frames, settings, log)
+        report.frame_cores = share.cores()
+    report.prep_ms = preparation_ms(frames, models[BACKBONES[0]].net.input_shape[1])
     detectors.clear()
 
     cache = training_cache(samples, settings.cache_images)
-    train, train_cores = {}, {}
     for backbone in BACKBONES:
         slow = backbone == "vgg16"
         warmup = settings.slow_warmup_steps if slow else settings.train_warmup_steps
         steps = settings.slow_train_steps if slow else settings.train_steps
         share = CpuShare()
-        train[backbone] = training_rate(models[backbone], backbone, cache, folder, warmup, steps)
-        train_cores[backbone] = share.cores()
-        log(f"{backbone}: training {train[backbone]:.1f} images/s")
+        report.train[backbone] = training_rate(models[backbone], backbone, cache, folder, warmup, steps)
+        report.train_cores[backbone] = share.cores()
+        log(f"{backbone}: training {report.train[backbone]:.1f} images/s")
     share = CpuShare()
-    augment = augmentation_rate(cache, settings.augment_batches)
-    augment_cores = share.cores()
+    report.augment = augmentation_rate(cache, settings.augment_batches)
+    report.augment_cores = share.cores()
+    report.elapsed_s = time.perf_counter() - started
 
-    print(format_report(machine, settings, len(frames), folder, macs, threads, timings, prep_ms, train, train_cores,
-                        augment, augment_cores, frame_cores, flipped, time.perf_counter() - started))
+    print(format_report(report))
     if args.json:
-        result = {
-            "frame_ms": {name: {"median": round(t.median, 3), "p95": round(t.p95, 3)} for name, t in timings.items()},
-            "train_images_per_s": {name: round(rate, 2) for name, rate in train.items()},
-            "augment_images_per_s": round(augment, 1),
-            "details": {
-                "model_ms": {name: round(float(np.median(t.model_ms)), 3) for name, t in timings.items()},
-                "frames_timed": {name: len(t.path_ms) for name, t in timings.items()},
-                "threads": threads, "gmac": {name: round(n / 1e9, 3) for name, n in macs.items()},
-                "preparation_ms": round(prep_ms, 3), "frame_path_cores_used": round(frame_cores, 2),
-                "train_cores_used": {name: round(c, 2) for name, c in train_cores.items()},
-                "augment_cores_used": round(augment_cores, 2), "batch_size": BATCH,
-                "weights": "random (speed does not depend on them)", "quick": bool(getattr(args, "quick", False)),
-                "flip_average": flipped,
-            },
-            "machine": machine,
-        }
         from facetracker.runs import write_json
 
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result)
+        write_json(args.json, report_json(report))
         print(f"wrote {args.json}")
     return 0

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -19,9 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from facetracker import atomic
 from facetracker.data import SPLITS, OutsideRoot, real_path_inside
 from facetracker.predict import labelme_json
-from facetracker.runs import atomic_write_text
 
 JPEG_QUALITY = 92
 
@@ -49,20 +47,6 @@ def capture_folder(dataset: str | Path, split: str | None = None) -> Path:
     if split is not None and split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     return dataset / split if split else dataset
-
-
-def _atomic_write_bytes(path: Path, content: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def clip_box(box, width: int, height: int) -> PixelBox | None:
@@ -114,9 +98,9 @@ def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | Non
     image_path, label_path = images / f"{name}.jpg", labels / f"{name}.json"
     # The label goes first: a crash between the two writes then leaves a label without an image
     # (reported and skipped), never an unlabelled image that would read as a no-face sample.
-    atomic_write_text(label_path, labelme_json(f"../images/{image_path.name}", width, height, box,
+    atomic.write_text(label_path, labelme_json(f"../images/{image_path.name}", width, height, box,
                                                f"pre-label: {source}"))
-    _atomic_write_bytes(image_path, encoded.tobytes())
+    atomic.write_bytes(image_path, encoded.tobytes())
     return Capture(image_path, label_path, width, height, box)
 
 
@@ -137,7 +121,7 @@ def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected
         raise ValueError(f"{label_path}: not a label this app wrote ({error})") from None
     image_path = _inside(label_path.parent / image_ref, root, "the image its label names")
     box = clip_box(box, width, height)
-    atomic_write_text(label_path, labelme_json(image_ref, width, height, box, note))
+    atomic.write_text(label_path, labelme_json(image_ref, width, height, box, note))
     return Capture(image_path if root is not None else image_path.resolve(), label_path, width, height, box)
 
 

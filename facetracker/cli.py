@@ -166,8 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_run_export)
 
     p = sub.add_parser("bench", help="speed of the live frame path, training and augmentation")
-    p.add_argument("--data", default=os.environ.get("FACETRACKER_DATA", "../shared/datasets"),
-                   help="folder with face photos for the frames (default: $FACETRACKER_DATA)")
+    p.add_argument("--data", help="folder holding faces-helen/, the face photos for the frames "
+                   "(default: $FACETRACKER_DATA)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.add_argument("--frames", type=int, default=200, help="frames timed per detector")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")

@@ -6,6 +6,10 @@ refused as input: it is a TensorFlow graph, which can read and write files.
 TFLite is the fast one on a CPU: `python -m facetracker bench` measures them all. `Detector` wraps
 a runtime for frames of any size: it prepares the frame with `data.model_input` (the same function
 training used), maps the box back to pixels and optionally smooths it over frames.
+
+The frame path goes one way: the app's pages -> `live` -> `Detector` -> a runtime. A runtime may be
+shared by every viewer; the one that is not re-entrant (the TFLite interpreter) holds the lock.
+`model_file_key` names one version of a model file for every cache of a loaded model.
 """
 
 from __future__ import annotations
@@ -22,6 +26,21 @@ import numpy as np
 
 from facetracker.data import model_input
 from facetracker.runs import find_model
+
+HAAR = "haar"
+"""The model key of OpenCV's Haar cascade, the classical baseline that needs no training."""
+HAAR_LABEL = "OpenCV Haar cascade"
+
+ModelKey = tuple[str, int, int]
+
+
+def model_file_key(path: str | Path) -> ModelKey:
+    """One version of a model file (or a run folder's model): its resolved path, modification time
+    in ns and size. A run still training replaces its model.keras, and every cache of a loaded model
+    uses this key, so all of them move to the new file together."""
+    model = find_model(path).resolve()
+    stat = model.stat()
+    return str(model), stat.st_mtime_ns, stat.st_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,13 +76,16 @@ class KerasRuntime:
         return self._call(np.asarray(images, np.float32)).numpy()
 
 
-def default_threads() -> int:
-    """The cores this process may run on (at most 4: more threads do not pay for models this small)."""
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which may be fewer than the machine has)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+        return os.cpu_count() or 1
+
+
+MAX_THREADS = 4
+"""More threads than this do not pay for models this small."""
 
 
 SPLIT_WORTH_MS = 8.0
@@ -87,7 +109,7 @@ def pick_threads(make: Callable[[int], Any], input_size: int) -> tuple[Any, int]
     one thread leaves the other core to the video)."""
     image = np.full((1, input_size, input_size, 3), 127.0, np.float32)
     single = make(1)
-    cores = default_threads()
+    cores = min(MAX_THREADS, usable_cores())
     if cores == 1:
         return single, 1
     single_ms = _median_call_ms(single.predict, image)
@@ -124,6 +146,9 @@ class TFLiteRuntime:
 
 
 class _TFLiteInterpreter:
+    """One interpreter, safe to call from several threads: it is not re-entrant (its tensors are
+    its state), so a lock serialises the calls. This is the frame path's only model lock."""
+
     def __init__(self, content: bytes, num_threads: int):
         import warnings
 
@@ -139,16 +164,18 @@ class _TFLiteInterpreter:
         self._output = self.interpreter.get_output_details()[0]["index"]
         self.input_size = int(details["shape"][1])
         self._batch = int(details["shape"][0])
+        self._lock = threading.Lock()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, np.float32)
-        if len(images) != self._batch:
-            self.interpreter.resize_tensor_input(self._input, [len(images), *self._input_shape[1:]])
-            self.interpreter.allocate_tensors()
-            self._batch = len(images)
-        self.interpreter.set_tensor(self._input, images)
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self._output)  # a copy: the next call cannot change it
+        with self._lock:
+            if len(images) != self._batch:
+                self.interpreter.resize_tensor_input(self._input, [len(images), *self._input_shape[1:]])
+                self.interpreter.allocate_tensors()
+                self._batch = len(images)
+            self.interpreter.set_tensor(self._input, images)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output)  # a copy: the next call cannot change it
 
 
 class OnnxRuntime:
@@ -229,9 +256,9 @@ def load_runtime(path: str | Path, num_threads: int | None = None):
 class Detector:
     """Face probability and pixel box for BGR frames of any size.
 
-    Thread-safe: the webcam callback runs in a worker thread, and several viewers may share one
-    Detector; a lock serialises the model call (TFLite interpreters are not re-entrant) and the
-    smoothing state.
+    Thread-safe: the webcam callback runs in a worker thread. Each viewer has its own Detector (its
+    threshold and smoothing) over a runtime shared by all, which serialises its own calls where it
+    must; the lock here guards only this detector's smoothing state.
     """
 
     def __init__(self, runtime_or_path, threshold: float = 0.5, smoothing: float = 0.0):
@@ -245,10 +272,10 @@ class Detector:
     def detect(self, frame_bgr: np.ndarray) -> Detection:
         height, width = frame_bgr.shape[:2]
         image = model_input(frame_bgr, self.runtime.input_size, bgr=True)[None]
+        start = time.perf_counter()
+        out = self.runtime.predict(image)[0]
+        model_ms = (time.perf_counter() - start) * 1000
         with self._lock:
-            start = time.perf_counter()
-            out = self.runtime.predict(image)[0]
-            model_ms = (time.perf_counter() - start) * 1000
             probability = float(out[0])
             box = np.clip(out[1:5], 0.0, 1.0)
             if not (probability >= self.threshold and np.isfinite(out[:5]).all()):  # NaN is no face
@@ -260,23 +287,18 @@ class Detector:
         x0, y0, x1, y1 = (box * [width, height, width, height]).round().astype(int)
         return Detection(probability, (int(x0), int(y0), int(x1), int(y1)), model_ms)
 
-    def reset(self) -> None:
-        with self._lock:
-            self._smoothed = None
-
 
 class HaarDetector:
-    """OpenCV's Haar cascade, the classical baseline; the largest face found wins."""
+    """OpenCV's Haar cascade, the classical baseline; the largest face found wins. It says face or
+    no face (probability 1 or 0), so it has no threshold, and its boxes are not smoothed."""
 
     input_size = None
 
-    def __init__(self, threshold: float = 0.5, smoothing: float = 0.0, min_size: int = 40):
+    def __init__(self, min_size: int = 40):
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         self.cascade = cv2.CascadeClassifier(path)
         if self.cascade.empty():
             raise RuntimeError(f"cannot load OpenCV's Haar cascade from {path}")
-        self.threshold = threshold
-        self.smoothing = smoothing
         self.min_size = min_size
         self._lock = threading.Lock()
 
@@ -291,9 +313,6 @@ class HaarDetector:
             return Detection(0.0, None, model_ms)
         x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
         return Detection(1.0, (int(x), int(y), int(x + w), int(y + h)), model_ms)
-
-    def reset(self) -> None:
-        pass
 
 
 BOX_COLOUR_BGR = (0, 200, 0)

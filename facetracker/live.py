@@ -9,17 +9,12 @@ with the page sits behind one lock.
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
-import json
 import logging
-import os
 import threading
 import time
 import traceback
-from fractions import Fraction
-from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -27,30 +22,6 @@ import numpy as np
 from facetracker.detect import Detection, draw_detection
 
 log = logging.getLogger(__name__)
-
-ICE_SERVERS_ENV = "FACETRACKER_ICE_SERVERS"
-
-
-class SharedRuntime:
-    """One model runtime for every viewer: a lock around each call (TFLite interpreters are not
-    re-entrant), while each viewer keeps its own Detector with its own threshold and smoothing."""
-
-    def __init__(self, runtime):
-        self.runtime = runtime
-        self.name = getattr(runtime, "name", "model")
-        self.input_size = runtime.input_size
-        self._lock = threading.Lock()
-
-    @classmethod
-    def load(cls, path: str | Path) -> "SharedRuntime":
-        from facetracker.detect import load_runtime
-
-        return cls(load_runtime(path))
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        with self._lock:
-            return self.runtime.predict(images)
-
 
 CAMERA_WINDOW_S = 2.0
 """The camera's frame rate is counted over this many seconds of arrivals: frames come in bursts."""
@@ -60,34 +31,70 @@ stall the older ones are dropped unconverted, and the video jumps to now instead
 STREAM_PAUSE_S = 2.0
 """No frame for this long: the figures say the stream is not moving."""
 
-_streams = 0
+STREAM_SILENT_S = 5.0
+"""A stream that sent no frame for this long counts as ended, even if its end was never reported
+(a browser that crashed or lost the network, a session dropped without its end callback)."""
+WATCH_EVERY_S = 2.0
+"""How often, while streams run, a background check looks for silent ones."""
+
+_streaming: set["LiveProcessor"] = set()
 _streams_lock = threading.Lock()
+_watchdog: threading.Thread | None = None
 
 
-def stream_started() -> None:
+def stream_started(processor: "LiveProcessor") -> None:
     """Keep the garbage collector off the objects alive now while any stream runs.
 
     With TensorFlow loaded a process holds ~300,000 long-lived objects. A full collection walks
     them all in ~300 ms while holding the GIL, and the app triggers one about every second, so the
     frame worker stalled and ~9 camera frames in a row went unprocessed each time (measured: 22
     instead of 28 frames/s). After one collection and `gc.freeze()` a full collection took 2 to 5 ms.
+    Streams whose end was never reported are ended first, and a background check keeps ending them
+    while any stream runs, so a dead stream cannot keep the collector frozen for good.
     """
-    global _streams
+    global _watchdog
+    end_silent_streams()
     with _streams_lock:
-        _streams += 1
-        if _streams == 1:
+        if not _streaming:
             gc.collect()
             gc.freeze()
+        _streaming.add(processor)
+        if _watchdog is None:
+            _watchdog = threading.Thread(target=_watch_streams, name="facetracker-stream-watch", daemon=True)
+            _watchdog.start()
 
 
-def stream_ended() -> None:
+def stream_ended(processor: "LiveProcessor") -> None:
     """When the last stream ends, hand the frozen objects back to the collector: whatever of them
     has become garbage since (a closed session, a replaced model) is freed, not kept for good."""
-    global _streams
     with _streams_lock:
-        _streams = max(0, _streams - 1)
-        if _streams == 0:
+        if processor not in _streaming:
+            return
+        _streaming.discard(processor)
+        if not _streaming:
             gc.unfreeze()
+
+
+def end_silent_streams() -> int:
+    """End every stream silent for over STREAM_SILENT_S; returns how many were ended."""
+    with _streams_lock:
+        silent = [processor for processor in _streaming if processor.silent_for() > STREAM_SILENT_S]
+    for processor in silent:
+        log.warning("a webcam stream sent no frame for %.0f s and never reported its end: ended", STREAM_SILENT_S)
+        processor.end_stream()
+    return len(silent)
+
+
+def _watch_streams() -> None:
+    """The background check: runs while any stream does, then stops."""
+    global _watchdog
+    while True:
+        time.sleep(WATCH_EVERY_S)
+        end_silent_streams()
+        with _streams_lock:
+            if not _streaming:
+                _watchdog = None
+                return
 
 
 class LiveProcessor:
@@ -107,6 +114,7 @@ class LiveProcessor:
         self._model_ms: collections.deque[float] = collections.deque(maxlen=window)
         self._path_s: collections.deque[float] = collections.deque(maxlen=window)
         self._arrivals: collections.deque[float] = collections.deque()
+        self._last_arrival = clock()
         self._streaming = False
         self.frames = 0
         self.camera_frames = 0
@@ -125,11 +133,12 @@ class LiveProcessor:
         network delivers two at once, and a slow one sees the newest frames while the video keeps
         the camera's rate.
         """
+        now = self._clock()
         with self._lock:
             starting, self._streaming = not self._streaming, True
+            self._last_arrival = now
         if starting:
-            stream_started()
-        now = self._clock()
+            stream_started(self)
         with self._lock:
             self._arrivals.extend([now] * (len(frames_bgr) + dropped))
             while now - self._arrivals[0] > CAMERA_WINDOW_S:
@@ -141,11 +150,16 @@ class LiveProcessor:
             [self.process(frame) for frame in frames_bgr[older:]]
 
     def end_stream(self) -> None:
-        """The camera stream stopped (the webcam component's `on_video_ended`)."""
+        """The camera stream stopped (the webcam component's `on_video_ended`, or silence)."""
         with self._lock:
             ending, self._streaming = self._streaming, False
         if ending:
-            stream_ended()
+            stream_ended(self)
+
+    def silent_for(self) -> float:
+        """Seconds since the last frames arrived."""
+        with self._lock:
+            return self._clock() - self._last_arrival
 
     def _camera_fps(self) -> float:
         """Frames/s the camera sent over the last CAMERA_WINDOW_S (0 until that can be told)."""
@@ -244,122 +258,3 @@ def draw_speed(frame_bgr: np.ndarray, fps: float, model_ms: float) -> np.ndarray
     cv2.rectangle(frame_bgr, (0, 0), (width + 12, height + 14), (0, 0, 0), -1)
     cv2.putText(frame_bgr, text, (6, height + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
     return frame_bgr
-
-
-def rtc_configuration(environ: dict | None = None) -> tuple[dict, str | None]:
-    """WebRTC ICE settings and a warning when the environment's were unusable.
-
-    On localhost (and within one network) no STUN/TURN server is needed: `{"iceServers": []}` also
-    avoids a stall of several seconds trying to reach a STUN server offline. For remote use set
-    FACETRACKER_ICE_SERVERS to a JSON list such as
-    `[{"urls": ["stun:stun.l.google.com:19302"]}, {"urls": "turn:host:3478", "username": "u", "credential": "p"}]`.
-    """
-    raw = (environ if environ is not None else os.environ).get(ICE_SERVERS_ENV, "").strip()
-    if not raw:
-        return {"iceServers": []}, None
-    try:
-        servers = json.loads(raw)
-    except json.JSONDecodeError as error:
-        return {"iceServers": []}, f"{ICE_SERVERS_ENV} is not valid JSON ({error.msg}); using no STUN/TURN server"
-    if isinstance(servers, dict) and "iceServers" in servers:
-        servers = servers["iceServers"]
-    if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):
-        return {"iceServers": []}, (f"{ICE_SERVERS_ENV} must be a JSON list of objects with \"urls\"; "
-                                    "using no STUN/TURN server")
-    return {"iceServers": servers}, None
-
-
-# ----------------------------------------------------------------------------------------------
-# Video files
-
-
-@contextlib.contextmanager
-def _video_stream(path: str | Path):
-    """The file, open, and its first video stream; ValueError naming the problem otherwise."""
-    import av
-
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as error:
-        raise ValueError(f"cannot open the video ({error.strerror or error})") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError("the file has no video stream")
-        yield container, container.streams.video[0]
-
-
-def video_rate_and_length(path: str | Path) -> tuple[Fraction, int]:
-    """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
-    unknown). Raises ValueError when the file cannot be opened as a video."""
-    with _video_stream(path) as (_, stream):
-        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        return Fraction(rate).limit_denominator(1001), int(stream.frames or 0)
-
-
-def video_frames(path: str | Path, max_frames: int, max_side: int = 960) -> Iterator[tuple[np.ndarray, float]]:
-    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
-    import av
-
-    with _video_stream(path) as (container, stream):
-        stream.thread_type = "AUTO"
-        count = 0
-        try:
-            for frame in container.decode(stream):
-                image = frame.to_ndarray(format="bgr24")
-                if max(image.shape[:2]) > max_side:
-                    scale = max_side / max(image.shape[:2])
-                    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                                       interpolation=cv2.INTER_AREA)
-                yield image, float(frame.time or 0.0)
-                count += 1
-                if count >= max_frames:
-                    break
-        except av.error.FFmpegError as error:
-            if count == 0:
-                raise ValueError(f"cannot decode the video ({error.strerror or error})") from None
-
-
-def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames: int = 1800,
-                   progress: Callable[[int, int], None] | None = None) -> dict:
-    """Detect on each frame of a video and write the boxed frames, at the input's frame rate, to an
-    H.264 MP4 file. `progress(done, total)` follows it.
-
-    Returns counts and per-frame probabilities; raises ValueError with the reason for a bad file.
-    """
-    import av
-
-    rate, length = video_rate_and_length(path)
-    total = min(length, max_frames) if length else max_frames
-    out_path = Path(out_path)
-    probabilities, model_ms = [], []
-    found = 0
-    output = None
-    stream = None
-    try:
-        for image, _ in video_frames(path, max_frames):
-            if output is None:
-                output = av.open(str(out_path), mode="w")
-                stream = output.add_stream("libx264", rate=rate)
-                stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2
-                stream.pix_fmt = "yuv420p"
-                stream.options = {"preset": "veryfast"}
-            detection = detector.detect(image)
-            probabilities.append(detection.probability)
-            found += detection.found
-            model_ms.append(detection.model_ms)
-            draw_detection(image, detection)
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]),
-                                               format="bgr24")
-            for packet in stream.encode(frame):
-                output.mux(packet)
-            if progress:
-                progress(len(probabilities), max(total, len(probabilities)))
-        if output is None:
-            raise ValueError("the video holds no frame")
-        for packet in stream.encode():
-            output.mux(packet)
-    finally:
-        if output is not None:
-            output.close()
-    return {"frames": len(probabilities), "with_face": found, "probabilities": probabilities,
-            "model_ms": float(np.mean(model_ms)) if model_ms else 0.0}

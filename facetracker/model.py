@@ -3,6 +3,17 @@
     120x120 RGB (0..255) -> preprocessing -> backbone (no top) -+-> class head -> p(face)
                                                                 +-> box head   -> [x0, y0, x1, y1]
 
+    class head (every variant)  global max-pool -> dense 2048 relu -> dense 1 sigmoid
+    box head, one of `HEADS`:
+      design   the last feature map -> global max-pool -> dense 2048 relu -> dense 4 sigmoid
+      spatial  the stride-16 map -> conv 1x1 (32) -> flatten -> dropout -> dense 256 relu -> dense 4 sigmoid
+      grid     the stride-16 map -> conv 3x3 (64) -+-> conv 1x1 (1): each cell's "where is the face" score
+                                                   +-> conv 1x1 (4) sigmoid: each cell's distances to the edges
+               -> `GridBox`: a softmax over the cells' scores averages the cells' boxes
+
+"design" is the original design exactly; "spatial" and "grid" keep where things are in the picture,
+which a global max-pool throws away (see `build_network`).
+
 The network outputs one (batch, 5) tensor `[p, x0, y0, x1, y1]`: a single output keeps its order in
 every export format (TFLite may reorder several outputs).
 """

@@ -22,10 +22,11 @@ import json
 import os
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from facetracker import atomic
 
 CONFIG = "config.json"
 SPLIT = "split.json"
@@ -50,19 +51,8 @@ class RunFolderError(RuntimeError):
     """The run folder cannot be made or written (read-only, full, or its path runs through a file)."""
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# Kept under its old name: launcher, train, predict and the Augment page write through it.
+atomic_write_text = atomic.write_text
 
 
 def write_json(path: str | Path, value: Any) -> None:

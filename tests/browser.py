@@ -49,7 +49,7 @@ CHROMIUM = os.environ.get("FACETRACKER_CHROMIUM", "/usr/bin/chromium")
 WEBRTC_IFRAME = 'iframe[title="streamlit_webrtc.component.webrtc_streamer"]'
 FRAME_W, FRAME_H = 640, 480
 
-# Flags seen working in headless Debian chromium on these machines (see shared/e2e/README.md).
+# Flags seen working in headless Debian chromium on these machines.
 CHROMIUM_ARGS: tuple[str, ...] = (
     "--no-sandbox",  # we run as root
     "--disable-gpu",
@@ -138,9 +138,10 @@ def write_y4m(path: str | os.PathLike, frames_bgr: Sequence[np.ndarray], fps: in
 
 
 def data_root() -> Path:
-    """Dataset folder: env FACETRACKER_DATA, else ``<repo>/../shared/datasets`` (read-only in CI)."""
-    env = os.environ.get("FACETRACKER_DATA")
-    return Path(env).expanduser() if env else (REPO_ROOT.parent / "shared" / "datasets").resolve()
+    """The real photos, as every test finds them (tests.conftest.photos_folder)."""
+    from tests.conftest import photos_folder
+
+    return photos_folder()
 
 
 def _face_box(label: dict) -> tuple[float, float, float, float] | None:

@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_WEIGHTS = Path(os.environ.get("FACETRACKER_KERAS_WEIGHTS", REPO.parent / "shared" / "keras-home" / "models"))
 
 
-def _data_root() -> Path:
+def photos_folder() -> Path:
+    """The real photos the tests read: $FACETRACKER_DATA, by default `../shared/datasets` beside the
+    repository, where CI keeps them. The one place that default is written."""
     return Path(os.environ.get("FACETRACKER_DATA", REPO.parent / "shared" / "datasets")).resolve()
 
 
@@ -29,7 +31,7 @@ def require(path: Path, what: str) -> Path:
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    return require(_data_root(), "the real datasets")
+    return require(photos_folder(), "the real datasets")
 
 
 @pytest.fixture(scope="session")

@@ -192,7 +192,7 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
         assert bt.page_exceptions(page) == []
         bt.stop_webrtc(page)
         print(f"[app browser] Start->video {t_click:.1f} s; trained model {model_fps:.1f} frames/s through the "
-              f"callback (issue 4 asks >= 25; the page shows {shown_fps.splitlines()[-1]} frames/s, model "
+              f"callback (the target is >= 25; the page shows {shown_fps.splitlines()[-1]} frames/s, model "
               f"{shown_ms.splitlines()[-1]}; {through_model} of the camera's {from_camera} frames so far), "
               f"{trained_detections} frames with a face; Haar box "
               f"{green} green px; Detect page ready at {t_detect_ready:.0f} s; total {time.monotonic() - t0:.0f} s")

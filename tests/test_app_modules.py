@@ -1,4 +1,5 @@
-"""The package modules the app stands on: launcher, capture, live frame path, workspace listing."""
+"""The package modules the app stands on: launcher, capture, atomic files, the live frame path, video
+files, WebRTC settings, the model key, workspace listing."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import capture, launcher, live, runs, workspace
+from facetracker import atomic, capture, detect, launcher, live, runs, video, webrtc, workspace
 from facetracker.data import load_dataset
 from facetracker.detect import Detection
 from tests import browser as bt
@@ -180,6 +181,16 @@ def test_captures_into_a_split_dataset_go_to_its_training_split(tmp_path):
         capture.save_capture(tmp_path / "split", np.zeros((48, 64), np.uint8), None)
 
 
+def test_atomic_writes_replace_whole_files_and_leave_nothing_behind(tmp_path):
+    target = tmp_path / "a.json"
+    atomic.write_text(target, "first ü")
+    atomic.write_bytes(target, b"second")
+    assert target.read_bytes() == b"second" and oct(target.stat().st_mode & 0o777) == "0o644"
+    with mock.patch("os.replace", side_effect=OSError(28, "No space left on device")), pytest.raises(OSError):
+        atomic.write_text(target, "third")
+    assert target.read_bytes() == b"second" and [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
 # ----------------------------------------------------------------------------------------------
 # live frame path
 
@@ -283,6 +294,34 @@ def test_the_collector_skips_loaded_objects_while_streams_run(ends_streams):
     assert gc.get_freeze_count() == 0, "the last stream's end hands them back to the collector"
 
 
+def test_a_stream_that_dies_without_its_end_unfreezes_the_collector(ends_streams, monkeypatch):
+    import gc
+
+    clock = Clock()
+    dead, viewer = live.LiveProcessor(FixedDetector(), clock=clock), live.LiveProcessor(FixedDetector(), clock=clock)
+    ends_streams(dead), ends_streams(viewer)
+    frame = np.zeros((120, 160, 3), np.uint8)
+    dead.process_queue([frame])  # its browser goes away: no more frames, and no end reported
+    assert gc.get_freeze_count() > 1000
+    clock.now += live.STREAM_SILENT_S / 2
+    assert live.end_silent_streams() == 0 and gc.get_freeze_count() > 1000, "a short pause is no end"
+    clock.now += live.STREAM_SILENT_S
+    viewer.process_queue([frame])  # the next stream's start ends the silent one
+    assert dead.stats()["frames"] == 1 and live._streaming == {viewer}
+    clock.now += live.STREAM_SILENT_S + 1
+    assert live.end_silent_streams() == 1, "the page's refresh ends a silent stream"
+    assert gc.get_freeze_count() == 0
+
+    monkeypatch.setattr(live, "WATCH_EVERY_S", 0.02)
+    dead.process_queue([frame])  # frames again: a stream again
+    assert gc.get_freeze_count() > 1000
+    clock.now += live.STREAM_SILENT_S + 1  # silent again, and nobody calls anything: the timer does
+    deadline = time.monotonic() + 5
+    while gc.get_freeze_count() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gc.get_freeze_count() == 0
+
+
 def test_live_processor_keeps_the_camera_rate_with_a_slow_model(ends_streams):
     clock = Clock()
     slow = TimedDetector(clock, cost_s=0.060)
@@ -303,30 +342,35 @@ def test_live_processor_keeps_the_camera_rate_with_a_slow_model(ends_streams):
 
 
 def test_rtc_configuration_from_the_environment():
-    assert live.rtc_configuration({}) == ({"iceServers": []}, None)
+    assert webrtc.rtc_configuration({}) == ({"iceServers": []}, None)
     servers = [{"urls": ["stun:stun.example.org:3478"]}, {"urls": "turn:t.example.org", "username": "u",
                                                          "credential": "p"}]
-    assert live.rtc_configuration({live.ICE_SERVERS_ENV: json.dumps(servers)}) == ({"iceServers": servers}, None)
-    config, warning = live.rtc_configuration({live.ICE_SERVERS_ENV: "stun:oops"})
+    assert webrtc.rtc_configuration({webrtc.ICE_SERVERS_ENV: json.dumps(servers)}) == ({"iceServers": servers}, None)
+    config, warning = webrtc.rtc_configuration({webrtc.ICE_SERVERS_ENV: "stun:oops"})
     assert config == {"iceServers": []} and "not valid JSON" in warning
-    config, warning = live.rtc_configuration({live.ICE_SERVERS_ENV: '["stun:x"]'})
+    config, warning = webrtc.rtc_configuration({webrtc.ICE_SERVERS_ENV: '["stun:x"]'})
     assert config == {"iceServers": []} and "urls" in warning
 
 
-def test_annotate_video_boxes_every_frame(tmp_path):
-    source = tmp_path / "in.mp4"
-    with av.open(str(source), mode="w") as container:
+def write_video(path, frames: int) -> None:
+    """A 160x120 H.264 file at 10 frames/s, each frame a little brighter."""
+    with av.open(str(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=10)
         stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
-        for i in range(7):
+        for i in range(frames):
             image = np.full((120, 160, 3), 30 * i, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="bgr24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    assert live.video_rate_and_length(source) == (10, 7)
+
+
+def test_annotate_video_boxes_every_frame(tmp_path):
+    source = tmp_path / "in.mp4"
+    write_video(source, frames=7)
+    assert video.video_rate_and_length(source) == (10, 7)
     seen = []
-    figures = live.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", max_frames=5,
+    figures = video.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", max_frames=5,
                                   progress=lambda done, total: seen.append((done, total)))
     assert figures["frames"] == 5 and figures["with_face"] == 5
     assert seen == [(i, 5) for i in range(1, 6)]
@@ -337,8 +381,80 @@ def test_annotate_video_boxes_every_frame(tmp_path):
     green = (frames[0][..., 1].astype(int) - frames[0][..., 2] > 80)
     assert green[10:60, 8:13].mean() > 0.5, "the box is drawn on the output video"
     (tmp_path / "text.mp4").write_text("not a video")
-    with pytest.raises(ValueError, match="cannot open the video"):
-        live.annotate_video(tmp_path / "text.mp4", FixedDetector(), tmp_path / "x.mp4")
+    with pytest.raises(ValueError, match="clip.mp4: cannot open the video"):
+        video.annotate_video(tmp_path / "text.mp4", FixedDetector(), tmp_path / "x.mp4", name="clip.mp4")
+
+
+class FakeCodecContext:
+    width, height = 12000, 12000
+
+
+class FakeStream:
+    codec_context = FakeCodecContext()
+
+
+def test_a_video_with_huge_frames_is_refused_from_its_header(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match=r"big\.mp4: its frames are 12000x12000 px, larger than the 40 megapixels"):
+        video.check_frame_size(FakeStream(), "big.mp4")
+    source = tmp_path / "in.mp4"
+    write_video(source, frames=3)
+    # The same check on a real file, with the limit just below its 160x120 frames: refused before decoding.
+    monkeypatch.setattr(video, "MAX_IMAGE_PIXELS", 160 * 120 - 1)
+    decoded = []
+    monkeypatch.setattr(av.VideoFrame, "to_ndarray", lambda *a, **k: decoded.append(1))
+    with pytest.raises(ValueError, match=r"clip\.mp4: its frames are 160x120 px"):
+        video.annotate_video(source, FixedDetector(), tmp_path / "out.mp4", name="clip.mp4")
+    assert not decoded and not (tmp_path / "out.mp4").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# one key for a model file
+
+
+def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(tmp_path, monkeypatch):
+    from app_pages import ui
+
+    run = tmp_path / "still-training"
+    run.mkdir()
+    model = run / runs.MODEL
+    model.write_bytes(b"epoch 1")
+    first = detect.model_file_key(run)
+    assert first == detect.model_file_key(model) == ui.model_version(str(run)) == (str(model.resolve()),
+                                                                                  model.stat().st_mtime_ns, 7)
+    exported = []
+    monkeypatch.setattr("facetracker.export.export", lambda path, fmt: exported.append((path, fmt)) or path)
+    monkeypatch.setattr(detect, "load_runtime", lambda path: FakeRuntime(path))
+    ui._tflite_runtime.clear()
+    webcam = ui.session_detector("test_detector", str(run), 0.4, 0.6)
+    upload = ui.make_detector(str(run), 0.4, 0.0)
+    assert webcam.runtime is upload.runtime and exported == [(str(model.resolve()), "tflite")]
+    assert ui.session_detector("test_detector", str(run), 0.3, 0.0) is webcam and webcam.threshold == 0.3
+
+    model.write_bytes(b"epoch 2, better")  # the run saved a better epoch
+    second = detect.model_file_key(run)
+    assert second != first
+    webcam_now, upload_now = ui.session_detector("test_detector", str(run), 0.3, 0.0), ui.make_detector(str(run))
+    assert webcam_now is not webcam and webcam_now.runtime is upload_now.runtime is not webcam.runtime
+    assert len(exported) == 2
+    same_size = model.stat().st_size
+    model.write_bytes(b"epoch 3, better!"[:same_size])
+    os.utime(model, ns=(second[1] + 10**9, second[1] + 10**9))
+    assert detect.model_file_key(run) not in (first, second), "the same size, a newer file"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no model.keras yet"):
+        ui.model_version(str(tmp_path / "empty"))
+    assert ui.model_version(detect.HAAR) == (detect.HAAR,)
+
+
+class FakeRuntime:
+    input_size = 120
+    name = "fake"
+
+    def __init__(self, path):
+        self.path = path
+
+    def predict(self, images):
+        return np.array([[0.9, 0.1, 0.1, 0.5, 0.5]] * len(images), np.float32)
 
 
 # ----------------------------------------------------------------------------------------------

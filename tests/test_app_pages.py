@@ -2,8 +2,8 @@
 
 Each test opens the app through its entry script (`streamlit_app.py`, which wires the pages with
 st.navigation), switches to a page and uses its widgets as a person would. The webcam component
-cannot run under AppTest, so its session lookup is patched away (see DEVELOPERS.md); the frame
-callback's shared object is driven directly instead.
+cannot run under AppTest (it looks up a browser session, which AppTest does not have), so that
+lookup is patched away; the frame callback's shared object is driven directly instead.
 """
 
 from __future__ import annotations
@@ -422,6 +422,20 @@ def test_detect_on_an_uploaded_photo_video_and_a_fake(faces, monkeypatch):
     assert at.get("video"), "the boxed video is shown"
     caption = next(c for c in texts(at, "caption") if "frames (at most" in c)
     assert caption.startswith("6 frames") and "a face on 0" not in caption
+
+    # The video is boxed again only when its model changes (a run still training saved a new one).
+    import facetracker.video
+
+    calls = []
+    real_annotate = facetracker.video.annotate_video
+    with mock.patch("facetracker.video.annotate_video", side_effect=lambda *a, **k: calls.append(1) or
+                    real_annotate(*a, **k)):
+        at.run()
+        assert calls == [], "a rerun shows the boxed video it has"
+        with mock.patch("app_pages.ui.model_version", return_value=("haar", "a newer model")):
+            at.run()
+    assert_no_exception(at)
+    assert calls == [1], "the newer model boxes the video again"
 
 
 # ----------------------------------------------------------------------------------------------

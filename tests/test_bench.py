@@ -48,6 +48,42 @@ def test_bench_refuses_a_folder_without_faces_clearly(tmp_path):
     assert "faces-helen" in result.stderr
 
 
+def test_bench_without_data_says_what_it_needs(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "FACETRACKER_DATA"}
+    result = subprocess.run([sys.executable, "-m", "facetracker", "bench", "--quick"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "give --data DIR or set FACETRACKER_DATA to the folder holding faces-helen/" in result.stderr
+    result = subprocess.run([sys.executable, "-m", "facetracker", "bench", "--quick"], cwd=REPO,
+                            env={**env, "FACETRACKER_DATA": str(tmp_path / "gone")}, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2 and f"{tmp_path / 'gone'}: no such folder" in result.stderr
+
+
+def test_the_report_prints_every_figure_and_its_targets():
+    from facetracker.bench import HAAR, FrameTiming, Report, bench_settings, format_report, report_json
+    from facetracker.train import PRESETS
+
+    fast = PRESETS["fast"]["backbone"]
+    machine = {"cpu": "Test CPU", "cores": 2, "usable_cores": 2, "system": "Linux", "load_average_1min": 0.5,
+               "python": "3.11", "tensorflow": "2", "onednn": True, "opencv": "4", "albumentations": "2"}
+    report = Report(machine=machine, settings=bench_settings(True, 30), frames=12, folder=REPO, elapsed_s=90,
+                    macs={fast: 2 * 10**8}, threads={f"{fast}/tflite": "1", HAAR: "2"},
+                    timings={f"{fast}/tflite": FrameTiming([5.0, 6.0, 7.0], [4.0, 4.5, 5.0]),
+                             HAAR: FrameTiming([50.0, 60.0], [0.0, 0.0])},
+                    prep_ms=0.4, frame_cores=1.5, train={fast: 120.0}, train_cores={fast: 1.9},
+                    augment=1500.0, augment_cores=1.8, flipped=[fast])
+    text = format_report(report)
+    assert "Test CPU, 2 cores (2 usable)" in text and "mirror image" in text
+    assert f"{fast}/tflite" in text and "9.2x faster" in text and "0.20" in text
+    assert "Targets:" in text and "issue" not in text.lower()
+    assert "met      fast backbone training >= 100 images/s (120)" in text
+    assert "augmentation >= 5x the fast backbone's training rate (12.5x)" in text
+    figures = report_json(report)
+    assert figures["frame_ms"][f"{fast}/tflite"] == {"median": 6.0, "p95": 6.9}
+    assert figures["train_images_per_s"] == {fast: 120.0} and figures["details"]["flip_average"] == [fast]
+
+
 def test_fast_box_handling_gives_what_albumentations_bbox_processor_gives(helen):
     """`augment` moves the box itself (6x faster); Albumentations' own bbox processing is the reference."""
     import albumentations as A

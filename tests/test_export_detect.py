@@ -128,7 +128,7 @@ def test_int8_model_stays_close_to_the_keras_model_on_real_faces(exported, photo
 
 
 def test_tflite_export_has_frozen_weights_for_xnnpack(exported):
-    """Weights left as resource variables kept XNNPACK from packing them: 6x slower (issue 4)."""
+    """Weights left as resource variables kept XNNPACK from packing them: 6x slower."""
     from facetracker.detect import TFLiteRuntime
 
     runtime = TFLiteRuntime(exported("tflite"))
@@ -138,17 +138,51 @@ def test_tflite_export_has_frozen_weights_for_xnnpack(exported):
 
 
 def test_tflite_runtime_threads_and_batches(exported, photos):
-    from facetracker.detect import TFLiteRuntime, default_threads
+    from facetracker.detect import MAX_THREADS, TFLiteRuntime, usable_cores
 
     path = exported("tflite-int8")
     picked = TFLiteRuntime(path)
-    assert picked.num_threads in (1, default_threads()) and picked.name == "tflite-int8"
+    assert picked.num_threads in (1, min(MAX_THREADS, usable_cores())) and picked.name == "tflite-int8"
     two = TFLiteRuntime(path, num_threads=2)
     assert two.num_threads == 2
     batch = picked.predict(photos[:3])
     one_by_one = np.concatenate([picked.predict(photos[i:i + 1]) for i in range(3)])
     assert np.abs(batch - one_by_one).max() < 1e-5
     assert np.abs(two.predict(photos[:3]) - batch).max() < 1e-5
+
+
+def test_viewers_share_one_tflite_runtime_from_several_threads(exported, helen_samples):
+    """Each viewer has its own Detector over one runtime; the interpreter is not re-entrant, and the
+    runtime alone serialises the calls (the frame path holds no other model lock)."""
+    import threading
+
+    from facetracker.bench import letterbox
+    from facetracker.detect import Detector, TFLiteRuntime
+
+    frames = [letterbox(sample_pixels(s)) for s in helen_samples[:6]]
+    runtime = TFLiteRuntime(exported("tflite"), num_threads=1)
+    expected = [Detector(runtime, threshold=0.0).detect(frame) for frame in frames]
+    viewers = [Detector(runtime, threshold=0.0) for _ in range(4)]
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def watch(index: int) -> None:
+        try:
+            results[index] = [viewers[index].detect(frame) for _ in range(15) for frame in frames]
+        except Exception as error:  # a thread's exception would otherwise pass as a warning
+            errors.append(error)
+
+    threads = [threading.Thread(target=watch, args=(i,)) for i in range(len(viewers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and sorted(results) == list(range(len(viewers)))
+    for found in results.values():
+        assert len(found) == 15 * len(frames)
+        for i, detection in enumerate(found):
+            assert detection.box == expected[i % len(frames)].box
+            assert detection.probability == pytest.approx(expected[i % len(frames)].probability, abs=1e-6)
 
 
 def test_detectors_agree_on_a_camera_frame(trained_run, exported, helen_samples):
