@@ -15,7 +15,9 @@ import streamlit as st
 
 from facetracker import capture, safety, workspace
 from facetracker import data as data_lib
-from facetracker.detect import HAAR
+from facetracker.convention import BoxConvention
+from facetracker.detect import YUNET
+from facetracker.prelabel import learn_convention, prelabel_boxes
 from app_pages import ui
 
 PAGE_SIZE = 12
@@ -149,16 +151,23 @@ def image_browser(dataset: data_lib.Dataset) -> None:
 # Webcam capture
 
 
-def prelabel(frame_bgr: np.ndarray) -> tuple[tuple | None, str]:
-    """The box the current model (or the Haar cascade) sees, and which detector said so."""
-    key = ui.newest_model_key()
-    try:
-        detector = ui.make_detector(key)
-    except Exception as error:  # a model that cannot be loaded must not stop the photo being saved
-        st.warning(f"{Path(key).name} cannot pre-label ({ui.readable(error)}); the Haar cascade does instead.")
-        key, detector = HAAR, ui.make_detector(HAAR)
-    detection = detector.detect(frame_bgr)
-    return detection.box, ui.model_name(key)
+@st.cache_data(max_entries=8, show_spinner="Learning how this dataset draws its boxes…")
+def _convention(folder: str, signature: tuple) -> BoxConvention:
+    dataset = ui.load_dataset(Path(folder))
+    if dataset is None:
+        return BoxConvention()
+    return learn_convention(dataset.samples, ui.make_detector(YUNET).detect)
+
+
+def prelabel(folder: Path, frame_bgr: np.ndarray) -> tuple[tuple | None, str]:
+    """The most confident face YuNet sees, placed as this dataset's labels place their boxes, and
+    which detector said so. YuNet, not the newest trained model: a model just trained on a few photos
+    can be far worse, and its mistakes would become labels."""
+    convention = _convention(str(folder), ui.folder_signature(folder))
+    boxes = prelabel_boxes(frame_bgr, ui.make_detector(YUNET).detect, convention)
+    source = ui.model_name(YUNET) + (f", boxes as this dataset draws them (learnt from {convention.pairs} faces)"
+                                     if convention.pairs else "")
+    return (boxes[0] if boxes else None), source
 
 
 def save_new_photo(folder: Path, photo) -> None:
@@ -167,7 +176,7 @@ def save_new_photo(folder: Path, photo) -> None:
         st.error("The camera sent an image that cannot be decoded; take another photo.")
         return
     with st.spinner("Pre-labelling…"):
-        box, source = prelabel(frame)
+        box, source = prelabel(folder, frame)
     saved = capture.save_capture(folder, frame, box, source=source, root=ui.data_root())
     ui.remember("last_capture", saved)
     ui.remember("last_capture_source", source)
@@ -226,9 +235,8 @@ def capture_section(folder: Path) -> None:
     st.subheader("Capture from the webcam")
     target = capture.capture_folder(folder)
     st.caption(f"Photos go to `{ui.shown_path(target / 'images')}` with a labelme label in "
-               f"`{ui.shown_path(target / 'labels')}`, pre-labelled by "
-               + ("your newest model." if ui.newest_model_key() != HAAR else
-                  "OpenCV's Haar cascade (no model is trained yet)."))
+               f"`{ui.shown_path(target / 'labels')}`, pre-labelled by {ui.model_name(YUNET)}, which ships with the "
+               "app, its boxes placed as this dataset's labels place theirs.")
     photo = st.camera_input("Take a photo", key="capture_camera")
     if photo is not None and photo.file_id != st.session_state.get("last_capture_id"):
         ui.remember("last_capture_id", photo.file_id)

@@ -1,4 +1,5 @@
-"""Detect: your model (or the Haar baseline) on the live webcam, on a photo or on a video file."""
+"""Detect: your model (or YuNet, or the Haar baseline) on the live webcam, every face tracked; or on a
+photo or a video file."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from facetracker import capture, live, safety
 from facetracker import data as data_lib
-from facetracker.detect import HAAR, draw_detection
+from facetracker.detect import YUNET, draw_detection
 from facetracker.live import FRESH_FRAMES, LiveProcessor
 from facetracker.video import annotate_video
 from facetracker.webrtc import rtc_configuration
@@ -53,10 +54,11 @@ FIGURES_EVERY_S = 2
 def choose_model() -> str:
     choices = ui.model_choices()
     keys = list(choices.values())
-    remembered = st.session_state.get(State.MODEL) or ui.newest_model_key()
+    remembered = st.session_state.get(State.MODEL) or ui.newest_model_key() or YUNET
     index = keys.index(remembered) if remembered in keys else 0
-    if keys == [HAAR]:
-        st.info("No model is trained yet, so OpenCV's classical Haar cascade runs. Train your own on the Train page.")
+    if all(ui.is_reference(key) for key in keys):
+        st.info("No model is trained yet, so YuNet runs: a small face detector from OpenCV's model zoo that "
+                "ships with the app. Train your own on the Train page and compare them here.")
     label = st.selectbox("Model", list(choices), index=index)
     ui.remember(State.MODEL, choices[label])
     return choices[label]
@@ -107,8 +109,10 @@ def live_figures(processor: LiveProcessor, playing: bool, follow_model: Callable
                   help="Frames the model has no time for go out with its last box.")
         c2.metric("Camera frames/s", f"{stats['camera_fps']:.1f}")
         c3.metric("Model time", f"{stats['model_ms']:.1f} ms")
-        c4.metric("Frames with a face", f"{stats['detections']} of {stats['frames']}")
-        st.caption(f"processed frames: {stats['frames']} · with a face: {stats['detections']} · "
+        c4.metric("Faces now", stats["faces_now"], help=f"Faces seen since START: {stats['faces_seen']}. "
+                  "Each face keeps its number while it stays in view, and through a second out of sight.")
+        st.caption(f"faces seen: {stats['faces_seen']} · processed frames: {stats['frames']} · "
+                   f"with a face: {stats['detections']} · "
                    f"errors: {stats['errors']} · frames from the camera: {stats['camera_frames']}")
         if stats["errors"]:
             st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: {ui.shown_text(str(stats['last_error']))}")
@@ -154,7 +158,8 @@ def detect_image(content: bytes, detector) -> None:
     detection = detector.detect(bgr)
     draw_detection(bgr, detection)
     st.image(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width="stretch",
-             caption=(f"face, probability {detection.probability:.2f}" if detection.found
+             caption=(f"{len(detection.faces)} face{'s' if len(detection.faces) > 1 else ''}, best probability "
+                      f"{detection.probability:.2f}" if detection.found
                       else f"no face (probability {detection.probability:.2f})") + f" · {detection.model_ms:.1f} ms")
 
 
@@ -213,11 +218,16 @@ def main() -> None:
     model_key = choose_model()
     c1, c2 = st.columns(2)
     threshold = c1.slider("Threshold: a face when the probability is at least", 0.05, 0.95, 0.5, 0.05,
-                          disabled=model_key == HAAR)
-    smoothing = SMOOTHING if c2.toggle("Smooth the box over frames", value=True, disabled=model_key == HAAR) else 0.0
+                          disabled=ui.is_reference(model_key))
+    smooth = c2.toggle("Smooth the boxes over frames", value=True,
+                       help="On the webcam each face's box is held steady while the face is still and follows "
+                            "it when it moves; on a video the box is averaged over frames.")
+    smoothing = SMOOTHING if smooth else 0.0
     processor = session_processor()
+    processor.tracker.smooth = smooth
     try:
-        processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, smoothing)
+        # The webcam's tracker smooths each face's box; the detector's own averaging is for videos.
+        processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, 0.0)
     except Exception as error:  # a damaged or foreign model file: say so, keep the page usable
         processor.detector = None
         st.error(f"Cannot load this model: {ui.readable(error)}")
@@ -232,8 +242,8 @@ def main() -> None:
                           media_stream_constraints={"video": True, "audio": False},
                           queued_video_frames_callback=queued_frames_callback(processor),
                           on_video_ended=processor.end_stream, async_processing=True)
-    st.caption("Press START and allow the camera. The video comes back with the box drawn, and in its corner "
-               "how many frames/s go through the model and its time per frame.")
+    st.caption("Press START and allow the camera. The video comes back with a numbered box on every face, and in "
+               "its corner how many frames/s go through the model and its time per frame.")
 
     unusable: set = set()  # model versions that failed to load: tried once per full run, not every refresh
 
@@ -244,7 +254,7 @@ def main() -> None:
         try:
             version = ui.model_version(model_key)
             if version not in unusable:
-                processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, smoothing)
+                processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, 0.0)
         except Exception:  # the stream keeps the model it has; the page's next full run says what is wrong
             unusable.add(version)
             ui.log.warning("the webcam keeps its model: the newer one cannot be loaded", exc_info=True)

@@ -171,19 +171,25 @@ def sample_thumbnail(sample: data_lib.Sample, max_side: int = 320) -> np.ndarray
 
 
 def model_choices() -> dict[str, str]:
-    """Label shown -> key (`detect.HAAR` or a run folder) of every model the Detect page can run."""
+    """Label shown -> key (a reference detector's, or a run folder) of every model the Detect page can run."""
     choices = {}
     for summary in workspace.trained_runs(runs_root()):
         iou = f", val IoU {summary.best_val_iou:.2f}" if isinstance(summary.best_val_iou, (int, float)) else ""
         live = ", still training" if summary.live else ""
         choices[f"{summary.name} ({summary.backbone or 'model'}{iou}{live})"] = str(summary.path)
+    choices[f"{detect.YUNET_LABEL} (reference detector, every face, no training)"] = detect.YUNET
     choices[f"{detect.HAAR_LABEL} (classical baseline, no training)"] = detect.HAAR
     return choices
 
 
+def is_reference(model_key: str) -> bool:
+    """A detector that ships with the app and needs no training (YuNet, the Haar cascade)."""
+    return model_key in detect.REFERENCE_LABELS
+
+
 def model_name(model_key: str) -> str:
-    """How a model is named to people: the run folder's name, or the Haar cascade's."""
-    return detect.HAAR_LABEL if model_key == detect.HAAR else Path(model_key).name
+    """How a model is named to people: the run folder's name, or the reference detector's."""
+    return detect.REFERENCE_LABELS.get(model_key) or Path(model_key).name
 
 
 def model_version(model_key: str) -> tuple:
@@ -192,8 +198,8 @@ def model_version(model_key: str) -> tuple:
 
     Raises FileNotFoundError with a readable message when the run has no model yet.
     """
-    if model_key == detect.HAAR:
-        return (detect.HAAR,)
+    if is_reference(model_key):
+        return (model_key,)
     if not (Path(model_key) / runs.MODEL).is_file():
         raise FileNotFoundError(f"{Path(model_key).name}: no model.keras yet (has training finished an epoch?)")
     return detect.model_file_key(Path(model_key) / runs.MODEL)
@@ -210,18 +216,18 @@ def _tflite_runtime(version: tuple):
 
 
 @st.cache_resource(show_spinner=False)
-def _haar():
-    return detect.HaarDetector()
+def _reference(model_key: str):
+    return detect.reference_detector(model_key)
 
 
 def make_detector(model_key: str, threshold: float = 0.5, smoothing: float = 0.0, version: tuple | None = None):
     """A new Detector over the cached runtime of `version` (default: the model as it is now), or the
-    shared Haar detector.
+    shared reference detector (YuNet or Haar, which keep their own thresholds).
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
-    if model_key == detect.HAAR:
-        return _haar()
+    if is_reference(model_key):
+        return _reference(model_key)
     version = version or model_version(model_key)
     return detect.Detector(_tflite_runtime(version), threshold=threshold, smoothing=smoothing)
 
@@ -236,15 +242,15 @@ def session_detector(slot: str, model_key: str, threshold: float, smoothing: flo
         held = (version, make_detector(model_key, threshold, smoothing, version))
         st.session_state[slot] = held
     detector = held[1]
-    if isinstance(detector, detect.Detector):  # the shared Haar detector has no settings
+    if isinstance(detector, detect.Detector):  # the shared reference detectors have no settings
         detector.threshold, detector.smoothing = threshold, smoothing
     return detector
 
 
 def newest_model_key() -> str:
-    """The newest trained run, or the Haar baseline when nothing is trained yet."""
+    """The newest trained run, or YuNet, the reference detector, when nothing is trained yet."""
     trained = workspace.trained_runs(runs_root())
-    return str(trained[0].path) if trained else detect.HAAR
+    return str(trained[0].path) if trained else detect.YUNET
 
 
 # ----------------------------------------------------------------------------------------------

@@ -30,6 +30,11 @@ from facetracker.runs import find_model
 HAAR = "haar"
 """The model key of OpenCV's Haar cascade, the classical baseline that needs no training."""
 HAAR_LABEL = "OpenCV Haar cascade"
+YUNET = "yunet"
+"""The model key of YuNet (see `facetracker.yunet`), the reference detector that ships with the package."""
+YUNET_LABEL = "YuNet (OpenCV model zoo)"
+REFERENCE_LABELS = {YUNET: YUNET_LABEL, HAAR: HAAR_LABEL}
+"""The detectors that need no training, best first: what a trained model is compared with."""
 
 ModelKey = tuple[str, int, int]
 
@@ -43,12 +48,31 @@ def model_file_key(path: str | Path) -> ModelKey:
     return str(model), stat.st_mtime_ns, stat.st_size
 
 
+PixelBox = tuple[int, int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceBox:
+    """One face in a frame: pixel box (x0, y0, x1, y1), score, and the tracker's ID (0: untracked)."""
+
+    box: PixelBox
+    score: float
+    track_id: int = 0
+
+
 @dataclasses.dataclass(frozen=True)
 class Detection:
     probability: float
-    box: tuple[int, int, int, int] | None
-    """Pixel box (x0, y0, x1, y1) when a face was found, else None."""
+    """The most confident face's probability (for a single-box model, its face/no-face output)."""
+    box: PixelBox | None
+    """Pixel box (x0, y0, x1, y1) of the most confident face when one was found, else None."""
     model_ms: float
+    faces: tuple[FaceBox, ...] = ()
+    """Every face found, most confident first; a single-box model finds at most one."""
+
+    def __post_init__(self) -> None:
+        if not self.faces and self.box is not None:  # a single-box detection is its own one face
+            object.__setattr__(self, "faces", (FaceBox(self.box, self.probability),))
 
     @property
     def found(self) -> bool:
@@ -289,8 +313,8 @@ class Detector:
 
 
 class HaarDetector:
-    """OpenCV's Haar cascade, the classical baseline; the largest face found wins. It says face or
-    no face (probability 1 or 0), so it has no threshold, and its boxes are not smoothed."""
+    """OpenCV's Haar cascade, the classical baseline: every face it finds, the largest first. It says
+    face or no face (probability 1 or 0), so it has no threshold, and its boxes are not smoothed."""
 
     input_size = None
 
@@ -311,8 +335,37 @@ class HaarDetector:
         model_ms = (time.perf_counter() - start) * 1000
         if len(faces) == 0:
             return Detection(0.0, None, model_ms)
-        x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-        return Detection(1.0, (int(x), int(y), int(x + w), int(y + h)), model_ms)
+        boxes = sorted(((int(x), int(y), int(x + w), int(y + h)) for x, y, w, h in faces),
+                       key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+        return Detection(1.0, boxes[0], model_ms, tuple(FaceBox(box, 1.0) for box in boxes))
+
+
+class YuNetFrameDetector:
+    """YuNet (see `facetracker.yunet`) behind the same `detect(frame) -> Detection` as the others:
+    every face with its score, the most confident first."""
+
+    input_size = None
+
+    def __init__(self, threshold: float = 0.6, max_side: int | None = 320):
+        from facetracker.yunet import YuNetDetector
+
+        self.yunet = YuNetDetector(score_threshold=threshold, max_side=max_side)
+
+    def detect(self, frame_bgr: np.ndarray) -> Detection:
+        faces = self.yunet.detect_all(frame_bgr)
+        if not faces:
+            return Detection(0.0, None, self.yunet.last_ms)
+        return Detection(faces[0].score, faces[0].box, self.yunet.last_ms,
+                         tuple(FaceBox(face.box, face.score) for face in faces))
+
+
+def reference_detector(key: str, threshold: float = 0.6):
+    """The detector of a reference key (YUNET or HAAR), which needs no training."""
+    if key == YUNET:
+        return YuNetFrameDetector(threshold)
+    if key == HAAR:
+        return HaarDetector()
+    raise ValueError(f"unknown reference detector {key!r}; choose one of {', '.join(REFERENCE_LABELS)}")
 
 
 BOX_COLOUR_BGR = (0, 200, 0)
@@ -337,8 +390,15 @@ def draw_labelled_box(image: np.ndarray, box: tuple[int, int, int, int], colour:
     return image
 
 
-def draw_detection(frame_bgr: np.ndarray, detection: Detection, label: str = "face") -> np.ndarray:
-    """Draw the box with its label and probability onto the frame (in place) and return it."""
-    if detection.box is not None:
-        draw_labelled_box(frame_bgr, detection.box, BOX_COLOUR_BGR, f"{label} {detection.probability:.2f}")
+def draw_faces(frame_bgr: np.ndarray, faces: tuple[FaceBox, ...] | list[FaceBox], label: str = "face") -> np.ndarray:
+    """Draw every face's box with its label, tracker ID (when it has one) and score onto the frame
+    (in place) and return it."""
+    for face in faces:
+        name = f"{label} {face.track_id}" if face.track_id else label
+        draw_labelled_box(frame_bgr, face.box, BOX_COLOUR_BGR, f"{name} {face.score:.2f}")
     return frame_bgr
+
+
+def draw_detection(frame_bgr: np.ndarray, detection: Detection, label: str = "face") -> np.ndarray:
+    """Draw every face of the detection with its label and probability onto the frame (in place)."""
+    return draw_faces(frame_bgr, detection.faces, label)

@@ -1,4 +1,5 @@
-"""The live frame path: a detector on every camera frame, with the speed drawn on the video.
+"""The live frame path: a detector on every camera frame, its faces tracked, with the speed drawn on
+the video.
 
 `LiveProcessor.process_queue` is what a webcam callback calls from its worker thread with the
 frames that arrived since its last call. It never raises: an error in one frame is counted, kept
@@ -19,7 +20,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from facetracker.detect import Detection, draw_detection
+from facetracker.detect import Detection, FaceBox, draw_faces
+from facetracker.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +100,18 @@ def _watch_streams() -> None:
 
 
 class LiveProcessor:
-    """Runs a detector on frames and keeps thread-safe figures about it.
+    """Runs a detector on frames, tracks its faces, and keeps thread-safe figures about it.
 
     `detector` may be swapped at any time (another model chosen on the page); the frame being
-    processed finishes with the old one.
+    processed finishes with the old one. The tracker gives each face an ID and a steady box; it is
+    used by the frame worker only, and starts afresh with each stream.
     """
 
     def __init__(self, detector=None, label: str = "face", window: int = 30,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, tracker: Tracker | None = None):
         self.detector = detector
         self.label = label
+        self.tracker = tracker or Tracker()
         self._clock = clock
         self._lock = threading.Lock()
         self._times: collections.deque[float] = collections.deque(maxlen=window)
@@ -123,6 +127,8 @@ class LiveProcessor:
         self.last_error: str | None = None
         self._last_frame: np.ndarray | None = None
         self._last_detection: Detection | None = None
+        self._last_faces: tuple[FaceBox, ...] = ()
+        """The tracked faces drawn on the last processed frame."""
 
     def process_queue(self, frames_bgr: list[np.ndarray], dropped: int = 0) -> list[np.ndarray]:
         """The frames that queued up since the last call, oldest first, each with the box drawn;
@@ -138,6 +144,7 @@ class LiveProcessor:
             starting, self._streaming = not self._streaming, True
             self._last_arrival = now
         if starting:
+            self.tracker.reset()
             stream_started(self)
         with self._lock:
             self._arrivals.extend([now] * (len(frames_bgr) + dropped))
@@ -184,8 +191,10 @@ class LiveProcessor:
                 return raw
             start = self._clock()
             detection = detector.detect(frame_bgr)
-            out = frame_bgr.copy()
-            draw_detection(out, detection, self.label)
+            tracks = self.tracker.update([face.box for face in detection.faces],
+                                         [face.score for face in detection.faces], start)
+            faces = tuple(FaceBox(track.box, track.score, track.id) for track in tracks)
+            out = draw_faces(frame_bgr.copy(), faces, self.label)
             with self._lock:
                 now = self._clock()
                 self._times.append(now)
@@ -195,6 +204,7 @@ class LiveProcessor:
                 self.detections += detection.found
                 self._last_frame = raw
                 self._last_detection = detection
+                self._last_faces = faces
                 fps, model_ms = self._rates()
             draw_speed(out, fps, model_ms)
             return out
@@ -206,11 +216,11 @@ class LiveProcessor:
         """A frame the model skipped, with the last box and the speed drawn (the raw one on error)."""
         try:
             with self._lock:
-                detection = self._last_detection
+                detection, faces = self._last_detection, self._last_faces
                 fps, model_ms = self._rates()
             if self.detector is None or detection is None:
                 return frame_bgr
-            out = draw_detection(frame_bgr.copy(), detection, self.label)
+            out = draw_faces(frame_bgr.copy(), faces, self.label)
             return draw_speed(out, fps, model_ms)
         except Exception as error:
             self.record_error(error, frame_bgr)
@@ -234,13 +244,14 @@ class LiveProcessor:
 
     def stats(self) -> dict:
         """Frames through the model and their rate, camera frames and their rate, model ms,
-        detections, errors, the last error."""
+        detections, faces in view now and faces seen since the stream started, errors, the last error."""
         with self._lock:
             fps, model_ms = self._rates()
             stale = bool(self._times) and self._clock() - self._times[-1] > STREAM_PAUSE_S
             return {"frames": self.frames, "fps": 0.0 if stale else fps, "model_ms": model_ms,
                     "camera_frames": self.camera_frames, "camera_fps": 0.0 if stale else self._camera_fps(),
-                    "detections": self.detections, "errors": self.errors, "last_error": self.last_error,
+                    "detections": self.detections, "faces_now": len(self._last_faces),
+                    "faces_seen": self.tracker.faces_seen, "errors": self.errors, "last_error": self.last_error,
                     "last_probability": self._last_detection.probability if self._last_detection else None}
 
     def last_frame(self) -> tuple[np.ndarray | None, Detection | None]:

@@ -110,7 +110,7 @@ class Tracker:
     """
 
     def __init__(self, iou_threshold: float = 0.3, max_age_s: float = 1.5, min_hits: int = 2,
-                 min_cutoff: float = 0.3, beta: float = 1.5, reacquire_distance: float = 1.0):
+                 min_cutoff: float = 0.3, beta: float = 1.5, reacquire_distance: float = 1.0, smooth: bool = True):
         self.iou_threshold = iou_threshold
         self.max_age_s = max_age_s
         """How long a face out of sight keeps its ID (through a hand over the face, a turn of the head)."""
@@ -118,12 +118,17 @@ class Tracker:
         self.min_cutoff, self.beta = min_cutoff, beta
         self.reacquire_distance = reacquire_distance
         """A face lost for a moment may return this many of its widths away from where it was."""
+        self.smooth = smooth
+        """False shows each frame's box as detected (IDs are still kept)."""
         self.tracks: list[Track] = []
         self.faces_seen = 0
         self._next_id = 1
 
     def reset(self) -> None:
-        self.tracks = []
+        """Forget every face (a new stream starts)."""
+        self.tracks.clear()
+        self.faces_seen = 0
+        self._next_id = 1
 
     def _predicted(self, track: Track, t: float) -> np.ndarray:
         dt = max(t - track.last_seen, 0.0)
@@ -132,7 +137,9 @@ class Tracker:
     def update(self, boxes: Sequence[Sequence[float]], scores: Sequence[float], t: float) -> list[Track]:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         scores = np.asarray(scores, np.float64).reshape(-1)
-        self.tracks = [track for track in self.tracks if t - track.last_seen <= self.max_age_s]
+        # In place: the live path freezes the collector over long-lived objects (see live.stream_started),
+        # and a list replaced every frame would be one of them freed behind its back each time.
+        self.tracks[:] = [track for track in self.tracks if t - track.last_seen <= self.max_age_s]
         predicted = np.array([self._predicted(track, t) for track in self.tracks]).reshape(-1, 4)
         matches = self._match(predicted, boxes, t)
         matched_detections = set()
@@ -184,7 +191,9 @@ class Tracker:
         measured = _centre_size(box)
         before = _centre_size(track.box)
         dt = t - track.last_seen
-        smoothed = track._filter(measured, t, scale=max(measured[2], 1.0)) if track._filter is not None else measured
+        smoothed = track._filter(measured, t, scale=max(measured[2], 1.0))
+        if not self.smooth:
+            smoothed = measured
         if dt > 0:
             track.velocity = 0.5 * track.velocity + 0.5 * (smoothed - before) / dt
         track.box = tuple(int(round(v)) for v in _corners(smoothed))

@@ -225,6 +225,54 @@ def test_live_processor_counts_draws_and_survives_errors():
     assert stats["errors"] == 1 and "ValueError: bad frame" in stats["last_error"]
 
 
+class GroupDetector:
+    """Two faces, the second drifting right by 4 px a frame."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, frame):
+        self.calls += 1
+        faces = (detect.FaceBox((10, 10, 50, 60), 0.9), detect.FaceBox((80 + 4 * self.calls, 20, 120 + 4 * self.calls, 70), 0.8))
+        return Detection(0.9, faces[0].box, 1.0, faces)
+
+
+def test_live_faces_are_tracked_with_ids_counted_and_drawn():
+    clock = Clock()
+    processor = live.LiveProcessor(GroupDetector(), clock=clock)
+    frame = np.zeros((120, 240, 3), np.uint8)
+    for _ in range(6):
+        processor.process(frame.copy())
+        clock.now += 1 / 30
+    stats = processor.stats()
+    assert stats["faces_now"] == 2 and stats["faces_seen"] == 2
+    assert sorted(face.track_id for face in processor._last_faces) == [1, 2]
+    moving = max(processor._last_faces, key=lambda face: face.box[0])
+    assert moving.track_id == 2 and moving.box[0] > 90  # the drifting face keeps its ID as it moves
+    drawn = processor.redraw(frame.copy())
+    assert (drawn[60:70, 10:12] == detect.BOX_COLOUR_BGR).all(axis=-1).any()  # each face's box is on the video
+    processor.detector = FixedDetector()  # the moving face leaves; the other stays, with its ID
+    for _ in range(60):
+        processor.process(frame.copy())
+        clock.now += 1 / 30
+    assert processor.stats()["faces_now"] == 1 and processor.stats()["faces_seen"] == 2
+    assert [face.track_id for face in processor._last_faces] == [1]
+
+
+def test_yunet_on_the_live_path_finds_every_face_of_a_real_group_photo(data_root):
+    from tests.conftest import require
+
+    groups = require(data_root / "faces-afw-groups", "faces-afw-groups")
+    label = max(sorted((groups / "labels").glob("*.json")), key=lambda f: len(json.loads(f.read_text())["shapes"]))
+    photo = cv2.imread(str(groups / "images" / f"{label.stem}.jpg"))
+    frame = cv2.resize(photo, (640, 480), interpolation=cv2.INTER_AREA)
+    processor = live.LiveProcessor(detect.reference_detector(detect.YUNET))
+    for _ in range(3):
+        processor.process(frame)
+    assert processor.stats()["faces_now"] >= 5
+    assert processor.stats()["faces_now"] == len({face.track_id for face in processor._last_faces})
+
+
 class Clock:
     def __init__(self):
         self.now = 100.0

@@ -138,7 +138,7 @@ def test_every_page_works_with_nothing_trained(faces):
     train = open_page("app_pages/train.py")
     assert any("No training run yet" in i for i in texts(train, "info"))
     detect = open_page("app_pages/detect.py")
-    assert any("Haar cascade runs" in i for i in texts(detect, "info"))
+    assert any("YuNet runs" in i for i in texts(detect, "info"))
     evaluate = open_page("app_pages/evaluate.py")
     assert any("No trained model yet" in i for i in texts(evaluate, "info"))
     for page in ("app_pages/dataset.py", "app_pages/augment.py"):
@@ -185,7 +185,8 @@ def test_webcam_capture_is_prelabelled_then_corrected(faces):
     images = sorted((faces / "images").glob("capture-*.jpg"))
     assert len(labels) == len(images) == 1 and labels[0].stem == images[0].stem
     shapes = json.loads(labels[0].read_text())["shapes"]
-    assert len(shapes) == 1, "the Haar cascade should have pre-labelled the face"
+    assert len(shapes) == 1, "YuNet should have pre-labelled the face"
+    assert "YuNet" in shapes[0]["description"]
     (x0, y0), (x1, y1) = shapes[0]["points"]
     assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
     # the photo is now part of the dataset, with its box
@@ -373,7 +374,8 @@ def test_detect_shows_the_callback_figures_and_its_errors_and_saves_frames(faces
     assert out.shape == frame.shape and not np.array_equal(out, frame), "the box and the speed are drawn"
     at.run()
     assert any("processed frames: 3 · with a face: 3 · errors: 0" in c for c in texts(at, "caption"))
-    assert {m.label: m.value for m in at.metric}["Frames with a face"] == "3 of 3"
+    assert {m.label: m.value for m in at.metric}["Faces now"] == "1"
+    assert any("faces seen: 1 · processed frames: 3" in c for c in texts(at, "caption"))
 
     class Broken:
         def detect(self, frame):
@@ -411,7 +413,7 @@ def test_detect_on_an_uploaded_photo_video_and_a_fake(faces, monkeypatch):
     uploader = at.file_uploader(key="detect_upload")
     uploader.set_value(("me.jpg", face_jpeg(), "image/jpeg")).run()
     assert_no_exception(at)
-    assert any(c.startswith("face, probability") for img in at.image for c in img.captions)
+    assert any(c.startswith("1 face, best probability") for img in at.image for c in img.captions)
 
     at.file_uploader(key="detect_upload").set_value(("fake.jpg", b"just text, not a photo", "image/jpeg")).run()
     assert any("neither an image" in e for e in texts(at, "error"))

@@ -1,0 +1,38 @@
+"""Pre-labels from YuNet follow the dataset's own box convention."""
+
+import cv2
+import numpy as np
+
+from facetracker import data as data_lib
+from facetracker.detect import YUNET, reference_detector
+from facetracker.prelabel import learn_convention, prelabel_boxes
+from facetracker.tracking import iou_matrix
+
+
+def test_yunet_prelabels_follow_the_webcam_datasets_boxes(webcam):
+    """Learnt on the training frames, applied to the held-out ones: the pre-labels land on the
+    person's own boxes far more often than YuNet's boxes as they are."""
+    dataset = data_lib.load_dataset(webcam)
+    detector = reference_detector(YUNET)
+    convention = learn_convention(dataset.split("train"), detector.detect)
+    assert convention.pairs >= 30
+    held_out = [s for s in dataset.split("val") + dataset.split("test") if s.has_face]
+    raw_hits = moved_hits = 0
+    for sample in held_out:
+        rgb = data_lib.sample_pixels(sample)
+        height, width = rgb.shape[:2]
+        frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        label = np.array(sample.box) * [width, height, width, height]
+        raw = [face.box for face in detector.detect(frame).faces]
+        moved = prelabel_boxes(frame, detector.detect, convention)
+        raw_hits += bool(raw) and iou_matrix(np.array(raw[:1], float), label[None])[0, 0] >= 0.5
+        moved_hits += bool(moved) and iou_matrix(np.array(moved[:1], float), label[None])[0, 0] >= 0.5
+    assert len(held_out) >= 15
+    assert moved_hits / len(held_out) >= 0.85 and moved_hits > raw_hits, (raw_hits, moved_hits, len(held_out))
+
+
+def test_without_labelled_faces_the_detectors_boxes_are_kept(tmp_path):
+    detector = reference_detector(YUNET)
+    convention = learn_convention([], detector.detect)
+    assert convention.pairs == 0
+    assert prelabel_boxes(np.zeros((240, 320, 3), np.uint8), detector.detect, convention) == []
