@@ -80,7 +80,8 @@ def test_fast_box_handling_gives_what_albumentations_bbox_processor_gives(helen)
 
 def test_training_dataset_batches_match_their_labels(helen):
     from facetracker.augment import AugmentConfig
-    from facetracker.train import TrainConfig, build_cache, training_dataset
+    from facetracker.config import TrainConfig
+    from facetracker.train import build_cache, training_dataset
 
     samples = data.load_dataset(helen, check_pixels=False).samples
     chosen = [s for s in samples if s.box][:10] + [s for s in samples if not s.box][:4]
