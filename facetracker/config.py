@@ -84,7 +84,7 @@ class TrainConfig(JsonConfig):
         return super().from_dict(values, source=source)
 
     def validate(self, source: str = "training config") -> None:
-        epoch_counts = (self.freeze_backbone_epochs, self.warmup_epochs, self.early_stopping)
+        phase_epochs = (self.freeze_backbone_epochs, self.warmup_epochs)
         checks = [
             (self.backbone in BACKBONE_NAMES, f"backbone must be one of {', '.join(BACKBONE_NAMES)}"),
             (self.weights in WEIGHTS, "weights must be 'imagenet' or 'none'"),
@@ -109,9 +109,10 @@ class TrainConfig(JsonConfig):
             (0 <= self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5, "val/test fractions must be below 0.5"),
             (0 < self.finetune_lr_scale <= 1, "finetune_lr_scale must be in (0, 1]"),
             (0 <= self.bn_momentum < 1, "bn_momentum must be in [0, 1)"),
-            (all(0 <= count <= self.epochs for count in epoch_counts),
-             f"freeze_backbone_epochs, warmup_epochs and early_stopping must be from 0 to epochs ({self.epochs}), "
-             f"got {', '.join(map(str, epoch_counts))}"),
+            (all(0 <= count <= self.epochs for count in phase_epochs),
+             f"freeze_backbone_epochs and warmup_epochs must be from 0 to epochs ({self.epochs}), "
+             f"got {', '.join(map(str, phase_epochs))}"),
+            (0 <= self.early_stopping <= MAX_EPOCHS, f"early_stopping must be from 0 to {MAX_EPOCHS}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -164,7 +165,14 @@ def config_for(data: str | Path, preset: str | None = None, **overrides: Any) ->
     values: dict = {"data": str(data), **preset_values(preset, overrides.get("weights"))}
     augment_values = dict(values.pop("augment", {}))
     augment_override = overrides.pop("augment", None)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    # A preset's frozen and warm-up epochs shrink to a shorter run (`--preset fast --epochs 1`); the
+    # training loop would cut them there anyway. Values given explicitly are checked, not shrunk.
+    if isinstance(values.get("epochs"), int) and not isinstance(values["epochs"], bool):
+        for name in ("freeze_backbone_epochs", "warmup_epochs"):
+            if name in values and name not in given and isinstance(values[name], int):
+                values[name] = min(values[name], values["epochs"])
     if augment_override is not None:
         augment_cfg = augment_override
     else:
