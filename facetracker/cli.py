@@ -51,7 +51,7 @@ def probability(text: str) -> float:
     return value
 
 
-# What the train command's flags set in the TrainConfig (flag destination -> config field).
+# The train flags that set TrainConfig fields of the same name (as argparse destinations).
 TRAIN_FLAGS = ("preset", "backbone", "weights", "allow_random_weights", "head", "epochs", "batch_size", "lr",
                "copies", "augment", "seed", "strategy")
 

@@ -360,6 +360,15 @@ def test_a_failed_run_shows_its_error_and_offers_resume(faces, root):
     assert list(table["run"]) == ["broken"] and list(table["state"]) == ["failed"]
 
 
+def test_a_run_killed_before_its_first_epoch_offers_to_start_again_with_its_recorded_epochs(faces, root):
+    run_dir = write_run(root / "runs", "early", faces, state="running", pid=2**22 + 12346, steps=2)
+    config = json.loads((run_dir / runs.CONFIG).read_text())
+    runs.write_json(run_dir / runs.CONFIG, {**config, "epochs": 9})  # as a resume to 9 epochs records it
+    at = open_page("app_pages/train.py")
+    assert "Start again (no epoch had finished)" in [b.label for b in at.button]
+    assert at.number_input(key="resume_epochs_early").value == 9
+
+
 # ----------------------------------------------------------------------------------------------
 # Detect
 
