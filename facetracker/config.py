@@ -84,7 +84,6 @@ class TrainConfig(JsonConfig):
         return super().from_dict(values, source=source)
 
     def validate(self, source: str = "training config") -> None:
-        phase_epochs = (self.freeze_backbone_epochs, self.warmup_epochs)
         checks = [
             (self.backbone in BACKBONE_NAMES, f"backbone must be one of {', '.join(BACKBONE_NAMES)}"),
             (self.weights in WEIGHTS, "weights must be 'imagenet' or 'none'"),
@@ -109,10 +108,14 @@ class TrainConfig(JsonConfig):
             (0 <= self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5, "val/test fractions must be below 0.5"),
             (0 < self.finetune_lr_scale <= 1, "finetune_lr_scale must be in (0, 1]"),
             (0 <= self.bn_momentum < 1, "bn_momentum must be in [0, 1)"),
-            (all(0 <= count <= self.epochs for count in phase_epochs),
-             f"freeze_backbone_epochs and warmup_epochs must be from 0 to epochs ({self.epochs}), "
-             f"got {', '.join(map(str, phase_epochs))}"),
-            (0 <= self.early_stopping <= MAX_EPOCHS, f"early_stopping must be from 0 to {MAX_EPOCHS}"),
+            (0 <= self.warmup_epochs <= self.epochs,
+             f"warmup_epochs must be from 0 to epochs ({self.epochs}), got {self.warmup_epochs}"),
+            # The frozen phase and the early-stop patience may outlast this run (a resume can lengthen
+            # it; the loop cuts them at epochs), so they are bounded like epochs themselves.
+            (0 <= self.freeze_backbone_epochs <= MAX_EPOCHS,
+             f"freeze_backbone_epochs must be from 0 to {MAX_EPOCHS}, got {self.freeze_backbone_epochs}"),
+            (0 <= self.early_stopping <= MAX_EPOCHS,
+             f"early_stopping must be from 0 to {MAX_EPOCHS}, got {self.early_stopping}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -167,12 +170,11 @@ def config_for(data: str | Path, preset: str | None = None, **overrides: Any) ->
     augment_override = overrides.pop("augment", None)
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(given)
-    # A preset's frozen and warm-up epochs shrink to a shorter run (`--preset fast --epochs 1`); the
-    # training loop would cut them there anyway. Values given explicitly are checked, not shrunk.
-    if isinstance(values.get("epochs"), int) and not isinstance(values["epochs"], bool):
-        for name in ("freeze_backbone_epochs", "warmup_epochs"):
-            if name in values and name not in given and isinstance(values[name], int):
-                values[name] = min(values[name], values["epochs"])
+    # A preset's warm-up shrinks to a shorter run (`--preset fast --weights none --epochs 1`): the
+    # schedule would cut it there anyway. A warm-up given explicitly is checked, not shrunk.
+    epochs, warmup = values.get("epochs"), values.get("warmup_epochs")
+    if "warmup_epochs" not in given and type(epochs) is int and type(warmup) is int:
+        values["warmup_epochs"] = min(warmup, epochs)
     if augment_override is not None:
         augment_cfg = augment_override
     else:
