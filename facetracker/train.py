@@ -183,6 +183,25 @@ def _save_model(model, path: Path, include_optimizer: bool, flip_average: bool =
         raise
 
 
+def _save_checkpoint(model, path: Path) -> None:
+    """The checkpoint with its optimiser, saved with the whole backbone trainable.
+
+    Keras builds a loaded model's optimiser over the variables trainable at load time: saved
+    during the frozen phase, it would hold the heads' variables only, skip the saved state of the
+    others and fail when the backbone is unfrozen. The optimiser was built over every variable
+    (see `_build`), so the checkpoint is saved that way; the phase's flags are put back after.
+    """
+    backbone = backbone_layer(model)
+    flags = [(backbone, backbone.trainable)] + [(layer, layer.trainable) for layer in backbone.layers]
+    for layer, _ in flags:  # one by one: a frozen batch-norm layer stays frozen under a trainable backbone
+        layer.trainable = True
+    try:
+        _save_model(model, path, include_optimizer=True)
+    finally:
+        for layer, trainable in flags:
+            layer.trainable = trainable
+
+
 LOSS_KEYS = ("loss", "class_loss", "box_loss")
 
 
@@ -553,7 +572,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         val_boxes=val_cache.boxes, state=state, early_stopping=config.early_stopping, log=log,
         save_best=lambda m: _save_model(m, run_dir / runs.MODEL, include_optimizer=False,
                                         flip_average=config.flip_average),
-        save_checkpoint=lambda m: _save_model(m, run_dir / runs.CHECKPOINT_MODEL, include_optimizer=True))
+        save_checkpoint=lambda m: _save_checkpoint(m, run_dir / runs.CHECKPOINT_MODEL))
     _fit_phases(model, config, strategy, weights_used, state, training_dataset(train_cache, config, config.batch_size),
                 steps_per_epoch, callback, stop, log)
     if stop.check():

@@ -223,3 +223,20 @@ def test_the_run_folder_callback_records_validates_checkpoints_and_stops(tmp_pat
     assert callback.model.stop_training
     callback.on_epoch_end(2, {"loss": 0.5})
     assert state["epochs_done"] == 2
+
+
+def test_a_run_resumed_in_its_frozen_phase_unfreezes_with_its_optimiser_state(tiny_data, keras_home, tmp_path,
+                                                                              restore_signals):
+    """Checkpointed while the backbone was frozen, resumed past the frozen epochs: the optimiser keeps
+    its state and trains the unfrozen backbone (it held only the heads' variables and failed)."""
+    from facetracker.model import load_model
+    from facetracker.train import train
+
+    config = config_for(tiny_data, **{**TINY, "weights": "imagenet", "freeze_backbone_epochs": 1})
+    train(config, tmp_path / "run", log=lambda line: None)
+    frozen = load_model(tmp_path / "run" / runs.CHECKPOINT_MODEL)
+    steps = int(frozen.optimizer.iterations.numpy())
+    status = train(config.replace(epochs=2), tmp_path / "run", resume=True, log=lambda line: None)
+    assert status["state"] == "finished"
+    resumed = load_model(tmp_path / "run" / runs.CHECKPOINT_MODEL)
+    assert int(resumed.optimizer.iterations.numpy()) == 2 * steps
