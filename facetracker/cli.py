@@ -94,12 +94,12 @@ def train_config(args: argparse.Namespace):
     from facetracker.config import TrainConfig, config_for, default_augment
 
     run_dir = Path(args.run_dir)
-    given = [name for name in TRAIN_FLAGS if getattr(args, name) is not None and name != "epochs"]
+    given = [name for name in ("data", *TRAIN_FLAGS) if getattr(args, name) is not None and name != "epochs"]
     if args.resume or not args.data:
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise ValueError(f"{flags}: the run trains from {run_dir / runs.CONFIG}; only --epochs may change it "
-                             "(give --data to set up a new run)")
+            raise ValueError(f"{flags}: a resume trains from {run_dir / runs.CONFIG}; only --epochs may change it "
+                             "(--overwrite with --data sets up a new run)")
         if not (run_dir / runs.CONFIG).is_file():
             what = "nothing to resume" if args.resume else "--data is required"
             raise FileNotFoundError(f"{run_dir}: {what} (no {runs.CONFIG})")

@@ -111,6 +111,8 @@ def test_resume_refuses_options_that_config_json_sets(capsys, tmp_path):
     assert main(["train", "--run-dir", str(run), "--resume", "--lr", "0.01", "--epochs", "40"]) == 2
     err = capsys.readouterr().err
     assert "--lr" in err and str(run / runs.CONFIG) in err and "only --epochs" in err
+    assert main(["train", "--run-dir", str(run), "--resume", "--data", str(tmp_path)]) == 2
+    assert "error: --data: a resume trains from" in capsys.readouterr().err
     assert json.loads((run / runs.CONFIG).read_text())["lr"] == 1e-3
 
 
