@@ -9,11 +9,15 @@ in training than live.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from facetracker.data import Box
 from facetracker.jsonconfig import ConfigError, JsonConfig
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 
 @dataclasses.dataclass
@@ -54,7 +58,7 @@ AUGMENT_FILE = "augment.json"
 """Saved into a dataset folder by the Augment page; training uses it by default."""
 
 
-def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -> "A.Compose":
+def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -> A.Compose:
     """The Albumentations pipeline for one config and output size."""
     import albumentations as A  # imported here: the CLI parser and the Train page read AugmentConfig without it (1 s)
 
@@ -87,7 +91,7 @@ def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -
     return transform
 
 
-def augment(transform: "A.Compose", image: np.ndarray, box: Box | None) -> tuple[np.ndarray, Box | None]:
+def augment(transform: A.Compose, image: np.ndarray, box: Box | None) -> tuple[np.ndarray, Box | None]:
     """Augment one RGB image and its normalised box; a face cropped away gives (image, None)."""
     out = transform(image=image)
     if box is None:

@@ -27,7 +27,7 @@ from facetracker import runs
 from facetracker.augment import augment, build_transform
 from facetracker.config import TrainConfig
 from facetracker.jsonconfig import ConfigError
-from facetracker.model import (WeightsUnavailable, PhasedCosine, backbone_layer, batchnorm_layers, build_model,
+from facetracker.model import (PhasedCosine, WeightsUnavailable, backbone_layer, batchnorm_layers, build_model,
                                inference_copy, load_model, set_backbone_trainable)
 
 # After facetracker.model, which sets TensorFlow's log level before TensorFlow loads.
