@@ -62,3 +62,20 @@ def test_the_catalog_names_what_the_model_builds():
     assert tuple(model.BOX_LOSSES) == catalog.BOX_LOSS_NAMES
     assert model.HEADS == catalog.HEADS and model.INPUT_SIZE == catalog.INPUT_SIZE
     assert {name: spec.weights_file for name, spec in model.BACKBONES.items()} == catalog.BACKBONE_WEIGHT_FILES
+
+
+def test_help_and_inspect_do_not_load_tensorflow(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (64, 48), (90, 120, 150)).save(tmp_path / "images" / "empty-room.jpg")  # a no-face image
+    code = ("import sys\nfrom facetracker.cli import main\n"
+            "for argv in (['--help'], ['train', '--help'], ['inspect', sys.argv[1]]):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m facetracker" in result.stdout and "error" not in result.stderr, result.stderr
+    assert "1 images (0 with a face, 1 without)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "LOADED []"
