@@ -12,7 +12,7 @@ from facetracker import data as data_lib
 from facetracker import runs
 from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, build_transform
 from facetracker.jsonconfig import ConfigError
-from facetracker.train import TrainConfig
+from facetracker.config import TrainConfig
 from app_pages import ui
 
 # Training caches images at this size and augments them to the model's input size (TrainConfig).

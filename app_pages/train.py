@@ -9,8 +9,9 @@ import streamlit as st
 
 from facetracker import launcher, runs, workspace
 from facetracker.augment import AugmentConfig
+from facetracker.catalog import BACKBONE_NAMES, WEIGHTS, cached_weights_file
+from facetracker.config import PRESETS, TrainConfig, config_for, default_augment
 from facetracker.jsonconfig import ConfigError
-from facetracker.train import PRESETS, config_for, default_augment
 from app_pages import ui
 
 REFRESH_S = 2
@@ -31,9 +32,7 @@ def weights_note(backbone: str, weights: str) -> str | None:
     """A warning when ImageNet weights would have to be downloaded (the machine may be offline)."""
     if weights != "imagenet":
         return None
-    from facetracker.model import BACKBONES, keras_cache_dir
-
-    cached = keras_cache_dir() / BACKBONES[backbone].weights_file
+    cached = cached_weights_file(backbone)
     if cached.is_file():
         return None
     return (f"The ImageNet weights of {backbone} are not in the Keras cache ({cached.parent}): training downloads "
@@ -55,10 +54,9 @@ def augment_choice(folder: Path, preset: str | None) -> AugmentConfig | None:
     return options[label]
 
 
-def training_options(folder: Path) -> dict | None:
-    """The options as `launcher.start_run` takes them (None after showing why they cannot be used)."""
-    from facetracker.model import BACKBONES
-
+def training_options(folder: Path) -> tuple[TrainConfig, str] | None:
+    """The run's config and name as `launcher.start_run` takes them (None after showing why they cannot
+    be used)."""
     names = list(PRESETS) + [CUSTOM]
     preset_label = st.selectbox("Preset", names, index=names.index("fast") if "fast" in names else 0,
                                 help="fast: MobileNetV2 for real time on a CPU. original: VGG16 as in the tutorial.")
@@ -66,9 +64,9 @@ def training_options(folder: Path) -> dict | None:
     values = option_values(preset)
     key = preset_label.split()[0]
     c1, c2 = st.columns(2)
-    backbones = list(BACKBONES)
+    backbones = list(BACKBONE_NAMES)
     backbone = c1.selectbox("Backbone", backbones, index=backbones.index(values["backbone"]), key=f"tr_backbone_{key}")
-    weights = c2.radio("Start from", ["imagenet", "none"], index=["imagenet", "none"].index(values["weights"]),
+    weights = c2.radio("Start from", list(WEIGHTS), index=list(WEIGHTS).index(values["weights"]),
                        horizontal=True, key=f"tr_weights_{key}",
                        help="imagenet: weights learnt on ImageNet (better, needs them cached or internet); "
                             "none: random weights (the fast preset then trains longer, with its grid box head: "
@@ -89,27 +87,25 @@ def training_options(folder: Path) -> dict | None:
                                value=False, key="tr_allow_random")
     augment = augment_choice(folder, preset)
     name = st.text_input("Run name (empty: made from the dataset, backbone and time)", key="tr_name").strip()
-    options = dict(data=folder, preset=preset, backbone=backbone, weights=weights, epochs=int(epochs),
-                   batch_size=int(batch_size), lr=float(lr), copies=int(copies), augment=augment,
-                   allow_random_weights=allow_random)
-    try:  # the same check the training command makes, before anything is launched
-        config_for(str(folder), preset, **{k: v for k, v in options.items() if k not in ("data", "preset",
-                                                                                          "allow_random_weights")})
+    try:  # checked here, before anything is launched
+        config = config_for(folder, preset, backbone=backbone, weights=weights, epochs=int(epochs),
+                            batch_size=int(batch_size), lr=float(lr), copies=int(copies), augment=augment,
+                            allow_random_weights=allow_random)
     except ConfigError as error:
         st.error(ui.readable(error))
         return None
-    return {**options, "name": name or launcher.new_run_name(ui.runs_root(), folder, backbone)}
+    return config, name or launcher.new_run_name(ui.runs_root(), folder, backbone)
 
 
 def start_section(folder: Path, live: list[workspace.RunSummary]) -> None:
-    options = training_options(folder)
+    chosen = training_options(folder)
     if live:
         st.info(f"**{live[0].name}** is training now. One run at a time shares this machine's cores: "
                 "stop it below or wait for it to finish.")
-    if st.button("Start training", type="primary", disabled=options is None or bool(live)):
-        name = options.pop("name")
+    if st.button("Start training", type="primary", disabled=chosen is None or bool(live)):
+        config, name = chosen
         try:
-            run_dir = launcher.start_run(ui.runs_root(), name, **options)
+            run_dir = launcher.start_run(ui.runs_root(), name, config)
         except (runs.RunLocked, FileExistsError, ValueError, OSError) as error:
             st.error(ui.readable(error))
             return
@@ -184,12 +180,14 @@ def controls(summary: workspace.RunSummary) -> None:
         return
     if summary.resumable:
         c1, c2 = st.columns([1, 2])
+        # config.json holds the epochs the run trains towards (a resume records its new total there).
         epochs = c1.number_input("Epochs in total", 1, 10_000, int(summary.epochs or 1) + (
             0 if summary.state != "finished" else 5), key=f"resume_epochs_{summary.name}")
-        if c2.button("Resume from the last checkpoint", key=f"resume_{summary.name}"):
+        label = "Resume from the last checkpoint" if summary.has_checkpoint else "Start again (no epoch had finished)"
+        if c2.button(label, key=f"resume_{summary.name}"):
             try:
                 launcher.resume_run(summary.path, epochs=int(epochs))
-            except (runs.RunLocked, FileNotFoundError, OSError) as error:
+            except (runs.RunLocked, FileNotFoundError, ConfigError, OSError) as error:
                 st.error(ui.readable(error))
                 return
             st.rerun()

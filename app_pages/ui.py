@@ -36,11 +36,11 @@ DATASET_NAME = "dataset_name"
 
 
 def data_root() -> Path:
-    return safety.data_root()
+    return workspace.data_root()
 
 
 def runs_root() -> Path:
-    return safety.runs_root()
+    return workspace.runs_root()
 
 
 def shown_path(path: str | Path) -> str:

@@ -9,12 +9,15 @@ in training than live.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-import albumentations as A
 import numpy as np
 
 from facetracker.data import Box
 from facetracker.jsonconfig import ConfigError, JsonConfig
+
+if TYPE_CHECKING:
+    import albumentations as A
 
 
 @dataclasses.dataclass
@@ -57,6 +60,8 @@ AUGMENT_FILE = "augment.json"
 
 def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -> A.Compose:
     """The Albumentations pipeline for one config and output size."""
+    import albumentations as A  # imported here: the CLI parser and the Train page read AugmentConfig without it (1 s)
+
     transforms = [
         A.RandomResizedCrop(
             size=(size, size),

@@ -33,7 +33,7 @@ from facetracker.detect import HAAR, HAAR_LABEL, usable_cores
 
 
 def _bench_backbones() -> tuple[str, ...]:
-    from facetracker.train import PRESETS
+    from facetracker.config import PRESETS
 
     return tuple(dict.fromkeys(["vgg16", PRESETS["fast"]["backbone"], "mobilenet-0.25"]))
 
@@ -216,7 +216,7 @@ def saved_form(backbone: str):
     """A randomly initialised model of this backbone as its preset trains and saves it: the
     preset's head, and the saved model's flip average (each frame and its mirror image) if set."""
     from facetracker.model import build_model, inference_copy
-    from facetracker.train import PRESETS
+    from facetracker.config import PRESETS
 
     preset = PRESETS[preset_for(backbone)]
     model = build_model(backbone, "none", head=preset["head"])
@@ -312,7 +312,8 @@ def preparation_ms(frames: list[np.ndarray], size: int) -> float:
 
 
 def training_cache(samples: list[data_lib.Sample], count: int):
-    from facetracker.train import TrainConfig, build_cache
+    from facetracker.config import TrainConfig
+    from facetracker.train import build_cache
 
     return build_cache(spread(samples, count), TrainConfig().cache_size, log=lambda message: None)
 
@@ -327,17 +328,13 @@ def training_rate(model, backbone: str, cache, data: Path, warmup: int, steps: i
     """
     import keras
 
-    from facetracker.model import backbone_layer
-    from facetracker.train import config_for, training_dataset
+    from facetracker.config import config_for
+    from facetracker.model import backbone_layer, set_backbone_trainable
+    from facetracker.train import training_dataset
 
     copies = math.ceil((warmup + steps + 1) * BATCH / len(cache.images))
     config = config_for(str(data), preset_for(backbone), backbone=backbone, batch_size=BATCH, copies=copies)
-    backbone_net = backbone_layer(model)
-    backbone_net.trainable = True
-    if config.freeze_batchnorm:
-        for layer in backbone_net.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    set_backbone_trainable(backbone_layer(model), True, config.freeze_batchnorm)
     optimizer = keras.optimizers.Adam(config.lr)
     optimizer.build(model.trainable_variables)  # as train.py does: built lazily, tracing takes twice as long
     model.compile(optimizer=optimizer, jit_compile=False)
@@ -364,7 +361,8 @@ def training_rate(model, backbone: str, cache, data: Path, warmup: int, steps: i
 def augmentation_rate(cache, batches: int) -> float:
     """Images/s out of `training_dataset` with the default augmentation, no model attached."""
     from facetracker.augment import AugmentConfig
-    from facetracker.train import TrainConfig, training_dataset
+    from facetracker.config import TrainConfig
+    from facetracker.train import training_dataset
 
     warmup = 2
     copies = math.ceil((warmup + batches + 1) * BATCH / len(cache.images))
@@ -412,7 +410,7 @@ class Report:
 
 
 def format_report(report: Report) -> str:
-    from facetracker.train import PRESETS
+    from facetracker.config import PRESETS
 
     machine, settings, timings, train = report.machine, report.settings, report.timings, report.train
     fast = PRESETS["fast"]["backbone"]

@@ -12,60 +12,114 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from pathlib import Path
 
 
-def _add_train(sub) -> None:
-    from facetracker.model import BACKBONES, HEADS
-    from facetracker.train import PRESETS, STRATEGIES
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
-    p = sub.add_parser("train", help="train a face tracker into a run folder")
+
+def learning_rate(text: str) -> float:
+    """An argparse type: a finite rate between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 < value < 1):
+        raise argparse.ArgumentTypeError(f"{text} must be a number between 0 and 1")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type: a finite number from 0 to 1 (NaN would make every comparison false)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 <= value <= 1):
+        raise argparse.ArgumentTypeError(f"{text} must be a number from 0 to 1")
+    return value
+
+
+# The train flags that set TrainConfig fields of the same name (as argparse destinations).
+TRAIN_FLAGS = ("preset", "backbone", "weights", "allow_random_weights", "head", "epochs", "batch_size", "lr",
+               "copies", "augment", "seed", "strategy")
+
+
+def _add_train(sub) -> None:
+    from facetracker.catalog import BACKBONE_NAMES, HEADS, WEIGHTS
+    from facetracker.config import PRESETS, STRATEGIES
+
+    p = sub.add_parser("train", help="train a face tracker into a run folder",
+                       description="Train from --data and options; or, without --data, from the config.json "
+                                   "already in --run-dir; or carry on a run with --resume.")
     p.add_argument("--data", help="dataset folder (labelme images/ + labels/, or train/ val/ test/)")
     p.add_argument("--run-dir", required=True, help="folder for config, metrics, status, checkpoints, model")
     p.add_argument("--preset", choices=sorted(PRESETS), help="a complete recorded setup; options below override it")
-    p.add_argument("--backbone", choices=sorted(BACKBONES))
-    p.add_argument("--weights", choices=("imagenet", "none"), help="start from ImageNet weights or random")
-    p.add_argument("--allow-random-weights", action="store_true",
+    p.add_argument("--backbone", choices=BACKBONE_NAMES)
+    p.add_argument("--weights", choices=WEIGHTS, help="start from ImageNet weights or random")
+    p.add_argument("--allow-random-weights", action="store_true", default=None,
                    help="if ImageNet weights cannot be had (offline), go on from random initialisation")
     p.add_argument("--head", choices=HEADS, help="box head: design (global max-pool, as drawn), spatial "
                    "(stride-16 map, flatten, dense) or grid (stride-16 map, each cell votes a box)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--copies", type=int, help="augmented passes over the training images per epoch")
+    p.add_argument("--epochs", type=positive_int, help="epochs in total (with --resume: the new total)")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--lr", type=learning_rate, help="learning rate")
+    p.add_argument("--copies", type=positive_int, help="augmented passes over the training images per epoch")
     p.add_argument("--augment", help="augmentation config JSON (default: augment.json in the dataset folder)")
     p.add_argument("--seed", type=int)
     p.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy (mirrored: all local GPUs; "
                    "multiworker: several machines, from TF_CONFIG)")
-    p.add_argument("--resume", action="store_true", help="carry on from the run folder's last checkpoint")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="carry on from the run folder's last checkpoint (or start over when no epoch finished)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="start over in a run folder that already holds a run, replacing its results")
+
+
+def train_config(args: argparse.Namespace):
+    """The run's TrainConfig from the train command's flags, or from the run folder's config.json."""
+    from facetracker import runs
+    from facetracker.augment import AugmentConfig
+    from facetracker.config import TrainConfig, config_for, default_augment
+
+    run_dir = Path(args.run_dir)
+    given = [name for name in ("data", *TRAIN_FLAGS) if getattr(args, name) is not None and name != "epochs"]
+    if args.resume or not args.data:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{flags}: a resume trains from {run_dir / runs.CONFIG}; only --epochs may change it "
+                             "(--overwrite with --data sets up a new run)")
+        if not (run_dir / runs.CONFIG).is_file():
+            what = "nothing to resume" if args.resume else "--data is required"
+            raise FileNotFoundError(f"{run_dir}: {what} (no {runs.CONFIG})")
+        config = TrainConfig.load(run_dir / runs.CONFIG)
+        if args.epochs is not None:
+            config = config.replace(epochs=args.epochs)
+            config.validate(f"{run_dir / runs.CONFIG} with --epochs {args.epochs}")
+        return config
+    augment = AugmentConfig.load(args.augment) if args.augment else default_augment(args.data)
+    return config_for(args.data, args.preset, **{name: getattr(args, name) for name in TRAIN_FLAGS
+                                                  if name not in ("preset", "augment")}, augment=augment)
 
 
 def _run_train(args) -> int:
-    from facetracker import runs
-    from facetracker.augment import AugmentConfig
-    from facetracker.train import TrainConfig, config_for, default_augment, train
+    config = train_config(args)
+    from facetracker.train import train
 
-    run_dir = Path(args.run_dir)
     if args.resume:
-        config = TrainConfig.load(run_dir / runs.CONFIG) if (run_dir / runs.CONFIG).exists() else None
-        if config is None:
-            raise FileNotFoundError(f"{run_dir}: nothing to resume (no {runs.CONFIG})")
-        if args.epochs:
-            config = config.replace(epochs=args.epochs)
-        print(f"resuming {run_dir}")
-    else:
-        if not args.data:
-            raise ValueError("--data is required (unless --resume)")
-        augment = AugmentConfig.load(args.augment) if args.augment else default_augment(args.data)
-        config = config_for(
-            args.data, args.preset, backbone=args.backbone, weights=args.weights, head=args.head,
-            allow_random_fallback=args.allow_random_weights or None, epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, copies=args.copies, seed=args.seed,
-            strategy=args.strategy, augment=augment)
-        config.validate()
-    status = train(config, run_dir, resume=args.resume)
+        print(f"resuming {args.run_dir}")
+    status = train(config, args.run_dir, resume=args.resume, overwrite=args.overwrite)
     return 0 if status.get("state") in ("finished", "stopped") else 1
 
 
@@ -147,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--data", required=True)
     p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: all images)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=probability, default=0.5, help="face when p(face) is at least this")
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(run=_run_evaluate)
 
@@ -155,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--images", required=True)
     p.add_argument("--out", required=True, help="folder for the labelme JSON files (e.g. the dataset's labels/)")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=probability, default=0.5, help="face when p(face) is at least this")
     p.add_argument("--overwrite", action="store_true", help="replace label files that already exist")
     p.set_defaults(run=_run_predict)
 
@@ -169,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder holding faces-helen/, the face photos for the frames "
                    "(default: $FACETRACKER_DATA)")
     p.add_argument("--json", help="also write the figures to this JSON file")
-    p.add_argument("--frames", type=int, default=200, help="frames timed per detector")
+    p.add_argument("--frames", type=positive_int, default=200, help="frames timed per detector")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
     p.set_defaults(run=_run_bench)
     return parser

@@ -1,9 +1,10 @@
 """Start, stop and resume a training run as its own process, so closing a browser never stops it.
 
-The app does not train in its own process: it runs `python -m facetracker train` (the same command a
-person would type) in a new session, with its output in `<run_dir>/train.log`. Everything the app
-shows afterwards comes from the run folder (see `facetracker.runs`), so a reload or a second browser
-tab finds the live run and never starts another one.
+The app does not train in its own process: it writes the run's `TrainConfig` as `<run_dir>/config.json`
+and runs `python -m facetracker train --run-dir DIR` (the same command a person would type; a resume
+adds `--resume`) in a new session, with its output in `<run_dir>/train.log`. Everything the app shows
+afterwards comes from the run folder (see `facetracker.runs`), so a reload or a second browser tab
+finds the live run and never starts another one.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from facetracker import runs
-from facetracker.augment import AugmentConfig
+from facetracker.config import TrainConfig
 
 LAUNCH_LOCK = ".launch.lock"
 PACKAGE_PARENT = Path(__file__).resolve().parent.parent
@@ -42,25 +43,7 @@ def live_pid(run_dir: str | Path) -> int | None:
 
 def live_runs(runs_root: str | Path) -> list[Path]:
     """Run folders under the root with a live training process."""
-    return [run for run in run_folders(runs_root) if live_pid(run)]
-
-
-def run_folders(runs_root: str | Path) -> list[Path]:
-    """Run folders, newest first, including a run launched a moment ago that has no config.json yet."""
-    root = Path(runs_root)
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-             and ((p / runs.CONFIG).exists() or (p / runs.STATUS).exists())]
-
-    def started(p: Path) -> float:
-        marker = p / runs.CONFIG if (p / runs.CONFIG).exists() else p / runs.STATUS
-        try:
-            return marker.stat().st_mtime
-        except OSError:
-            return 0.0
-
-    return sorted(found, key=started, reverse=True)
+    return [run for run in runs.list_runs(runs_root) if live_pid(run)]
 
 
 def new_run_name(runs_root: str | Path, data: str | Path, backbone: str | None) -> str:
@@ -87,24 +70,9 @@ def _launch_lock(runs_root: Path) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def train_command(run_dir: Path, *, data: str | Path | None = None, preset: str | None = None,
-                  backbone: str | None = None, weights: str | None = None, epochs: int | None = None,
-                  batch_size: int | None = None, lr: float | None = None, copies: int | None = None,
-                  augment_file: Path | None = None, seed: int | None = None, allow_random_weights: bool = False,
-                  resume: bool = False) -> list[str]:
-    """The `python -m facetracker train` command line for these options (None: the preset's or default)."""
-    command = [sys.executable, "-m", "facetracker", "train", "--run-dir", str(run_dir)]
-    options = {"--data": data, "--preset": preset, "--backbone": backbone, "--weights": weights,
-               "--epochs": epochs, "--batch-size": batch_size, "--lr": lr, "--copies": copies,
-               "--augment": augment_file, "--seed": seed}
-    for flag, value in options.items():
-        if value is not None:
-            command += [flag, str(value)]
-    if allow_random_weights:
-        command.append("--allow-random-weights")
-    if resume:
-        command.append("--resume")
-    return command
+def train_command(run_dir: Path, *, resume: bool = False) -> list[str]:
+    """The `python -m facetracker train` command line for a run folder holding its config.json."""
+    return [sys.executable, "-m", "facetracker", "train", "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
 
 
 def _spawn(run_dir: Path, command: list[str]) -> int:
@@ -135,13 +103,10 @@ def _refuse_if_busy(run_dir: Path, runs_root: Path, exclusive: bool) -> None:
                                  "machine's cores, so stop it or wait for it to finish")
 
 
-def start_run(runs_root: str | Path, name: str, *, data: str | Path, preset: str | None = None,
-              backbone: str | None = None, weights: str | None = None, epochs: int | None = None,
-              batch_size: int | None = None, lr: float | None = None, copies: int | None = None,
-              augment: AugmentConfig | None = None, seed: int | None = None, allow_random_weights: bool = False,
-              exclusive: bool = True) -> Path:
-    """Launch a new training run in `<runs_root>/<name>`; returns the run folder.
+def start_run(runs_root: str | Path, name: str, config: TrainConfig, *, exclusive: bool = True) -> Path:
+    """Launch a new training run of `config` in `<runs_root>/<name>`; returns the run folder.
 
+    The config is written as the run's config.json before the process starts, which trains from it.
     Raises `runs.RunLocked` when that folder (or, with `exclusive`, any run under the root) has a
     live training process, and FileExistsError when the folder is already used by a past run.
     """
@@ -149,39 +114,41 @@ def start_run(runs_root: str | Path, name: str, *, data: str | Path, preset: str
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     run_dir = runs_root / name
+    data = str(Path(config.data).resolve())
     with _launch_lock(runs_root):
         _refuse_if_busy(run_dir, runs_root, exclusive)
         if run_dir.exists() and any(run_dir.iterdir()):
             raise FileExistsError(f"{run_dir.name}: a run of that name exists; pick another name or resume it")
         run_dir.mkdir(parents=True, exist_ok=True)
-        augment_file = None
-        if augment is not None:
-            augment_file = run_dir / "augment.json"
-            runs.atomic_write_text(augment_file, augment.to_json())
-        command = train_command(run_dir, data=Path(data).resolve(), preset=preset, backbone=backbone,
-                                weights=weights, epochs=epochs, batch_size=batch_size, lr=lr, copies=copies,
-                                augment_file=augment_file, seed=seed, allow_random_weights=allow_random_weights)
-        pid = _spawn(run_dir, command)
+        runs.atomic_write_text(run_dir / runs.CONFIG, config.replace(data=data).to_json())
+        pid = _spawn(run_dir, train_command(run_dir))
         # Written before the child runs, so every viewer sees a live run from this instant on.
         runs.update_status(run_dir, state="starting", pid=pid, started=time.time(), error=None,
-                           message="starting the training process", data=str(Path(data).resolve()),
-                           epochs=epochs)
+                           message="starting the training process", data=data, epochs=config.epochs)
     return run_dir
 
 
 def resume_run(run_dir: str | Path, *, epochs: int | None = None, exclusive: bool = True) -> Path:
-    """Carry on a stopped or failed run from its last checkpoint, in a new process."""
+    """Carry on a stopped, failed or finished run in a new process: from its last checkpoint, or
+    from the start when it ended before its first epoch finished.
+
+    A new epoch count is written to config.json before the process starts, so a later resume
+    carries on towards it.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / runs.CONFIG).exists():
         raise FileNotFoundError(f"{run_dir.name}: nothing to resume (no {runs.CONFIG})")
-    if not (run_dir / runs.CHECKPOINT_MODEL).exists():
-        raise FileNotFoundError(f"{run_dir.name}: no checkpoint to resume from (no epoch has finished yet); "
-                                "start a new run instead")
     with _launch_lock(run_dir.parent):
         _refuse_if_busy(run_dir, run_dir.parent, exclusive)
+        config = TrainConfig.load(run_dir / runs.CONFIG)
+        if epochs is not None and epochs != config.epochs:
+            config = config.replace(epochs=epochs)
+            config.validate(f"{run_dir.name}: resume")
+            runs.atomic_write_text(run_dir / runs.CONFIG, config.to_json())
         (run_dir / runs.STOP).unlink(missing_ok=True)
-        pid = _spawn(run_dir, train_command(run_dir, epochs=epochs, resume=True))
-        runs.update_status(run_dir, state="starting", pid=pid, error=None, message="resuming from the checkpoint")
+        pid = _spawn(run_dir, train_command(run_dir, resume=True))
+        how = "resuming from the checkpoint" if (run_dir / runs.CHECKPOINT_MODEL).exists() else "starting over"
+        runs.update_status(run_dir, state="starting", pid=pid, error=None, message=how, epochs=config.epochs)
     return run_dir
 
 

@@ -31,7 +31,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
-INPUT_SIZE = 120
+from facetracker.catalog import (  # noqa: E402
+    BACKBONE_WEIGHT_FILES, HEADS, INPUT_SIZE, keras_cache_dir)
 
 
 class WeightsUnavailable(RuntimeError):
@@ -48,22 +49,21 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {
     "vgg16": Backbone(
         lambda **kw: keras.applications.VGG16(include_top=False, **kw), "caffe",
-        "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"),
+        BACKBONE_WEIGHT_FILES["vgg16"]),
     "mobilenetv2-0.35": Backbone(
         lambda **kw: keras.applications.MobileNetV2(include_top=False, alpha=0.35, **kw), "tf",
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"),
+        BACKBONE_WEIGHT_FILES["mobilenetv2-0.35"]),
     "mobilenetv2-0.5": Backbone(
         lambda **kw: keras.applications.MobileNetV2(include_top=False, alpha=0.5, **kw), "tf",
-        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.5_224_no_top.h5"),
+        BACKBONE_WEIGHT_FILES["mobilenetv2-0.5"]),
     "mobilenet-0.25": Backbone(
         lambda **kw: keras.applications.MobileNet(include_top=False, alpha=0.25, **kw), "tf",
-        "mobilenet_2_5_224_tf_no_top.h5"),
+        BACKBONE_WEIGHT_FILES["mobilenet-0.25"]),
     "mobilenetv3small": Backbone(
         lambda **kw: keras.applications.MobileNetV3Small(
             include_top=False, include_preprocessing=True, minimalistic=False, **kw), "none",
-        "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+        BACKBONE_WEIGHT_FILES["mobilenetv3small"]),
 }
-HEADS = ("design", "spatial", "grid")
 
 
 @keras.saving.register_keras_serializable(package="facetracker")
@@ -127,10 +127,6 @@ def with_fused_batch_norm(network: keras.Model) -> keras.Model:
     fused = keras.models.clone_model(network, clone_function=clone)
     fused.set_weights(network.get_weights())
     return fused
-
-
-def keras_cache_dir() -> Path:
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
 def build_backbone(name: str, weights: str | None, size: int = INPUT_SIZE) -> keras.Model:
@@ -497,3 +493,19 @@ def _describe_outputs(model: keras.Model) -> str:
 def backbone_layer(model: FaceTracker) -> keras.Model:
     """The backbone inside the network (for freezing and unfreezing)."""
     return next(layer for layer in model.net.layers if isinstance(layer, keras.Model))
+
+
+def batchnorm_layers(backbone: keras.Model) -> list[layers.BatchNormalization]:
+    return [layer for layer in backbone.layers if isinstance(layer, layers.BatchNormalization)]
+
+
+def set_backbone_trainable(backbone: keras.Model, trainable: bool, freeze_batchnorm: bool) -> None:
+    """Train (or freeze) the backbone; with `freeze_batchnorm` its batch-norm layers stay frozen.
+
+    Keras runs a non-trainable BatchNormalization in inference mode, with its stored statistics:
+    small augmented batches would otherwise replace ImageNet's statistics with noisy ones.
+    """
+    backbone.trainable = trainable
+    if trainable and freeze_batchnorm:
+        for layer in batchnorm_layers(backbone):
+            layer.trainable = False

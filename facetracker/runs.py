@@ -391,12 +391,32 @@ def release_lock(run_dir: str | Path) -> None:
 
 
 def list_runs(runs_root: str | Path) -> list[Path]:
-    """Run folders under a root, newest first."""
+    """Run folders under a root, newest first, including a run launched a moment ago that has no
+    config.json yet (its status.json says it is starting)."""
     root = Path(runs_root)
-    if not root.is_dir():
+    try:
+        found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                 and ((p / CONFIG).exists() or (p / STATUS).exists())]
+    except OSError:  # no runs folder yet, or unreadable
         return []
-    runs = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG).exists()]
-    return sorted(runs, key=lambda p: (p / CONFIG).stat().st_mtime, reverse=True)
+
+    def started(run: Path) -> float:
+        marker = run / CONFIG if (run / CONFIG).exists() else run / STATUS
+        try:
+            return marker.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(found, key=started, reverse=True)
+
+
+RESULTS = (METRICS, MODEL, CHECKPOINT_DIR)
+
+
+def results_in(run_dir: str | Path) -> list[str]:
+    """What a training attempt has left in the folder (metrics, model, checkpoint): training afresh
+    would replace these. config.json, status.json and train.log alone are not results."""
+    return [name for name in RESULTS if (Path(run_dir) / name).exists()]
 
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")

@@ -1,7 +1,7 @@
 """What the app may touch: paths under its data root, files checked by content, archives unpacked safely.
 
 The app reads and writes datasets and runs only under one folder, the data root
-(`FACETRACKER_DATA_ROOT`, default `./data`). A path typed into the UI goes through `resolve_under`
+(`workspace.data_root()`). A path typed into the UI goes through `resolve_under`
 first; an uploaded file's type comes from its first bytes (`sniff_kind`), never from its name; an
 uploaded zip is unpacked by `extract_zip`, which refuses entries that would land outside the target
 folder and archives that expand past a limit, and leaves nothing behind when it refuses.
@@ -19,9 +19,6 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-DATA_ROOT_ENV = "FACETRACKER_DATA_ROOT"
-DEFAULT_DATA_ROOT = "data"
-RUNS_DIR = "runs"
 SNIFF_BYTES = 64
 """How many leading bytes `sniff_kind` needs to tell every kind apart."""
 
@@ -34,21 +31,6 @@ class UnsafePath(ValueError):
 
 class UnsafeArchive(ValueError):
     """An archive that would write outside its target folder or expand past a limit."""
-
-
-def data_root() -> Path:
-    """The one folder the app reads datasets from and writes runs to (created if missing)."""
-    root = Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
-    root = root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def runs_root() -> Path:
-    """Where training runs live: `<data root>/runs` (created if missing)."""
-    runs = data_root() / RUNS_DIR
-    runs.mkdir(parents=True, exist_ok=True)
-    return runs
 
 
 def resolve_under(root: str | Path, user_path: str | Path) -> Path:

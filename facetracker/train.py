@@ -1,7 +1,8 @@
 """Training: a dataset folder in, a run folder out (see `facetracker.runs` for what it holds).
 
 `train(config)` runs in the calling process and is what `python -m facetracker train` calls; the app
-starts that command as its own process, so closing the browser never stops a run.
+starts that command as its own process, so closing the browser never stops a run. The config itself
+(`TrainConfig`, presets) lives in `facetracker.config`, which needs no TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,146 +24,15 @@ import numpy as np
 
 from facetracker import data as data_lib
 from facetracker import runs
-from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, build_transform
-from facetracker.jsonconfig import ConfigError, JsonConfig
+from facetracker.augment import augment, build_transform
+from facetracker.config import TrainConfig
+from facetracker.jsonconfig import ConfigError
+from facetracker.model import (PhasedCosine, WeightsUnavailable, backbone_layer, batchnorm_layers, build_model,
+                               inference_copy, load_model, set_backbone_trainable)
 
-STRATEGIES = ("default", "mirrored", "multiworker")
-SCHEDULES = ("constant", "cosine")
-
-
-@dataclasses.dataclass
-class TrainConfig(JsonConfig):
-    data: str = ""
-    preset: str | None = None
-    backbone: str = "vgg16"
-    weights: str = "imagenet"
-    """"imagenet" or "none" (random initialisation)."""
-    allow_random_fallback: bool = False
-    """Train from random initialisation when ImageNet weights cannot be had, instead of stopping."""
-    head: str = "design"
-    box_loss: str = "corner_size"
-    box_weight: float = 1.0
-    class_weight: float = 0.5
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-4
-    schedule: str = "constant"
-    warmup_epochs: int = 0
-    weight_decay: float = 0.0
-    freeze_backbone_epochs: int = 0
-    """Train only the heads for this many epochs first (useful with ImageNet weights)."""
-    finetune_lr_scale: float = 0.1
-    """After the frozen epochs the whole model trains at lr times this: a full learning rate would
-    wash out the ImageNet features the heads were just fitted to."""
-    freeze_batchnorm: bool = True
-    """With ImageNet weights, batch-norm layers keep their ImageNet statistics (inference mode)
-    while fine-tuning; small augmented batches give noisy statistics."""
-    bn_momentum: float = 0.9
-    """Momentum of the backbone's batch-norm moving averages. Keras' MobileNets use 0.999, which
-    needs thousands of steps to forget the initial statistics: with a few hundred steps from random
-    weights the model then behaves differently at inference than in training."""
-    copies: int = 1
-    """Augmented passes over the training images per epoch."""
-    flip_average: bool = False
-    """model.keras averages the predictions on each image and its mirror image (twice the model time)."""
-    early_stopping: int = 0
-    """Stop after this many epochs without a better validation mean IoU (0: never)."""
-    augment: AugmentConfig = dataclasses.field(default_factory=AugmentConfig)
-    image_size: int = 120
-    cache_size: int = 224
-    """Training images are decoded once, stretched to this square size and kept in memory."""
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    strategy: str = "default"
-
-    def validate(self, source: str = "training config") -> None:
-        from facetracker.model import BACKBONES, BOX_LOSSES, HEADS
-
-        checks = [
-            (self.backbone in BACKBONES, f"backbone must be one of {', '.join(BACKBONES)}"),
-            (self.weights in ("imagenet", "none"), "weights must be 'imagenet' or 'none'"),
-            (self.head in HEADS, f"head must be one of {', '.join(HEADS)}"),
-            (self.box_loss in BOX_LOSSES, f"box_loss must be one of {', '.join(BOX_LOSSES)}"),
-            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
-            (1 <= self.epochs <= 10_000, "epochs must be between 1 and 10000"),
-            (1 <= self.batch_size <= 4096, "batch_size must be between 1 and 4096"),
-            (0 < self.lr < 1, "lr must be between 0 and 1"),
-            (1 <= self.copies <= 1000, "copies must be between 1 and 1000"),
-            (32 <= self.image_size <= 640, "image_size must be between 32 and 640"),
-            (self.cache_size >= self.image_size, "cache_size must be at least image_size"),
-            (0 <= self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5, "val/test fractions must be below 0.5"),
-            (0 < self.finetune_lr_scale <= 1, "finetune_lr_scale must be in (0, 1]"),
-            (0 <= self.bn_momentum < 1, "bn_momentum must be in [0, 1)"),
-            (self.freeze_backbone_epochs >= 0 and self.warmup_epochs >= 0 and self.early_stopping >= 0,
-             "epoch counts must not be negative"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(f"{source}: {message}")
-
-
-PRESETS: dict[str, dict] = {
-    # The original design: VGG16 from ImageNet, both heads as drawn, Adam 1e-4, the tutorial's
-    # augmentation. Needs the VGG16 ImageNet weights and time (about 8 frames/s live on 2 cores).
-    "original": dict(backbone="vgg16", weights="imagenet", head="design", epochs=10, batch_size=8, lr=1e-4,
-                     copies=4, augment={"crop_min_scale": 0.6, "crop_max_scale": 0.9}),
-    # The real-time option: MobileNetV2 alpha 0.5 (its ImageNet weights are small and cached
-    # offline), heads first on a frozen backbone, then everything at a tenth of the rate with
-    # warm-up and cosine decay; the box head reads the stride-16 map in its layout (see
-    # model.build_network); the saved model averages each image with its mirror image.
-    # Held-out faces-helen: mean IoU 0.803, accuracy 1.0 (alpha 0.35: 0.757, 1.0).
-    "fast": dict(backbone="mobilenetv2-0.5", weights="imagenet", head="spatial", epochs=30, batch_size=32,
-                 lr=1e-3, schedule="cosine", warmup_epochs=1, freeze_backbone_epochs=3, copies=2,
-                 early_stopping=8, box_weight=5.0, flip_average=True,
-                 augment={"crop_min_scale": 0.5, "crop_max_scale": 1.0, "vflip_p": 0.0}),
-}
-
-
-# From random weights there are no ImageNet features to protect and a few hundred photos must stand
-# in for them: no frozen phase, twice the rate, more augmented passes, no early stop while the
-# features are still forming, and the grid box head (see model.build_network), whose weights serve
-# every position of the face. Applied on top of the preset when it trains with weights "none".
-# Validation mean IoU after 20 of 40 epochs from random weights: flatten/dense head 0.60, grid head 0.66.
-RANDOM_INIT: dict[str, dict] = {
-    "fast": dict(head="grid", epochs=26, copies=5, lr=2e-3, warmup_epochs=2, freeze_backbone_epochs=0,
-                 early_stopping=0),
-}
-
-
-def preset_values(preset: str | None, weights: str | None = None) -> dict:
-    """The values a preset sets (with its random-initialisation variant for `weights="none"`)."""
-    if not preset:
-        return {}
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset], preset=preset)
-    if (weights or values.get("weights")) == "none":
-        values.update(RANDOM_INIT.get(preset, {}))
-    return values
-
-
-def config_for(data: str, preset: str | None = None, **overrides) -> TrainConfig:
-    """A config from defaults, then a preset (its random-init variant for weights "none"), then
-    explicit overrides (None means not given)."""
-    values: dict = {"data": str(data), **preset_values(preset, overrides.get("weights"))}
-    augment_values = dict(values.pop("augment", {}))
-    augment_override = overrides.pop("augment", None)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    config = TrainConfig.from_dict({k: v for k, v in values.items() if k != "augment"}, source="training options")
-    if augment_override is not None:
-        augment_cfg = augment_override
-    else:
-        augment_cfg = AugmentConfig.from_dict(augment_values, source=f"preset {preset}")
-    return config.replace(augment=augment_cfg)
-
-
-def default_augment(data: str | Path) -> AugmentConfig | None:
-    """The augmentation config saved in the dataset folder by the Augment page, if any."""
-    path = Path(data) / AUGMENT_FILE
-    return AugmentConfig.load(path) if path.is_file() else None
-
+# After facetracker.model, which sets TensorFlow's log level before TensorFlow loads.
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------
 # Data pipeline
@@ -204,8 +74,6 @@ def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int):
     Each parallel call augments a whole batch of indices: one `numpy_function` per image cost
     more than the augmentation itself (150 images/s per core against 600 per batch).
     """
-    import tensorflow as tf
-
     local = threading.local()  # one Albumentations pipeline per worker thread: no shared RNG state
     size = config.image_size
 
@@ -286,14 +154,10 @@ def _strategy(name: str):
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int, freeze_epochs: int):
-    import keras
-
     total = max(1, config.epochs * steps_per_epoch)
     warmup = min(config.warmup_epochs * steps_per_epoch, total - 1)
     freeze = min(freeze_epochs, config.epochs) * steps_per_epoch
     if config.schedule == "cosine":
-        from facetracker.model import PhasedCosine
-
         lr = PhasedCosine(config.lr, total, warmup, freeze if freeze < total else 0, config.finetune_lr_scale)
     else:
         lr = config.lr
@@ -307,24 +171,8 @@ def _freeze_epochs(config: TrainConfig, weights_used: str) -> int:
     return config.freeze_backbone_epochs if weights_used == "imagenet" else 0
 
 
-def _batchnorm_layers(backbone):
-    import keras
-
-    return [layer for layer in backbone.layers if isinstance(layer, keras.layers.BatchNormalization)]
-
-
-def _set_backbone_trainable(backbone, trainable: bool, freeze_batchnorm: bool) -> None:
-    """Keras runs a non-trainable BatchNormalization in inference mode, with its stored statistics."""
-    backbone.trainable = trainable
-    if trainable and freeze_batchnorm:
-        for layer in _batchnorm_layers(backbone):
-            layer.trainable = False
-
-
 def _save_model(model, path: Path, include_optimizer: bool, flip_average: bool = False) -> None:
     """Save atomically: a kill or a full disk mid-save leaves the previous file as it was."""
-    from facetracker.model import inference_copy
-
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     try:
@@ -335,89 +183,141 @@ def _save_model(model, path: Path, include_optimizer: bool, flip_average: bool =
         raise
 
 
-def _make_callback(run_dir: Path, config: TrainConfig, stop: StopRequested, steps_per_epoch: int,
-                   val_inputs: np.ndarray, val_cache: ImageCache, state: dict, log: Callable[[str], None]):
-    import keras
-    import tensorflow as tf
+def _save_checkpoint(model, path: Path) -> None:
+    """The checkpoint with its optimiser, saved with the whole backbone trainable.
 
-    from facetracker.evaluate import score
-
-    class RunFolderCallback(keras.callbacks.Callback):
-        """Writes metrics and status, validates, checkpoints, keeps the best model, obeys STOP."""
-
-        def on_train_begin(self, logs=None):
-            self.started = time.time()
-            self.steps_done_here = 0
-            self.window = []
-            self.predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
-
-        def on_train_batch_end(self, batch, logs=None):
-            now = time.time()
-            self.steps_done_here += 1
-            self.window = (self.window + [now])[-20:]
-            global_step = self.epoch * steps_per_epoch + batch + 1
-            record = {"kind": "step", "epoch": self.epoch + 1, "step": global_step, "time": round(now, 3)}
-            record.update({k: float(v) for k, v in (logs or {}).items() if k in ("loss", "class_loss", "box_loss")})
-            runs.append_metrics(run_dir, record)
-            total_steps = config.epochs * steps_per_epoch
-            rate = (len(self.window) - 1) / (self.window[-1] - self.window[0]) if len(self.window) > 1 else 0.0
-            eta = (total_steps - global_step) / rate if rate else None
-            if batch % 5 == 0 or batch + 1 == steps_per_epoch:
-                runs.update_status(run_dir, state="running", epoch=self.epoch + 1, epochs=config.epochs,
-                                   step=global_step, total_steps=total_steps,
-                                   progress=round(global_step / total_steps, 4),
-                                   images_per_s=round(rate * config.batch_size, 1),
-                                   eta_s=round(eta, 1) if eta is not None else None)
-            if stop.check():
-                self.model.stop_training = True
-
-        def on_epoch_end(self, epoch, logs=None):
-            outputs = [self.predict(val_inputs[i:i + 64].astype(np.float32)).numpy()
-                       for i in range(0, len(val_inputs), 64)]
-            out = np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
-            metrics = score(out[:, 0], out[:, 1:], val_cache.has_face > 0.5, val_cache.boxes)
-            record = {"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "time": time.time(),
-                      **{k: float(v) for k, v in (logs or {}).items() if k in ("loss", "class_loss", "box_loss")},
-                      **{f"val_{k}": v for k, v in metrics.items() if k in ("mean_iou", "iou50", "accuracy", "ap50")}}
-            runs.append_metrics(run_dir, record)
-            val_iou = metrics["mean_iou"] if not math.isnan(metrics["mean_iou"]) else 0.0
-            # A stop in the middle of an epoch must not count that epoch as done on resume.
-            finished_epoch = not (stop.check() and self.model.stop_training and
-                                  self.steps_done_here % steps_per_epoch != 0)
-            improved = val_iou > state["best_val_iou"] or state["best_epoch"] is None
-            if improved:
-                state.update(best_val_iou=val_iou, best_epoch=epoch + 1, best_metrics=metrics)
-                _save_model(self.model, run_dir / runs.MODEL, include_optimizer=False,
-                            flip_average=config.flip_average)
-            state["epochs_done"] = epoch + 1 if finished_epoch else epoch
-            state["since_best"] = 0 if improved else state.get("since_best", 0) + 1
-            _save_model(self.model, run_dir / runs.CHECKPOINT_MODEL, include_optimizer=True)
-            runs.write_json(run_dir / runs.CHECKPOINT_STATE, state)
-            runs.update_status(run_dir, best_val_iou=round(state["best_val_iou"], 4), best_epoch=state["best_epoch"],
-                               last_val=metrics)
-            log(f"epoch {epoch + 1}/{config.epochs}: loss {record.get('loss', float('nan')):.4f}, "
-                f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
-                f"accuracy {metrics['accuracy']:.3f}" + (" (best, saved model.keras)" if improved else ""))
-            if config.early_stopping and state["since_best"] >= config.early_stopping:
-                log(f"no better validation IoU for {config.early_stopping} epochs: stopping early")
-                state["early_stopped"] = True
-                self.model.stop_training = True
-
-    return RunFolderCallback()
+    Keras builds a loaded model's optimiser over the variables trainable at load time: saved
+    during the frozen phase, it would hold the heads' variables only, skip the saved state of the
+    others and fail when the backbone is unfrozen. The optimiser was built over every variable
+    (see `_build`), so the checkpoint is saved that way; the phase's flags are put back after.
+    """
+    backbone = backbone_layer(model)
+    flags = [(backbone, backbone.trainable)] + [(layer, layer.trainable) for layer in backbone.layers]
+    for layer, _ in flags:  # one by one: a frozen batch-norm layer stays frozen under a trainable backbone
+        layer.trainable = True
+    try:
+        _save_model(model, path, include_optimizer=True)
+    finally:
+        for layer, trainable in flags:
+            layer.trainable = trainable
 
 
-def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
+LOSS_KEYS = ("loss", "class_loss", "box_loss")
+
+
+class RunFolderCallback(keras.callbacks.Callback):
+    """Writes metrics and status, validates, checkpoints, keeps the best model, obeys STOP.
+
+    `state` is the run's bookkeeping (`epochs_done`, `best_val_iou`, `best_epoch`, `since_best`),
+    updated in place and written to checkpoint/state.json after every epoch. `save_best(model)`
+    and `save_checkpoint(model)` write model.keras and the checkpoint.
+    """
+
+    def __init__(self, run_dir: Path, *, epochs: int, steps_per_epoch: int, batch_size: int,
+                 stop: StopRequested, val_inputs: np.ndarray, val_has_face: np.ndarray, val_boxes: np.ndarray,
+                 state: dict, save_best: Callable, save_checkpoint: Callable, early_stopping: int = 0,
+                 log: Callable[[str], None] = print):
+        super().__init__()
+        self.run_dir = run_dir
+        self.epochs = epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.batch_size = batch_size
+        self.stop = stop
+        self.val_inputs = val_inputs
+        self.val_has_face = val_has_face
+        self.val_boxes = val_boxes
+        self.state = state
+        self.save_best = save_best
+        self.save_checkpoint = save_checkpoint
+        self.early_stopping = early_stopping
+        self.log = log
+        self.epoch = 0
+
+    def on_train_begin(self, logs=None):
+        self.steps_done_here = 0
+        self.window: list[float] = []
+        self.predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.time()
+        self.steps_done_here += 1
+        self.window = (self.window + [now])[-20:]
+        global_step = self.epoch * self.steps_per_epoch + batch + 1
+        record = {"kind": "step", "epoch": self.epoch + 1, "step": global_step, "time": round(now, 3)}
+        record.update({k: float(v) for k, v in (logs or {}).items() if k in LOSS_KEYS})
+        runs.append_metrics(self.run_dir, record)
+        total_steps = self.epochs * self.steps_per_epoch
+        rate = (len(self.window) - 1) / (self.window[-1] - self.window[0]) if len(self.window) > 1 else 0.0
+        eta = (total_steps - global_step) / rate if rate else None
+        if batch % 5 == 0 or batch + 1 == self.steps_per_epoch:
+            runs.update_status(self.run_dir, state="running", epoch=self.epoch + 1, epochs=self.epochs,
+                               step=global_step, total_steps=total_steps,
+                               progress=round(global_step / total_steps, 4),
+                               images_per_s=round(rate * self.batch_size, 1),
+                               eta_s=round(eta, 1) if eta is not None else None)
+        if self.stop.check():
+            self.model.stop_training = True
+
+    def validation_metrics(self) -> dict:
+        from facetracker.evaluate import score
+
+        outputs = [np.asarray(self.predict(self.val_inputs[i:i + 64].astype(np.float32)))
+                   for i in range(0, len(self.val_inputs), 64)]
+        out = np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
+        return score(out[:, 0], out[:, 1:], self.val_has_face > 0.5, self.val_boxes)
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.state
+        metrics = self.validation_metrics()
+        record = {"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
+                  "time": time.time(), **{k: float(v) for k, v in (logs or {}).items() if k in LOSS_KEYS},
+                  **{f"val_{k}": v for k, v in metrics.items() if k in ("mean_iou", "iou50", "accuracy", "ap50")}}
+        runs.append_metrics(self.run_dir, record)
+        val_iou = metrics["mean_iou"] if not math.isnan(metrics["mean_iou"]) else 0.0
+        # A stop in the middle of an epoch must not count that epoch as done on resume.
+        finished_epoch = not (self.stop.check() and self.model.stop_training and
+                              self.steps_done_here % self.steps_per_epoch != 0)
+        improved = val_iou > state["best_val_iou"] or state["best_epoch"] is None
+        if improved:
+            state.update(best_val_iou=val_iou, best_epoch=epoch + 1, best_metrics=metrics)
+            self.save_best(self.model)
+        state["epochs_done"] = epoch + 1 if finished_epoch else epoch
+        state["since_best"] = 0 if improved else state.get("since_best", 0) + 1
+        self.save_checkpoint(self.model)
+        (self.run_dir / runs.CHECKPOINT_DIR).mkdir(exist_ok=True)
+        runs.write_json(self.run_dir / runs.CHECKPOINT_STATE, state)
+        runs.update_status(self.run_dir, best_val_iou=round(state["best_val_iou"], 4),
+                           best_epoch=state["best_epoch"], last_val=metrics)
+        self.log(f"epoch {epoch + 1}/{self.epochs}: loss {record.get('loss', float('nan')):.4f}, "
+                 f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
+                 f"accuracy {metrics['accuracy']:.3f}" + (" (best, saved model.keras)" if improved else ""))
+        if self.early_stopping and state["since_best"] >= self.early_stopping:
+            self.log(f"no better validation IoU for {self.early_stopping} epochs: stopping early")
+            state["early_stopped"] = True
+            self.model.stop_training = True
+
+
+def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
           log: Callable[[str], None] = print) -> dict:
-    """Train into `run_dir`; returns the final status. Raises on errors after recording them."""
+    """Train into `run_dir`; returns the final status. Raises on errors after recording them.
+
+    A folder that already holds a run's results is refused unless `resume` (carry on) or
+    `overwrite` (start over); a folder holding only config.json (as the app leaves it) is not.
+    """
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.acquire_lock(run_dir)
     except OSError as error:  # nothing can be recorded in a folder we cannot write
         raise runs.RunFolderError(f"{run_dir}: {_describe_error(error)}") from None
+    try:
+        _refuse_to_replace(run_dir, resume, overwrite)
+    except BaseException:
+        runs.release_lock(run_dir)
+        raise
     stop = StopRequested(run_dir)
     stop.install()
     (run_dir / runs.STOP).unlink(missing_ok=True)
@@ -438,6 +338,17 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         runs.release_lock(run_dir)
 
 
+def _refuse_to_replace(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Training afresh replaces metrics, models and checkpoint: never without being asked to."""
+    if resume or overwrite:
+        return
+    found = runs.results_in(run_dir)
+    if found:
+        raise runs.RunFolderError(
+            f"{run_dir}: already holds a run ({', '.join(found)}); use --resume to carry on from its last "
+            "checkpoint or --overwrite to start it over")
+
+
 def _describe_error(error: BaseException) -> str:
     if isinstance(error, KeyboardInterrupt):
         return "interrupted"
@@ -453,6 +364,10 @@ def _describe_error(error: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(error), error)).strip()
 
 
+# ----------------------------------------------------------------------------------------------
+# The steps of a run
+
+
 def _check_resume_state(state: dict, source: Path) -> None:
     """The checkpoint's bookkeeping is read from disk, so it is checked like any other input."""
     numbers = {"epochs_done": int, "best_val_iou": (int, float), "since_best": int}
@@ -465,23 +380,85 @@ def _check_resume_state(state: dict, source: Path) -> None:
     state.setdefault("since_best", 0)
 
 
-def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
-    from facetracker.model import WeightsUnavailable, backbone_layer, build_model, load_model
+def fresh_state() -> dict:
+    return {"epochs_done": 0, "best_val_iou": 0.0, "best_epoch": None, "since_best": 0}
 
-    if resume:
+
+def recovered_state(run_dir: Path) -> dict:
+    """The checkpoint's bookkeeping rebuilt from metrics.jsonl and status.json, for when
+    checkpoint/state.json is lost or unreadable beside a checkpoint model.
+
+    An epoch counts as done when its last step was logged: its epoch record then carries that step
+    number (a stop mid-epoch also logs an epoch record, but not the epoch's last step). Raises
+    ConfigError when no finished epoch is on record.
+    """
+    records = runs.read_metrics(run_dir)
+    logged_steps = {r.get("step") for r in records if r.get("kind") == "step"}
+    done = [r for r in records if r.get("kind") == "epoch" and isinstance(r.get("epoch"), int)
+            and r.get("step") in logged_steps]
+    source = run_dir / runs.CHECKPOINT_STATE
+    if not done:
+        raise ConfigError(f"{source}: missing or unreadable, and {runs.METRICS} records no finished epoch to "
+                          "rebuild it from; start the run over with --overwrite")
+    epochs_done = max(r["epoch"] for r in done)
+
+    def val_iou(record: dict) -> float:
+        value = record.get("val_mean_iou")
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
+
+    best = max((r for r in done if r["epoch"] <= epochs_done), key=lambda r: (val_iou(r), -r["epoch"]))
+    status = runs.read_json(run_dir / runs.STATUS, {}) or {}
+    early = status.get("state") == "finished" and str(status.get("message") or "").startswith("stopped early")
+    state = {"epochs_done": epochs_done, "best_val_iou": val_iou(best), "best_epoch": best["epoch"],
+             "since_best": epochs_done - best["epoch"]}
+    if early:
+        state["early_stopped"] = True
+    return state
+
+
+def _clear_results(run_dir: Path) -> None:
+    """Starting over: no metrics, model or checkpoint of an earlier attempt may remain."""
+    import shutil
+
+    if not runs.results_in(run_dir):
+        return
+    for name in (runs.METRICS, runs.MODEL):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / runs.CHECKPOINT_DIR, ignore_errors=True)
+    runs.update_status(run_dir, epoch=None, step=None, progress=None, best_val_iou=None, best_epoch=None,
+                       last_val=None, weights_used=None)
+
+
+def _resume_state(config: TrainConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> dict | None:
+    """Step 1: the bookkeeping to carry on from (None: the run starts over), and config.json.
+
+    config.json is written first in both cases, so what the run trains towards (a resume may raise
+    the epoch count) is on record before any epoch runs: a later plain resume carries on to it.
+    """
+    state = None
+    if resume and (run_dir / runs.CHECKPOINT_MODEL).exists():
         state = runs.read_json(run_dir / runs.CHECKPOINT_STATE)
-        if not (run_dir / runs.CHECKPOINT_MODEL).exists() or not isinstance(state, dict):
-            raise FileNotFoundError(f"{run_dir}: no checkpoint to resume from (no epoch has finished yet)")
+        if not isinstance(state, dict):
+            state = recovered_state(run_dir)
+            log(f"note: {run_dir / runs.CHECKPOINT_STATE} was missing or unreadable; rebuilt from "
+                f"{runs.METRICS}: {state['epochs_done']} epochs done, best at epoch {state['best_epoch']}")
+            runs.write_json(run_dir / runs.CHECKPOINT_STATE, state)
         _check_resume_state(state, run_dir / runs.CHECKPOINT_STATE)
-        # Records of an epoch the checkpoint does not hold (cut short by a kill or a stop) are
-        # dropped: that epoch runs again and its records would otherwise appear twice.
-        kept = [r for r in runs.read_metrics(run_dir) if int(r.get("epoch", 0) or 0) <= state["epochs_done"]]
-        runs.atomic_write_text(run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in kept))
-    else:
-        state = {"epochs_done": 0, "best_val_iou": 0.0, "best_epoch": None, "since_best": 0}
-        (run_dir / runs.METRICS).unlink(missing_ok=True)
-        runs.write_json(run_dir / runs.CONFIG, config.to_dict())
+    elif resume:
+        log("no epoch had finished before the run ended: starting it over from its config.json")
+    runs.write_json(run_dir / runs.CONFIG, config.to_dict())
+    if state is None:
+        _clear_results(run_dir)
+        return None
+    # Records of an epoch the checkpoint does not hold (cut short by a kill or a stop) are dropped:
+    # that epoch runs again and its records would otherwise appear twice.
+    kept = [r for r in runs.read_metrics(run_dir) if int(r.get("epoch", 0) or 0) <= state["epochs_done"]]
+    runs.atomic_write_text(run_dir / runs.METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+    return state
 
+
+def _split_samples(config: TrainConfig, run_dir: Path, resumed: bool, log: Callable[[str], None]):
+    """Step 2: the dataset's samples with their split (a resumed run keeps its recorded split)."""
     dataset = data_lib.load_dataset(config.data)
     for item in dataset.skipped:
         log(str(item))
@@ -489,7 +466,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         log(f"note: {note}")
     samples = dataset.samples if dataset.has_splits else data_lib.assign_splits(
         dataset.samples, config.seed, config.val_fraction, config.test_fraction)
-    if resume and (run_dir / runs.SPLIT).exists():
+    if resumed and (run_dir / runs.SPLIT).exists():
         manifest = runs.read_json(run_dir / runs.SPLIT, {})
         if not (isinstance(manifest, dict) and all(isinstance(v, list) for v in manifest.values())):
             raise ConfigError(f"{run_dir / runs.SPLIT}: not a split manifest (expected lists of images per split)")
@@ -497,7 +474,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         samples = [dataclasses.replace(s, split=by_path.get(s.image, s.split)) for s in samples]
     runs.write_json(run_dir / runs.SPLIT, data_lib.split_manifest(samples))
     log(dataset.describe())
+    return dataset, samples
 
+
+def _caches(config: TrainConfig, run_dir: Path, dataset, samples, log: Callable[[str], None]):
+    """Step 3: the training and validation images decoded once into memory."""
     skipped: list = []
     train_cache = build_cache([s for s in samples if s.split == "train"], config.cache_size, log, skipped)
     val_cache = build_cache([s for s in samples if s.split == "val"], config.cache_size, log, skipped)
@@ -510,61 +491,90 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         val_cache = train_cache
     runs.update_status(run_dir, n_train=len(train_cache.images), n_val=len(val_cache.images),
                        skipped=len(dataset.skipped) + len(skipped))
+    return train_cache, val_cache
 
-    strategy = _strategy(config.strategy)
-    global_batch = config.batch_size
-    steps_per_epoch = math.ceil(len(train_cache.images) * config.copies / global_batch)
+
+def _build(config: TrainConfig, run_dir: Path, resumed: bool, strategy, steps_per_epoch: int,
+           log: Callable[[str], None]):
+    """Step 4: the model (the checkpoint's, or a new one with its optimiser) and the weights it started from."""
     with strategy.scope():
-        if resume:
-            model = load_model(run_dir / runs.CHECKPOINT_MODEL)
-            weights_used = runs.read_status(run_dir).get("weights_used", config.weights)
-        else:
-            weights_used = config.weights
-            try:
-                model = build_model(config.backbone, config.weights, head=config.head, box_loss=config.box_loss,
-                                    box_weight=config.box_weight, class_weight=config.class_weight,
-                                    size=config.image_size)
-            except WeightsUnavailable as error:
-                if not config.allow_random_fallback:
-                    raise
-                log(f"warning: {error} Going on from random initialisation as allowed.")
-                weights_used = "none (ImageNet weights unavailable)"
-                model = build_model(config.backbone, "none", head=config.head, box_loss=config.box_loss,
-                                    box_weight=config.box_weight, class_weight=config.class_weight,
-                                    size=config.image_size)
-            optimizer = _optimizer(config, steps_per_epoch, _freeze_epochs(config, weights_used))
-            optimizer.build(model.trainable_variables)  # every variable, so unfreezing later needs no rebuild
-            model.compile(optimizer=optimizer, jit_compile=False)
-    runs.update_status(run_dir, weights_used=weights_used, message=None)
-    log(f"weights: {weights_used}; {len(train_cache.images)} training images x {config.copies} "
-        f"augmented copies per epoch, batch {global_batch}, {steps_per_epoch} steps per epoch")
+        if resumed:
+            return load_model(run_dir / runs.CHECKPOINT_MODEL), runs.read_status(run_dir).get(
+                "weights_used", config.weights)
+        weights_used = config.weights
+        build = dict(head=config.head, box_loss=config.box_loss, box_weight=config.box_weight,
+                     class_weight=config.class_weight, size=config.image_size)
+        try:
+            model = build_model(config.backbone, config.weights, **build)
+        except WeightsUnavailable as error:
+            if not config.allow_random_weights:
+                raise
+            log(f"warning: {error} Going on from random initialisation as allowed.")
+            weights_used = "none (ImageNet weights unavailable)"
+            model = build_model(config.backbone, "none", **build)
+        optimizer = _optimizer(config, steps_per_epoch, _freeze_epochs(config, weights_used))
+        optimizer.build(model.trainable_variables)  # every variable, so unfreezing later needs no rebuild
+        model.compile(optimizer=optimizer, jit_compile=False)
+    return model, weights_used
 
-    train_data = training_dataset(train_cache, config, global_batch)
-    callback = _make_callback(run_dir, config, stop, steps_per_epoch,
-                              validation_inputs(val_cache, config.image_size), val_cache, state, log)
+
+def _phases(config: TrainConfig, weights_used: str, epochs_done: int) -> list[tuple[bool, int]]:
+    """(backbone trainable, until epoch) for what is left: heads on a frozen backbone, then everything."""
+    phases = []
+    freeze_epochs = _freeze_epochs(config, weights_used)
+    if freeze_epochs and epochs_done < freeze_epochs:
+        phases.append((False, min(freeze_epochs, config.epochs)))
+    phases.append((True, config.epochs))
+    return phases
+
+
+def _fit_phases(model, config: TrainConfig, strategy, weights_used: str, state: dict, train_data,
+                steps_per_epoch: int, callback: RunFolderCallback, stop: StopRequested,
+                log: Callable[[str], None]) -> None:
+    """Step 5: fit each phase from where the run stands."""
     verbose = 1 if sys.stdout.isatty() else 2
     backbone = backbone_layer(model)
     freeze_bn = config.freeze_batchnorm and weights_used == "imagenet"
-    for layer in _batchnorm_layers(backbone):
+    for layer in batchnorm_layers(backbone):
         layer.momentum = config.bn_momentum
     if backbone.trainable:
-        _set_backbone_trainable(backbone, True, freeze_bn)
-    phases = []
-    freeze_epochs = _freeze_epochs(config, weights_used)
-    if freeze_epochs and state["epochs_done"] < freeze_epochs:
-        phases.append((False, min(freeze_epochs, config.epochs)))
-    phases.append((True, config.epochs))
-    for trainable, until in phases:
+        set_backbone_trainable(backbone, True, freeze_bn)
+    for trainable, until in _phases(config, weights_used, state["epochs_done"]):
         if state["epochs_done"] >= until or stop.check() or state.get("early_stopped"):
             continue
         if backbone.trainable != trainable:
-            _set_backbone_trainable(backbone, trainable, freeze_bn)
+            set_backbone_trainable(backbone, trainable, freeze_bn)
             with strategy.scope():
                 model.compile(optimizer=model.optimizer, jit_compile=False)
         log(("training the heads on a frozen backbone" if not trainable else "training the whole model")
             + f", epochs {state['epochs_done'] + 1}-{until}")
         model.fit(train_data, epochs=until, initial_epoch=state["epochs_done"], steps_per_epoch=steps_per_epoch,
                   callbacks=[callback], verbose=verbose)
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
+    state = _resume_state(config, run_dir, resume, log)
+    resumed = state is not None
+    state = state or fresh_state()
+    dataset, samples = _split_samples(config, run_dir, resumed, log)
+    train_cache, val_cache = _caches(config, run_dir, dataset, samples, log)
+
+    strategy = _strategy(config.strategy)
+    steps_per_epoch = math.ceil(len(train_cache.images) * config.copies / config.batch_size)
+    model, weights_used = _build(config, run_dir, resumed, strategy, steps_per_epoch, log)
+    runs.update_status(run_dir, weights_used=weights_used, message=None)
+    log(f"weights: {weights_used}; {len(train_cache.images)} training images x {config.copies} "
+        f"augmented copies per epoch, batch {config.batch_size}, {steps_per_epoch} steps per epoch")
+
+    callback = RunFolderCallback(
+        run_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, stop=stop,
+        val_inputs=validation_inputs(val_cache, config.image_size), val_has_face=val_cache.has_face,
+        val_boxes=val_cache.boxes, state=state, early_stopping=config.early_stopping, log=log,
+        save_best=lambda m: _save_model(m, run_dir / runs.MODEL, include_optimizer=False,
+                                        flip_average=config.flip_average),
+        save_checkpoint=lambda m: _save_checkpoint(m, run_dir / runs.CHECKPOINT_MODEL))
+    _fit_phases(model, config, strategy, weights_used, state, training_dataset(train_cache, config, config.batch_size),
+                steps_per_epoch, callback, stop, log)
     if stop.check():
         final = "stopped"
         message = f"{stop.reason} after epoch {state['epochs_done']}; resume to carry on"

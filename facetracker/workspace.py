@@ -1,7 +1,8 @@
-"""What a data root holds: dataset folders, training runs and the models they made.
+"""Where the data root is and what it holds: dataset folders, training runs and their models.
 
-The app's pages and home screen list these; the functions read the file system only (no
-TensorFlow), so listing stays fast however many runs there are.
+The app reads datasets from and writes runs to one folder, the data root (`FACETRACKER_DATA_ROOT`,
+default `./data`); runs live in its `runs` folder. The pages and home screen list these; the
+functions read the file system only (no TensorFlow), so listing stays fast however many runs there are.
 """
 
 from __future__ import annotations
@@ -14,7 +15,24 @@ from pathlib import Path
 from facetracker import runs
 from facetracker.data import IMAGE_EXTENSIONS, SPLITS
 
+DATA_ROOT_ENV = "FACETRACKER_DATA_ROOT"
+DEFAULT_DATA_ROOT = "data"
 RUNS_FOLDER = "runs"
+
+
+def data_root() -> Path:
+    """The one folder the app reads datasets from and writes runs to (created if missing)."""
+    root = Path(os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def runs_root() -> Path:
+    """Where training runs live: `<data root>/runs` (created if missing)."""
+    folder = data_root() / RUNS_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def looks_like_dataset(folder: str | Path) -> bool:
@@ -70,6 +88,7 @@ class RunSummary:
     has_model: bool
     has_checkpoint: bool
     started: float | None
+    has_config: bool = False
 
     @property
     def live(self) -> bool:
@@ -77,7 +96,10 @@ class RunSummary:
 
     @property
     def resumable(self) -> bool:
-        return self.has_checkpoint and self.state in ("stopped", "failed", "finished", "unknown")
+        """A run with a checkpoint carries on from it; one that ended before its first epoch
+        finished starts over from its config.json."""
+        return (self.has_checkpoint or self.has_config) and self.state in ("stopped", "failed", "finished",
+                                                                           "unknown")
 
 
 def _checked(value, types: tuple[type, ...]):
@@ -123,13 +145,11 @@ def run_summary(run_dir: str | Path) -> RunSummary:
         best_epoch=_checked(status.get("best_epoch"), (int,)), last_val=last_val,
         error=_checked(status.get("error"), (str,)), message=_checked(status.get("message"), (str,)),
         has_model=(run_dir / runs.MODEL).is_file(), has_checkpoint=(run_dir / runs.CHECKPOINT_MODEL).is_file(),
-        started=_checked(status.get("started"), number))
+        started=_checked(status.get("started"), number), has_config=(run_dir / runs.CONFIG).is_file())
 
 
 def list_run_summaries(runs_root: str | Path) -> list[RunSummary]:
-    from facetracker.launcher import run_folders
-
-    return [run_summary(p) for p in run_folders(runs_root)]
+    return [run_summary(p) for p in runs.list_runs(runs_root)]
 
 
 def trained_runs(runs_root: str | Path) -> list[RunSummary]:

@@ -64,21 +64,29 @@ def wait_dead(pid: int, seconds: float = 10) -> None:
 # launcher
 
 
+def config(data, **options):
+    from facetracker.config import config_for
+
+    return config_for(data, **options)
+
+
 def test_start_refuses_a_second_run_and_stop_ends_one_still_starting(tmp_path, fake_training):
     started, commands = fake_training.started, fake_training.commands
-    run_dir = launcher.start_run(tmp_path, "one", data=tmp_path / "faces", backbone="mobilenet-0.25",
-                                 weights="none", epochs=2)
+    run_dir = launcher.start_run(tmp_path, "one", config(tmp_path / "faces", backbone="mobilenet-0.25",
+                                                         weights="none", epochs=2))
     status = runs.read_status(run_dir)
     assert status["state"] == "starting" and status["pid"] == started[0] and runs.pid_alive(started[0])
-    assert commands[0][1:4] == ["-m", "facetracker", "train"]
-    assert commands[0][commands[0].index("--epochs") + 1] == "2"
+    assert commands[0][1:] == ["-m", "facetracker", "train", "--run-dir", str(run_dir)]
+    recorded = json.loads((run_dir / runs.CONFIG).read_text())
+    assert (recorded["epochs"], recorded["backbone"], recorded["data"]) == (2, "mobilenet-0.25",
+                                                                            str((tmp_path / "faces").resolve()))
     assert "$ " in (run_dir / runs.LOG).read_text()
     assert launcher.live_runs(tmp_path) == [run_dir]
 
     with pytest.raises(runs.RunLocked, match="already training"):
-        launcher.start_run(tmp_path, "one", data=tmp_path / "faces")
+        launcher.start_run(tmp_path, "one", config(tmp_path / "faces"))
     with pytest.raises(runs.RunLocked, match="one run at a time"):
-        launcher.start_run(tmp_path, "two", data=tmp_path / "faces")
+        launcher.start_run(tmp_path, "two", config(tmp_path / "faces"))
     assert len(started) == 1
 
     message = launcher.stop_run(run_dir)
@@ -97,7 +105,7 @@ def test_two_tabs_pressing_start_at_once_launch_one_run(tmp_path, fake_training)
     def press(name):
         barrier.wait()
         try:
-            launcher.start_run(tmp_path, name, data=tmp_path)
+            launcher.start_run(tmp_path, name, config(tmp_path))
             outcomes.append("started")
         except runs.RunLocked:
             outcomes.append("refused")
@@ -115,37 +123,53 @@ def test_a_process_that_dies_at_once_reports_the_cli_error(tmp_path, fake_traini
     started = fake_training.started
     fake_training.command = [sys.executable, "-c",
                         "import sys; print('error: /data/x: no such folder', file=sys.stderr); sys.exit(2)"]
-    run_dir = launcher.start_run(tmp_path, "bad", data=tmp_path / "x")
+    run_dir = launcher.start_run(tmp_path, "bad", config(tmp_path / "x"))
     wait_dead(started[0])
     assert runs.read_status(run_dir)["state"] == "failed"
     assert launcher.failure_reason(run_dir) == "/data/x: no such folder"
     assert "no such folder" in launcher.log_tail(run_dir)
 
 
-def test_resume_needs_a_checkpoint_and_names_are_checked(tmp_path):
+def test_resume_needs_a_config_and_names_are_checked(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    runs.write_json(run_dir / runs.CONFIG, {"data": "x"})
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
         launcher.resume_run(run_dir)
     with pytest.raises(ValueError, match="run name"):
-        launcher.start_run(tmp_path, "../escape", data=tmp_path)
+        launcher.start_run(tmp_path, "../escape", config(tmp_path))
     name = launcher.new_run_name(tmp_path, tmp_path / "my faces", "mobilenetv2-0.35")
     assert name.startswith("my-faces-mobilenetv2-0.35-") and not (tmp_path / name).exists()
+
+
+def test_a_resume_with_more_epochs_records_them_before_the_process_starts(tmp_path, fake_training):
+    """A plain resume later (or the app's Resume box) must carry on to the new total, not the old one."""
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    runs.write_json(run_dir / runs.CONFIG, config(tmp_path, backbone="mobilenet-0.25", epochs=6).to_dict())
+    runs.write_json(run_dir / runs.STATUS, {"state": "finished"})
+    launcher.resume_run(run_dir, epochs=9)
+    assert json.loads((run_dir / runs.CONFIG).read_text())["epochs"] == 9
+    assert fake_training.commands[0][1:] == ["-m", "facetracker", "train", "--run-dir", str(run_dir), "--resume"]
+    assert workspace.run_summary(run_dir).epochs == 9
+
+
+def test_a_run_that_ended_before_its_first_epoch_can_be_started_again(tmp_path, fake_training):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    runs.write_json(run_dir / runs.CONFIG, config(tmp_path, backbone="mobilenet-0.25", epochs=2).to_dict())
+    runs.write_json(run_dir / runs.STATUS, {"state": "failed", "error": "killed"})
+    assert workspace.run_summary(run_dir).resumable
+    launcher.resume_run(run_dir)
+    assert runs.read_json(run_dir / runs.STATUS)["message"] == "starting over"
 
 
 def test_the_launch_command_is_one_the_cli_accepts(tmp_path):
     from facetracker.cli import build_parser
 
-    command = launcher.train_command(tmp_path / "run", data=tmp_path, preset="fast", backbone="mobilenet-0.25",
-                                     weights="none", epochs=3, batch_size=8, lr=0.001, copies=1,
-                                     augment_file=tmp_path / "augment.json", allow_random_weights=True)
-    args = build_parser().parse_args(command[3:])
-    assert (args.command, args.epochs, args.batch_size, args.lr, args.backbone) == ("train", 3, 8, 0.001,
-                                                                                    "mobilenet-0.25")
-    assert args.allow_random_weights and not args.resume
-    resume = build_parser().parse_args(launcher.train_command(tmp_path, epochs=5, resume=True)[3:])
-    assert resume.resume and resume.epochs == 5
+    args = build_parser().parse_args(launcher.train_command(tmp_path / "run")[3:])
+    assert (args.command, args.run_dir, args.data, args.resume) == ("train", str(tmp_path / "run"), None, False)
+    resume = build_parser().parse_args(launcher.train_command(tmp_path, resume=True)[3:])
+    assert resume.resume and resume.epochs is None
 
 
 # ----------------------------------------------------------------------------------------------

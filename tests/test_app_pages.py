@@ -101,7 +101,7 @@ def face_jpeg() -> bytes:
 def write_run(runs_root: Path, name: str, data: Path, *, state: str, pid: int | None = None, steps: int = 0,
               epochs_done: int = 0, error: str | None = None) -> Path:
     """A run folder as a training process leaves it (config, status, metrics), without training."""
-    from facetracker.train import config_for
+    from facetracker.config import config_for
 
     run_dir = runs_root / name
     run_dir.mkdir(parents=True)
@@ -303,7 +303,7 @@ def sleeper_command():
 def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, sleeper_command):
     at = open_page("app_pages/train.py")
     at.radio(key="tr_weights_fast").set_value("none").run()
-    from facetracker.train import RANDOM_INIT
+    from facetracker.config import RANDOM_INIT
     assert at.number_input(key="tr_epochs_fast_none").value == RANDOM_INIT["fast"]["epochs"]  # the longer schedule
     at.number_input(key="tr_epochs_fast_none").set_value(2).run()
     at.text_input(key="tr_name").set_value("first").run()
@@ -314,7 +314,8 @@ def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, 
     run_dir = root / "runs" / "first"
     status = runs.read_status(run_dir)
     assert status["state"] == "starting" and status["pid"] == sleeper_command[0]
-    assert json.loads((run_dir / "augment.json").read_text())["vflip_p"] == 0.0  # the fast preset's
+    recorded = json.loads((run_dir / runs.CONFIG).read_text())  # the page's config, as the process reads it
+    assert recorded["augment"]["vflip_p"] == 0.0 and recorded["epochs"] == 2  # the fast preset's, and the form's
 
     second = open_page("app_pages/train.py")  # another tab, or a reload
     assert second.button[[b.label for b in second.button].index("Start training")].disabled
@@ -359,6 +360,15 @@ def test_a_failed_run_shows_its_error_and_offers_resume(faces, root):
     assert "Resume from the last checkpoint" in [b.label for b in at.button]
     table = at.dataframe[0].value
     assert list(table["run"]) == ["broken"] and list(table["state"]) == ["failed"]
+
+
+def test_a_run_killed_before_its_first_epoch_offers_to_start_again_with_its_recorded_epochs(faces, root):
+    run_dir = write_run(root / "runs", "early", faces, state="running", pid=2**22 + 12346, steps=2)
+    config = json.loads((run_dir / runs.CONFIG).read_text())
+    runs.write_json(run_dir / runs.CONFIG, {**config, "epochs": 9})  # as a resume to 9 epochs records it
+    at = open_page("app_pages/train.py")
+    assert "Start again (no epoch had finished)" in [b.label for b in at.button]
+    assert at.number_input(key="resume_epochs_early").value == 9
 
 
 # ----------------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def test_bench_without_data_says_what_it_needs(tmp_path):
 
 def test_the_report_prints_every_figure_and_its_targets():
     from facetracker.bench import HAAR, FrameTiming, Report, bench_settings, format_report, report_json
-    from facetracker.train import PRESETS
+    from facetracker.config import PRESETS
 
     fast = PRESETS["fast"]["backbone"]
     machine = {"cpu": "Test CPU", "cores": 2, "usable_cores": 2, "system": "Linux", "load_average_1min": 0.5,
@@ -116,7 +116,8 @@ def test_fast_box_handling_gives_what_albumentations_bbox_processor_gives(helen)
 
 def test_training_dataset_batches_match_their_labels(helen):
     from facetracker.augment import AugmentConfig
-    from facetracker.train import TrainConfig, build_cache, training_dataset
+    from facetracker.config import TrainConfig
+    from facetracker.train import build_cache, training_dataset
 
     samples = data.load_dataset(helen, check_pixels=False).samples
     chosen = [s for s in samples if s.box][:10] + [s for s in samples if not s.box][:4]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facetracker import safety
+from facetracker import safety, workspace
 from facetracker.safety import UnsafeArchive, UnsafePath
 
 
@@ -26,16 +26,16 @@ from facetracker.safety import UnsafeArchive, UnsafePath
 def test_data_root_comes_from_the_environment_and_is_created(tmp_path, monkeypatch):
     root = tmp_path / "somewhere" / "facetracker-data"
     monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(root))
-    assert safety.data_root() == root.resolve()
+    assert workspace.data_root() == root.resolve()
     assert root.is_dir()
-    assert safety.runs_root() == root.resolve() / "runs"
+    assert workspace.runs_root() == root.resolve() / "runs"
     assert (root / "runs").is_dir()
 
 
 def test_data_root_defaults_to_data_in_the_working_folder(tmp_path, monkeypatch):
     monkeypatch.delenv("FACETRACKER_DATA_ROOT", raising=False)
     monkeypatch.chdir(tmp_path)
-    assert safety.data_root() == (tmp_path / "data").resolve()
+    assert workspace.data_root() == (tmp_path / "data").resolve()
     assert (tmp_path / "data").is_dir()
 
 
@@ -447,7 +447,7 @@ def test_the_package_never_unpickles(tmp_path):
 
 
 def _run_folder(tmp_path: Path, **changes) -> Path:
-    from facetracker.train import config_for
+    from facetracker.config import config_for
 
     run = tmp_path / "run"
     run.mkdir()

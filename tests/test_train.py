@@ -121,9 +121,10 @@ def test_offline_imagenet_is_refused_clearly_unless_random_weights_are_allowed(w
 def test_mirrored_strategy_with_random_fallback_trains(webcam, tmp_path, monkeypatch, restore_signals):
     """tf.distribute's MirroredStrategy on one CPU replica, and the allowed fallback to random weights."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
-    from facetracker.train import config_for, train
+    from facetracker.config import config_for
+    from facetracker.train import train
 
-    config = config_for(webcam, backbone="mobilenet-0.25", weights="imagenet", allow_random_fallback=True,
+    config = config_for(webcam, backbone="mobilenet-0.25", weights="imagenet", allow_random_weights=True,
                         epochs=1, batch_size=16, strategy="mirrored", head="spatial")
     status = train(config, tmp_path / "run", log=lambda line: None)
     assert status["state"] == "finished"
@@ -143,7 +144,7 @@ def test_resume_continues_the_epoch_count(fast_run, cached_weights_env, tmp_path
 
 def test_presets_train_longer_from_random_weights_and_explicit_options_win():
     from facetracker.jsonconfig import ConfigError
-    from facetracker.train import PRESETS, RANDOM_INIT, TrainConfig, config_for
+    from facetracker.config import PRESETS, RANDOM_INIT, TrainConfig, config_for
 
     pretrained = config_for("d", "fast")
     random = config_for("d", "fast", weights="none")
