@@ -11,8 +11,10 @@ import errno
 import json
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -285,6 +287,42 @@ def _strategy(name: str):
     return tf.distribute.get_strategy()
 
 
+def _is_chief(strategy: str) -> bool:
+    """Whether this process writes the run folder: always, except a multi-worker cluster's other workers.
+
+    As in TensorFlow's multi-worker Keras guidance, the chief is the task of type "chief", or worker 0
+    when the cluster names no chief. Read from TF_CONFIG before TensorFlow starts.
+    """
+    if strategy != "multiworker" or "TF_CONFIG" not in os.environ:
+        return True
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+        task_type, task_index = task.get("type", "worker"), int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(f"TF_CONFIG: not a cluster description ({error})") from None
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and task_index == 0
+
+
+def _worker_scratch_folder(run_dir: Path, resume: bool) -> Path:
+    """A temporary run folder for a non-chief worker, deleted when it is done.
+
+    Such a worker runs every step, validation and save exactly like the chief (the collective
+    operations need all workers), but what it writes would only fight the chief over the run
+    lock, status, metrics and model. On resume it starts from the run folder's checkpoint, which
+    must therefore be on a disk every worker sees.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="facetracker-worker-"))
+    if resume:
+        for name in (runs.CHECKPOINT_MODEL, runs.CHECKPOINT_STATE, runs.METRICS, runs.SPLIT, runs.STATUS):
+            if (run_dir / name).is_file():
+                (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run_dir / name, scratch / name)
+    return scratch
+
+
 def _optimizer(config: TrainConfig, steps_per_epoch: int, freeze_epochs: int):
     import keras
 
@@ -411,8 +449,16 @@ def _make_callback(run_dir: Path, config: TrainConfig, stop: StopRequested, step
 
 def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
           log: Callable[[str], None] = print) -> dict:
-    """Train into `run_dir`; returns the final status. Raises on errors after recording them."""
+    """Train into `run_dir`; returns the final status. Raises on errors after recording them.
+
+    In a multi-worker cluster only the chief writes `run_dir`; the other workers write a temporary
+    folder of their own and delete it at the end.
+    """
     run_dir = Path(run_dir)
+    scratch = None if _is_chief(config.strategy) else _worker_scratch_folder(run_dir, resume)
+    if scratch is not None:
+        log(f"not the chief worker: the chief writes {run_dir}; this worker's files go to {scratch} (deleted at the end)")
+        run_dir = scratch
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.acquire_lock(run_dir)
@@ -436,6 +482,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         raise
     finally:
         runs.release_lock(run_dir)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _describe_error(error: BaseException) -> str:

@@ -1,0 +1,125 @@
+"""Two real worker processes train one model with MultiWorkerMirroredStrategy, on CPU, on localhost.
+
+Both workers are given the same run folder, as on machines sharing a disk: only the chief (worker 0)
+may write there. The other worker keeps its own files in a temporary folder and deletes it.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from facetracker import runs
+from facetracker.data import model_input, read_image
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+TRAIN_PHOTOS, VAL_PHOTOS, BATCH = 24, 6, 8
+WORKER_TIMEOUT_S = 240
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel hands out for port 0, all held open together so they differ."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def small_dataset(webcam, tmp_path_factory):
+    """The first photos of each split of webcam-tutorial, with their label files."""
+    root = tmp_path_factory.mktemp("multiworker-data") / "faces"
+    for split, count in (("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS)):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for image in sorted((webcam / split / "images").iterdir())[:count]:
+            shutil.copy2(image, root / split / "images" / image.name)
+            label = webcam / split / "labels" / f"{image.stem}.json"
+            if label.exists():
+                shutil.copy2(label, root / split / "labels" / label.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(small_dataset, tmp_path_factory):
+    base = tmp_path_factory.mktemp("multiworker")
+    run_dir = base / "run"
+    cluster = [f"localhost:{port}" for port in free_ports(2)]
+    workers = []
+    for index in range(2):
+        worker_tmp = base / f"tmp-worker{index}"  # each worker's own TMPDIR, to see what it leaves behind
+        worker_tmp.mkdir()
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(worker_tmp),
+               "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
+        command = [sys.executable, "-m", "facetracker", "train", "--data", small_dataset, "--run-dir", run_dir,
+                   "--backbone", "mobilenet-0.25", "--weights", "none", "--epochs", "1", "--batch-size", BATCH,
+                   "--copies", "1", "--strategy", "multiworker"]
+        logs = [open(base / f"worker{index}.{stream}", "w") for stream in ("out", "err")]
+        workers.append(subprocess.Popen(list(map(str, command)), cwd=REPO, env=env, stdout=logs[0], stderr=logs[1]))
+        for log in logs:
+            log.close()
+    started = time.time()
+    try:
+        # A worker that dies leaves the other waiting for it in a collective forever: stop at the first failure.
+        while any(w.poll() is None for w in workers) and time.time() - started < WORKER_TIMEOUT_S:
+            if any(w.poll() not in (None, 0) for w in workers):
+                break
+            time.sleep(0.5)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    results = [(w.pid, w.returncode, (base / f"worker{i}.out").read_text(), (base / f"worker{i}.err").read_text())
+               for i, w in enumerate(workers)]
+    return run_dir, base, results, time.time() - started
+
+
+def test_both_workers_finish(two_worker_run):
+    _, _, results, seconds = two_worker_run
+    report = "\n".join(f"--- worker {index} exited {code} after {seconds:.0f} s:\n{out[-2000:]}\n{err[-2000:]}"
+                       for index, (_, code, out, err) in enumerate(results))
+    assert [code for _, code, _, _ in results] == [0, 0], report
+    assert all("finished" in out for _, _, out, _ in results), report
+
+
+def test_only_the_chief_writes_the_run_folder(two_worker_run):
+    run_dir, base, results, _ = two_worker_run
+    chief_pid = results[0][0]
+    status = runs.read_status(run_dir)
+    assert status["state"] == "finished" and status["pid"] == chief_pid
+    assert status["n_train"] == TRAIN_PHOTOS and status["n_val"] == VAL_PHOTOS
+    steps_per_epoch = -(-TRAIN_PHOTOS // BATCH)
+    records = runs.read_metrics(run_dir)
+    # One writer: each global step and the epoch are recorded once, not once per worker.
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, steps_per_epoch + 1))
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1]
+    assert runs.read_json(run_dir / runs.CHECKPOINT_STATE)["epochs_done"] == 1
+    assert runs.lock_owner(run_dir) is None  # released by its only holder
+    leftovers = [p.name for p in run_dir.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
+    assert leftovers == []
+    # The other worker's temporary run folder is gone once it is done.
+    assert list((base / "tmp-worker1").iterdir()) == []
+
+
+def test_the_saved_model_loads_and_predicts(two_worker_run, small_dataset):
+    run_dir, _, _, _ = two_worker_run
+    from facetracker.model import load_model
+
+    model = load_model(run_dir / runs.MODEL)
+    photo = sorted((small_dataset / "val" / "images").iterdir())[0]
+    output = model(model_input(read_image(photo), 120)[None].astype(np.float32)).numpy()
+    assert output.shape == (1, 5) and np.isfinite(output).all()
+    assert 0.0 <= output[0, 0] <= 1.0
