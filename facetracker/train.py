@@ -306,6 +306,29 @@ def _is_chief(strategy: str) -> bool:
     return task_type == "worker" and task_index == 0
 
 
+def _fit_across_workers(model, strategy_name: str) -> None:
+    """Let Keras 3's `fit` run under MultiWorkerMirroredStrategy with several workers.
+
+    Two steps of `fit` fail there, so this model instance gets its own version of each:
+    - before the first step `fit` averages one input batch over the replicas (`strategy.reduce`)
+      to build the model from its shapes; that batch is a structure, (images, (has_face, boxes)),
+      which the strategy cannot reduce (it takes one tensor). The model and its optimizer are
+      built before `fit` here, so that build has nothing to do and is skipped.
+    - after each step it averages the logged losses over the workers along axis 0, which scalars
+      do not have; each loss is therefore returned as a vector of one.
+    """
+    if strategy_name != "multiworker":
+        return
+    import tensorflow as tf
+
+    unbuilt = [layer.name for layer in model._flatten_layers() if not layer.built]
+    if unbuilt or not model.optimizer.built:
+        raise RuntimeError(f"multi-worker training needs a built model before fit (unbuilt: {unbuilt or 'optimizer'})")
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    train_step = type(model).train_step.__get__(model)
+    model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+
+
 def _worker_scratch_folder(run_dir: Path, resume: bool) -> Path:
     """A temporary run folder for a non-chief worker, deleted when it is done.
 
@@ -587,6 +610,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     log(f"weights: {weights_used}; {len(train_cache.images)} training images x {config.copies} "
         f"augmented copies per epoch, batch {global_batch}, {steps_per_epoch} steps per epoch")
 
+    _fit_across_workers(model, config.strategy)
     train_data = training_dataset(train_cache, config, global_batch)
     callback = _make_callback(run_dir, config, stop, steps_per_epoch,
                               validation_inputs(val_cache, config.image_size), val_cache, state, log)
