@@ -255,24 +255,52 @@ def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
 
 
 class StopRequested:
-    """Set by SIGTERM or a STOP file; the run then ends cleanly after saving."""
+    """Set by SIGTERM or a STOP file; the run then ends cleanly after saving.
 
-    def __init__(self, run_dir: Path):
+    With several workers (`across_workers`) a stop one of them sees must stop them all after the
+    same step: a worker that trains on waits in the next step's collectives for the one that left.
+    There only `agree`, which every worker calls after every step, changes what `check` says.
+    """
+
+    def __init__(self, run_dir: Path, across_workers: bool = False):
         self.run_dir = run_dir
+        self.across_workers = across_workers
         self.reason: str | None = None
+        self._requested: str | None = None
 
     def install(self) -> None:
         def handler(signum, frame):
-            self.reason = f"stopped by signal {signal.Signals(signum).name}"
+            self._requested = f"stopped by signal {signal.Signals(signum).name}"
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, handler)
             signal.signal(signal.SIGINT, handler)
 
+    def _requested_here(self) -> str | None:
+        if self._requested is None and (self.run_dir / runs.STOP).exists():
+            self._requested = "stopped from the STOP file"
+        return self._requested
+
     def check(self) -> bool:
-        if self.reason is None and (self.run_dir / runs.STOP).exists():
-            self.reason = "stopped from the STOP file"
+        if self.reason is None and not self.across_workers:
+            self.reason = self._requested_here()
         return self.reason is not None
+
+    def agree(self, strategy) -> bool:
+        """`check`, after a step; with several workers, true on all of them when any was asked to stop."""
+        if self.reason is None and self.on_any_worker(strategy, self._requested_here() is not None):
+            self.reason = self._requested_here() or "stopped because another worker of the cluster was stopped"
+        return self.reason is not None
+
+    def on_any_worker(self, strategy, flag: bool) -> bool:
+        """Whether `flag` holds on any worker. With several workers this is a collective: each worker
+        must call it at the same point of training, as many times."""
+        if not self.across_workers:
+            return flag
+        import tensorflow as tf
+
+        flags = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(float(flag)))
+        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)) > 0
 
 
 def _strategy(name: str):
@@ -432,7 +460,7 @@ def _make_callback(run_dir: Path, config: TrainConfig, stop: StopRequested, step
                                    progress=round(global_step / total_steps, 4),
                                    images_per_s=round(rate * config.batch_size, 1),
                                    eta_s=round(eta, 1) if eta is not None else None)
-            if stop.check():
+            if stop.agree(self.model.distribute_strategy):
                 self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
@@ -462,7 +490,9 @@ def _make_callback(run_dir: Path, config: TrainConfig, stop: StopRequested, step
             log(f"epoch {epoch + 1}/{config.epochs}: loss {record.get('loss', float('nan')):.4f}, "
                 f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
                 f"accuracy {metrics['accuracy']:.3f}" + (" (best, saved model.keras)" if improved else ""))
-            if config.early_stopping and state["since_best"] >= config.early_stopping:
+            # Workers may differ in the last digits of their validation IoU: all follow any that stops.
+            if config.early_stopping and stop.on_any_worker(self.model.distribute_strategy,
+                                                            state["since_best"] >= config.early_stopping):
                 log(f"no better validation IoU for {config.early_stopping} epochs: stopping early")
                 state["early_stopped"] = True
                 self.model.stop_training = True
@@ -487,7 +517,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False,
         runs.acquire_lock(run_dir)
     except OSError as error:  # nothing can be recorded in a folder we cannot write
         raise runs.RunFolderError(f"{run_dir}: {_describe_error(error)}") from None
-    stop = StopRequested(run_dir)
+    stop = StopRequested(run_dir, across_workers=config.strategy == "multiworker")
     stop.install()
     (run_dir / runs.STOP).unlink(missing_ok=True)
     try:

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 TRAIN_PHOTOS, VAL_PHOTOS, BATCH = 24, 6, 8
 WORKER_TIMEOUT_S = 240
+GRACE_S = 60
 
 
 def free_ports(count: int) -> list[int]:
@@ -52,9 +53,9 @@ def small_dataset(webcam, tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def two_worker_run(small_dataset, tmp_path_factory):
-    base = tmp_path_factory.mktemp("multiworker")
+def run_two_workers(dataset, base, epochs: int, while_running=lambda run_dir: None):
+    """Start worker 0 and worker 1 on one run folder and wait for both; returns (pid, exit code, stdout,
+    stderr) per worker. `while_running(run_dir)` is called every half second while they train."""
     run_dir = base / "run"
     cluster = [f"localhost:{port}" for port in free_ports(2)]
     workers = []
@@ -63,40 +64,54 @@ def two_worker_run(small_dataset, tmp_path_factory):
         worker_tmp.mkdir()
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(worker_tmp),
                "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
-        command = [sys.executable, "-m", "facetracker", "train", "--data", small_dataset, "--run-dir", run_dir,
-                   "--backbone", "mobilenet-0.25", "--weights", "none", "--epochs", "1", "--batch-size", BATCH,
+        command = [sys.executable, "-m", "facetracker", "train", "--data", dataset, "--run-dir", run_dir,
+                   "--backbone", "mobilenet-0.25", "--weights", "none", "--epochs", epochs, "--batch-size", BATCH,
                    "--copies", "1", "--strategy", "multiworker"]
         logs = [open(base / f"worker{index}.{stream}", "w") for stream in ("out", "err")]
         workers.append(subprocess.Popen(list(map(str, command)), cwd=REPO, env=env, stdout=logs[0], stderr=logs[1]))
         for log in logs:
             log.close()
-    started = time.time()
+    started, first_exit = time.time(), None
     try:
-        # A worker that dies leaves the other waiting for it in a collective forever: stop at the first failure.
+        # A worker that ends (or dies) early leaves the other waiting for it in a collective forever:
+        # stop at the first failure, and give the others a short grace once one has exited.
         while any(w.poll() is None for w in workers) and time.time() - started < WORKER_TIMEOUT_S:
             if any(w.poll() not in (None, 0) for w in workers):
                 break
+            if first_exit is None and any(w.poll() is not None for w in workers):
+                first_exit = time.time()
+            if first_exit is not None and time.time() - first_exit > GRACE_S:
+                break
+            while_running(run_dir)
             time.sleep(0.5)
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()
-    results = [(w.pid, w.returncode, (base / f"worker{i}.out").read_text(), (base / f"worker{i}.err").read_text())
-               for i, w in enumerate(workers)]
-    return run_dir, base, results, time.time() - started
+    return [(w.pid, w.returncode, (base / f"worker{i}.out").read_text(), (base / f"worker{i}.err").read_text())
+            for i, w in enumerate(workers)]
+
+
+def report(results) -> str:
+    return "\n".join(f"--- worker {index} exited {code}:\n{out[-2000:]}\n{err[-2000:]}"
+                     for index, (_, code, out, err) in enumerate(results))
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(small_dataset, tmp_path_factory):
+    base = tmp_path_factory.mktemp("multiworker")
+    return base / "run", base, run_two_workers(small_dataset, base, epochs=1)
 
 
 def test_both_workers_finish(two_worker_run):
-    _, _, results, seconds = two_worker_run
-    report = "\n".join(f"--- worker {index} exited {code} after {seconds:.0f} s:\n{out[-2000:]}\n{err[-2000:]}"
-                       for index, (_, code, out, err) in enumerate(results))
-    assert [code for _, code, _, _ in results] == [0, 0], report
-    assert all("finished" in out for _, _, out, _ in results), report
+    _, _, results = two_worker_run
+    assert [code for _, code, _, _ in results] == [0, 0], report(results)
+    assert all("finished" in out for _, _, out, _ in results), report(results)
 
 
 def test_only_the_chief_writes_the_run_folder(two_worker_run):
-    run_dir, base, results, _ = two_worker_run
+    run_dir, base, results = two_worker_run
     chief_pid = results[0][0]
     status = runs.read_status(run_dir)
     assert status["state"] == "finished" and status["pid"] == chief_pid
@@ -115,7 +130,7 @@ def test_only_the_chief_writes_the_run_folder(two_worker_run):
 
 
 def test_the_saved_model_loads_and_predicts(two_worker_run, small_dataset):
-    run_dir, _, _, _ = two_worker_run
+    run_dir, _, _ = two_worker_run
     from facetracker.model import load_model
 
     model = load_model(run_dir / runs.MODEL)
@@ -123,3 +138,18 @@ def test_the_saved_model_loads_and_predicts(two_worker_run, small_dataset):
     output = model(model_input(read_image(photo), 120)[None].astype(np.float32)).numpy()
     assert output.shape == (1, 5) and np.isfinite(output).all()
     assert 0.0 <= output[0, 0] <= 1.0
+
+
+def test_a_stop_file_stops_every_worker_at_the_same_step(small_dataset, tmp_path):
+    """Only the chief sees the STOP file; a worker left training would wait for it forever."""
+    def stop_once_training(run_dir):
+        if runs.read_status(run_dir).get("state") == "running" and not (run_dir / runs.STOP).exists():
+            (run_dir / runs.STOP).write_text("stop\n")
+
+    results = run_two_workers(small_dataset, tmp_path, epochs=3, while_running=stop_once_training)
+    assert [code for _, code, _, _ in results] == [0, 0], report(results)
+    status = runs.read_status(tmp_path / "run")
+    assert status["state"] == "stopped" and "STOP file" in status["message"], status
+    assert status["pid"] == results[0][0]
+    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "run") if r["kind"] == "epoch"] != [1, 2, 3]
+    assert "stopped" in results[1][2], report(results)
