@@ -200,11 +200,13 @@ def build_cache(samples: list[data_lib.Sample], size: int, log: Callable[[str], 
     return ImageCache(stacked, boxes, has_face, kept)
 
 
-def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int):
+def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int, shard: tuple[int, int] = (1, 0)):
     """Shuffled, batched, augmented on the fly in parallel, prefetched; shapes are set for Keras.
 
     Each parallel call augments a whole batch of indices: one `numpy_function` per image cost
     more than the augmentation itself (150 images/s per core against 600 per batch).
+    
+    `shard` picks this worker's share of the images (see `image_order`).
     """
     import tensorflow as tf
 
@@ -237,12 +239,20 @@ def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int):
     # Endless, so Keras keeps one iterator for the whole run: a finite one is torn down and rebuilt
     # at every epoch, which cost 2-40 s each time while augmentation workers wound down.
     # `steps_per_epoch` marks the epochs; every pass over the copies is shuffled anew.
-    n = len(cache.images)
-    indices = tf.data.Dataset.range(n).repeat(config.copies).shuffle(n * config.copies, seed=config.seed,
-                                                                     reshuffle_each_iteration=True).repeat()
-    return (indices.batch(batch_size, drop_remainder=False)
+    return (image_order(len(cache.images), config, shard).batch(batch_size, drop_remainder=False)
             .map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def image_order(n: int, config: TrainConfig, shard: tuple[int, int] = (1, 0)):
+    """The endless stream of image indices training draws: `config.copies` of each per pass, every
+    pass shuffled anew from `config.seed`. `shard=(count, index)` keeps every count-th index from
+    the index-th on; seeded alike, the workers of a cluster then share out each pass."""
+    import tensorflow as tf
+
+    indices = tf.data.Dataset.range(n).repeat(config.copies).shuffle(n * config.copies, seed=config.seed,
+                                                                     reshuffle_each_iteration=True).repeat()
+    return indices.shard(*shard) if shard[0] > 1 else indices
 
 
 def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
@@ -355,6 +365,25 @@ def _fit_across_workers(model, strategy_name: str) -> None:
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     train_step = type(model).train_step.__get__(model)
     model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+
+
+def _training_data(cache: ImageCache, config: TrainConfig, global_batch: int, strategy):
+    """The training dataset; with several workers, each one augments only its share of each batch.
+
+    Left to Keras, every worker would augment every whole global batch and keep its part of it.
+    """
+    if config.strategy != "multiworker":
+        return training_dataset(cache, config, global_batch)
+
+    def worker_dataset(context):
+        try:
+            batch = context.get_per_replica_batch_size(global_batch)
+        except ValueError:
+            raise ConfigError(f"batch_size {global_batch} must be a multiple of the {context.num_replicas_in_sync} "
+                              "replicas of the cluster") from None
+        return training_dataset(cache, config, batch, shard=(context.num_input_pipelines, context.input_pipeline_id))
+
+    return strategy.distribute_datasets_from_function(worker_dataset)
 
 
 def _worker_scratch_folder(run_dir: Path, resume: bool) -> Path:
@@ -641,7 +670,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         f"augmented copies per epoch, batch {global_batch}, {steps_per_epoch} steps per epoch")
 
     _fit_across_workers(model, config.strategy)
-    train_data = training_dataset(train_cache, config, global_batch)
+    train_data = _training_data(train_cache, config, global_batch, strategy)
     callback = _make_callback(run_dir, config, stop, steps_per_epoch,
                               validation_inputs(val_cache, config.image_size), val_cache, state, log)
     verbose = 1 if sys.stdout.isatty() else 2

@@ -153,3 +153,16 @@ def test_a_stop_file_stops_every_worker_at_the_same_step(small_dataset, tmp_path
     assert status["pid"] == results[0][0]
     assert [r["epoch"] for r in runs.read_metrics(tmp_path / "run") if r["kind"] == "epoch"] != [1, 2, 3]
     assert "stopped" in results[1][2], report(results)
+
+
+def test_workers_share_out_each_pass_over_the_images():
+    """Seeded alike, each worker draws only its own images of a pass, and together they draw every image once."""
+    from facetracker.train import TrainConfig, image_order
+
+    count, copies = 12, 2
+    config = TrainConfig(copies=copies, seed=3)
+    whole = [int(i) for i in image_order(count, config).take(count * copies)]
+    shares = [[int(i) for i in image_order(count, config, shard=(2, index)).take(count * copies // 2)]
+              for index in (0, 1)]
+    assert shares[0] == whole[0::2] and shares[1] == whole[1::2]
+    assert sorted(shares[0] + shares[1]) == sorted(list(range(count)) * copies)
