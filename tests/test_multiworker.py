@@ -166,3 +166,21 @@ def test_workers_share_out_each_pass_over_the_images():
               for index in (0, 1)]
     assert shares[0] == whole[0::2] and shares[1] == whole[1::2]
     assert sorted(shares[0] + shares[1]) == sorted(list(range(count)) * copies)
+
+
+def test_the_chief_is_the_chief_task_or_else_worker_0(monkeypatch):
+    from facetracker.jsonconfig import ConfigError
+    from facetracker.train import _is_chief
+
+    def cluster(task_type: str, index: int, chief: bool = False) -> str:
+        tasks = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}
+        return json.dumps({"cluster": tasks, "task": {"type": task_type, "index": index}})
+
+    for tf_config, chief in [(cluster("worker", 0), True), (cluster("worker", 1), False),
+                             (cluster("worker", 0, chief=True), False), (cluster("chief", 0, chief=True), True)]:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+        assert _is_chief("multiworker") is chief, tf_config
+        assert _is_chief("default") is True  # one process: it writes its run folder
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ConfigError, match="TF_CONFIG"):
+        _is_chief("multiworker")
