@@ -53,20 +53,18 @@ def small_dataset(webcam, tmp_path_factory):
     return root
 
 
-def run_two_workers(dataset, base, epochs: int, while_running=lambda run_dir: None):
-    """Start worker 0 and worker 1 on one run folder and wait for both; returns (pid, exit code, stdout,
-    stderr) per worker. `while_running(run_dir)` is called every half second while they train."""
+def run_two_workers(base, *train_args, while_running=lambda run_dir: None):
+    """Start worker 0 and worker 1 on the run folder `base/run` and wait for both; returns (pid, exit code,
+    stdout, stderr) per worker. `while_running(run_dir)` is called every half second while they train."""
     run_dir = base / "run"
     cluster = [f"localhost:{port}" for port in free_ports(2)]
     workers = []
     for index in range(2):
         worker_tmp = base / f"tmp-worker{index}"  # each worker's own TMPDIR, to see what it leaves behind
-        worker_tmp.mkdir()
+        worker_tmp.mkdir(exist_ok=True)
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2", "TMPDIR": str(worker_tmp),
                "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}})}
-        command = [sys.executable, "-m", "facetracker", "train", "--data", dataset, "--run-dir", run_dir,
-                   "--backbone", "mobilenet-0.25", "--weights", "none", "--epochs", epochs, "--batch-size", BATCH,
-                   "--copies", "1", "--strategy", "multiworker"]
+        command = [sys.executable, "-m", "facetracker", "train", "--run-dir", run_dir, *train_args]
         logs = [open(base / f"worker{index}.{stream}", "w") for stream in ("out", "err")]
         workers.append(subprocess.Popen(list(map(str, command)), cwd=REPO, env=env, stdout=logs[0], stderr=logs[1]))
         for log in logs:
@@ -93,6 +91,11 @@ def run_two_workers(dataset, base, epochs: int, while_running=lambda run_dir: No
             for i, w in enumerate(workers)]
 
 
+def fresh_run(dataset, epochs: int) -> list:
+    return ["--data", dataset, "--backbone", "mobilenet-0.25", "--weights", "none", "--epochs", epochs,
+            "--batch-size", BATCH, "--copies", "1", "--strategy", "multiworker"]
+
+
 def report(results) -> str:
     return "\n".join(f"--- worker {index} exited {code}:\n{out[-2000:]}\n{err[-2000:]}"
                      for index, (_, code, out, err) in enumerate(results))
@@ -101,7 +104,7 @@ def report(results) -> str:
 @pytest.fixture(scope="module")
 def two_worker_run(small_dataset, tmp_path_factory):
     base = tmp_path_factory.mktemp("multiworker")
-    return base / "run", base, run_two_workers(small_dataset, base, epochs=1)
+    return base / "run", base, run_two_workers(base, *fresh_run(small_dataset, epochs=1))
 
 
 def test_both_workers_finish(two_worker_run):
@@ -140,19 +143,39 @@ def test_the_saved_model_loads_and_predicts(two_worker_run, small_dataset):
     assert 0.0 <= output[0, 0] <= 1.0
 
 
-def test_a_stop_file_stops_every_worker_at_the_same_step(small_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def stopped_run(small_dataset, tmp_path_factory):
     """Only the chief sees the STOP file; a worker left training would wait for it forever."""
     def stop_once_training(run_dir):
         if runs.read_status(run_dir).get("state") == "running" and not (run_dir / runs.STOP).exists():
             (run_dir / runs.STOP).write_text("stop\n")
 
-    results = run_two_workers(small_dataset, tmp_path, epochs=3, while_running=stop_once_training)
+    base = tmp_path_factory.mktemp("multiworker-stop")
+    return base, run_two_workers(base, *fresh_run(small_dataset, epochs=3), while_running=stop_once_training)
+
+
+def test_a_stop_file_stops_every_worker_at_the_same_step(stopped_run):
+    base, results = stopped_run
     assert [code for _, code, _, _ in results] == [0, 0], report(results)
-    status = runs.read_status(tmp_path / "run")
+    status = runs.read_status(base / "run")
     assert status["state"] == "stopped" and "STOP file" in status["message"], status
     assert status["pid"] == results[0][0]
-    assert [r["epoch"] for r in runs.read_metrics(tmp_path / "run") if r["kind"] == "epoch"] != [1, 2, 3]
+    assert [r["epoch"] for r in runs.read_metrics(base / "run") if r["kind"] == "epoch"] != [1, 2, 3]
     assert "stopped" in results[1][2], report(results)
+
+
+def test_a_stopped_run_resumes_on_every_worker(stopped_run):
+    """The other worker starts from the chief's checkpoint too, through its own temporary folder."""
+    base, _ = stopped_run
+    done_before = runs.read_json(base / "run" / runs.CHECKPOINT_STATE)["epochs_done"]
+    results = run_two_workers(base, "--resume", "--epochs", done_before + 1)
+    assert [code for _, code, _, _ in results] == [0, 0], report(results)
+    status = runs.read_status(base / "run")
+    assert status["state"] == "finished" and status["pid"] == results[0][0]
+    assert [r["epoch"] for r in runs.read_metrics(base / "run") if r["kind"] == "epoch"] == \
+        list(range(1, done_before + 2))
+    assert runs.read_json(base / "run" / runs.CHECKPOINT_STATE)["epochs_done"] == done_before + 1
+    assert list((base / "tmp-worker1").iterdir()) == []
 
 
 def test_workers_share_out_each_pass_over_the_images():
