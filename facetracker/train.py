@@ -12,8 +12,10 @@ import errno
 import json
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -68,11 +70,13 @@ def build_cache(samples: list[data_lib.Sample], size: int, log: Callable[[str], 
     return ImageCache(stacked, boxes, has_face, kept)
 
 
-def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int):
+def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int, shard: tuple[int, int] = (1, 0)):
     """Shuffled, batched, augmented on the fly in parallel, prefetched; shapes are set for Keras.
 
     Each parallel call augments a whole batch of indices: one `numpy_function` per image cost
     more than the augmentation itself (150 images/s per core against 600 per batch).
+
+    `shard` picks this worker's share of the images (see `image_order`).
     """
     local = threading.local()  # one Albumentations pipeline per worker thread: no shared RNG state
     size = config.image_size
@@ -103,12 +107,20 @@ def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int):
     # Endless, so Keras keeps one iterator for the whole run: a finite one is torn down and rebuilt
     # at every epoch, which cost 2-40 s each time while augmentation workers wound down.
     # `steps_per_epoch` marks the epochs; every pass over the copies is shuffled anew.
-    n = len(cache.images)
-    indices = tf.data.Dataset.range(n).repeat(config.copies).shuffle(n * config.copies, seed=config.seed,
-                                                                     reshuffle_each_iteration=True).repeat()
-    return (indices.batch(batch_size, drop_remainder=False)
+    return (image_order(len(cache.images), config, shard).batch(batch_size, drop_remainder=False)
             .map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def image_order(n: int, config: TrainConfig, shard: tuple[int, int] = (1, 0)):
+    """The endless stream of image indices training draws: `config.copies` of each per pass, every
+    pass shuffled anew from `config.seed`. `shard=(count, index)` keeps every count-th index from
+    the index-th on; seeded alike, the workers of a cluster then share out each pass."""
+    import tensorflow as tf
+
+    indices = tf.data.Dataset.range(n).repeat(config.copies).shuffle(n * config.copies, seed=config.seed,
+                                                                     reshuffle_each_iteration=True).repeat()
+    return indices.shard(*shard) if shard[0] > 1 else indices
 
 
 def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
@@ -121,24 +133,52 @@ def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
 
 
 class StopRequested:
-    """Set by SIGTERM or a STOP file; the run then ends cleanly after saving."""
+    """Set by SIGTERM or a STOP file; the run then ends cleanly after saving.
 
-    def __init__(self, run_dir: Path):
+    With several workers (`across_workers`) a stop one of them sees must stop them all after the
+    same step: a worker that trains on waits in the next step's collectives for the one that left.
+    There only `agree`, which every worker calls after every step, changes what `check` says.
+    """
+
+    def __init__(self, run_dir: Path, across_workers: bool = False):
         self.run_dir = run_dir
+        self.across_workers = across_workers
         self.reason: str | None = None
+        self._requested: str | None = None
 
     def install(self) -> None:
         def handler(signum, frame):
-            self.reason = f"stopped by signal {signal.Signals(signum).name}"
+            self._requested = f"stopped by signal {signal.Signals(signum).name}"
 
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, handler)
             signal.signal(signal.SIGINT, handler)
 
+    def _requested_here(self) -> str | None:
+        if self._requested is None and (self.run_dir / runs.STOP).exists():
+            self._requested = "stopped from the STOP file"
+        return self._requested
+
     def check(self) -> bool:
-        if self.reason is None and (self.run_dir / runs.STOP).exists():
-            self.reason = "stopped from the STOP file"
+        if self.reason is None and not self.across_workers:
+            self.reason = self._requested_here()
         return self.reason is not None
+
+    def agree(self, strategy) -> bool:
+        """`check`, after a step; with several workers, true on all of them when any was asked to stop."""
+        if self.reason is None and self.on_any_worker(strategy, self._requested_here() is not None):
+            self.reason = self._requested_here() or "stopped because another worker of the cluster was stopped"
+        return self.reason is not None
+
+    def on_any_worker(self, strategy, flag: bool) -> bool:
+        """Whether `flag` holds on any worker. With several workers this is a collective: each worker
+        must call it at the same point of training, as many times."""
+        if not self.across_workers:
+            return flag
+        import tensorflow as tf
+
+        flags = strategy.experimental_distribute_values_from_function(lambda _: tf.constant(float(flag)))
+        return float(strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)) > 0
 
 
 def _strategy(name: str):
@@ -151,6 +191,84 @@ def _strategy(name: str):
             raise ConfigError("strategy 'multiworker' needs TF_CONFIG describing the cluster")
         return tf.distribute.MultiWorkerMirroredStrategy()
     return tf.distribute.get_strategy()
+
+
+def _is_chief(strategy: str) -> bool:
+    """Whether this process writes the run folder: always, except a multi-worker cluster's other workers.
+
+    As in TensorFlow's multi-worker Keras guidance, the chief is the task of type "chief", or worker 0
+    when the cluster names no chief. Read from TF_CONFIG before TensorFlow starts.
+    """
+    if strategy != "multiworker" or "TF_CONFIG" not in os.environ:
+        return True
+    try:
+        tf_config = json.loads(os.environ["TF_CONFIG"])
+        cluster, task = tf_config.get("cluster", {}), tf_config.get("task", {})
+        task_type, task_index = task.get("type", "worker"), int(task.get("index", 0))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise ConfigError(f"TF_CONFIG: not a cluster description ({error})") from None
+    if "chief" in cluster:
+        return task_type == "chief"
+    return task_type == "worker" and task_index == 0
+
+
+def _fit_across_workers(model, strategy_name: str) -> None:
+    """Let Keras 3's `fit` run under MultiWorkerMirroredStrategy with several workers.
+
+    Two steps of `fit` fail there, so this model instance gets its own version of each:
+    - before the first step `fit` averages one input batch over the replicas (`strategy.reduce`)
+      to build the model from its shapes; that batch is a structure, (images, (has_face, boxes)),
+      which the strategy cannot reduce (it takes one tensor). The model and its optimizer are
+      built before `fit` here, so that build has nothing to do and is skipped.
+    - after each step it averages the logged losses over the workers along axis 0, which scalars
+      do not have; each loss is therefore returned as a vector of one.
+    """
+    if strategy_name != "multiworker":
+        return
+    import tensorflow as tf
+
+    unbuilt = [layer.name for layer in model._flatten_layers() if not layer.built]
+    if unbuilt or not model.optimizer.built:
+        raise RuntimeError(f"multi-worker training needs a built model before fit (unbuilt: {unbuilt or 'optimizer'})")
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    train_step = type(model).train_step.__get__(model)
+    model.train_step = lambda data: {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+
+
+def _training_data(cache: ImageCache, config: TrainConfig, global_batch: int, strategy):
+    """The training dataset; with several workers, each one augments only its share of each batch.
+
+    Left to Keras, every worker would augment every whole global batch and keep its part of it.
+    """
+    if config.strategy != "multiworker":
+        return training_dataset(cache, config, global_batch)
+
+    def worker_dataset(context):
+        try:
+            batch = context.get_per_replica_batch_size(global_batch)
+        except ValueError:
+            raise ConfigError(f"batch_size {global_batch} must be a multiple of the {context.num_replicas_in_sync} "
+                              "replicas of the cluster") from None
+        return training_dataset(cache, config, batch, shard=(context.num_input_pipelines, context.input_pipeline_id))
+
+    return strategy.distribute_datasets_from_function(worker_dataset)
+
+
+def _worker_scratch_folder(run_dir: Path, resume: bool) -> Path:
+    """A temporary run folder for a non-chief worker, deleted when it is done.
+
+    Such a worker runs every step, validation and save exactly like the chief (the collective
+    operations need all workers), but what it writes would only fight the chief over the run
+    lock, status, metrics and model. On resume it starts from the run folder's checkpoint, which
+    must therefore be on a disk every worker sees.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="facetracker-worker-"))
+    if resume:
+        for name in (runs.CHECKPOINT_MODEL, runs.CHECKPOINT_STATE, runs.METRICS, runs.SPLIT, runs.STATUS):
+            if (run_dir / name).is_file():
+                (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run_dir / name, scratch / name)
+    return scratch
 
 
 def _optimizer(config: TrainConfig, steps_per_epoch: int, freeze_epochs: int):
@@ -258,7 +376,7 @@ class RunFolderCallback(keras.callbacks.Callback):
                                progress=round(global_step / total_steps, 4),
                                images_per_s=round(rate * self.batch_size, 1),
                                eta_s=round(eta, 1) if eta is not None else None)
-        if self.stop.check():
+        if self.stop.agree(self.model.distribute_strategy):
             self.model.stop_training = True
 
     def validation_metrics(self) -> dict:
@@ -294,7 +412,10 @@ class RunFolderCallback(keras.callbacks.Callback):
         self.log(f"epoch {epoch + 1}/{self.epochs}: loss {record.get('loss', float('nan')):.4f}, "
                  f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
                  f"accuracy {metrics['accuracy']:.3f}" + (" (best, saved model.keras)" if improved else ""))
-        if self.early_stopping and state["since_best"] >= self.early_stopping:
+        # The workers' validation IoU can differ slightly (0.0036 against 0.0035 in one run):
+        # all of them follow any that stops.
+        if self.early_stopping and self.stop.on_any_worker(self.model.distribute_strategy,
+                                                           state["since_best"] >= self.early_stopping):
             self.log(f"no better validation IoU for {self.early_stopping} epochs: stopping early")
             state["early_stopped"] = True
             self.model.stop_training = True
@@ -306,19 +427,31 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
 
     A folder that already holds a run's results is refused unless `resume` (carry on) or
     `overwrite` (start over); a folder holding only config.json (as the app leaves it) is not.
+
+    In a multi-worker cluster only the chief writes `run_dir`; the other workers write a temporary
+    folder of their own and delete it at the end.
     """
     run_dir = Path(run_dir)
+    scratch = None if _is_chief(config.strategy) else _worker_scratch_folder(run_dir, resume)
+    if scratch is not None:
+        log(f"not the chief worker: the chief writes {run_dir}; this worker's files go to {scratch} "
+            "(deleted at the end)")
+        run_dir = scratch
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.acquire_lock(run_dir)
     except OSError as error:  # nothing can be recorded in a folder we cannot write
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise runs.RunFolderError(f"{run_dir}: {_describe_error(error)}") from None
     try:
         _refuse_to_replace(run_dir, resume, overwrite)
     except BaseException:
         runs.release_lock(run_dir)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
         raise
-    stop = StopRequested(run_dir)
+    stop = StopRequested(run_dir, across_workers=config.strategy == "multiworker")
     stop.install()
     (run_dir / runs.STOP).unlink(missing_ok=True)
     try:
@@ -336,6 +469,8 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         raise
     finally:
         runs.release_lock(run_dir)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _refuse_to_replace(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -573,8 +708,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         save_best=lambda m: _save_model(m, run_dir / runs.MODEL, include_optimizer=False,
                                         flip_average=config.flip_average),
         save_checkpoint=lambda m: _save_checkpoint(m, run_dir / runs.CHECKPOINT_MODEL))
-    _fit_phases(model, config, strategy, weights_used, state, training_dataset(train_cache, config, config.batch_size),
-                steps_per_epoch, callback, stop, log)
+    _fit_across_workers(model, config.strategy)
+    _fit_phases(model, config, strategy, weights_used, state,
+                _training_data(train_cache, config, config.batch_size, strategy), steps_per_epoch, callback, stop, log)
     if stop.check():
         final = "stopped"
         message = f"{stop.reason} after epoch {state['epochs_done']}; resume to carry on"
