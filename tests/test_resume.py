@@ -166,11 +166,19 @@ def test_a_run_killed_before_its_first_epoch_ended_starts_over_on_resume(tiny_da
 
 
 class Stop:
+    """A stop request on one worker: what `train.StopRequested` is outside a cluster."""
+
     def __init__(self):
         self.reason = None
 
     def check(self) -> bool:
         return self.reason is not None
+
+    def agree(self, strategy) -> bool:
+        return self.check()
+
+    def on_any_worker(self, strategy, flag: bool) -> bool:
+        return flag
 
 
 def tiny_model():
