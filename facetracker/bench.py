@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from facetracker import data as data_lib
-from facetracker.detect import HAAR, HAAR_LABEL, usable_cores
+from facetracker.detect import HAAR, REFERENCE_LABELS, YUNET, usable_cores
 
 
 def _bench_backbones() -> tuple[str, ...]:
@@ -436,7 +436,7 @@ def format_report(report: Report) -> str:
     for name, timing in timings.items():
         backbone = name.split("/")[0]
         gmac = f"{report.macs[backbone] / 1e9:.2f}" if backbone in report.macs else "-"
-        label = name if name != HAAR else f"{HAAR} ({HAAR_LABEL})"
+        label = f"{name} ({REFERENCE_LABELS[name]})" if name in REFERENCE_LABELS else name
         lines.append(f"{label:<30}{gmac:>6}{report.threads[name]:>9}{timing.median:>9.2f}{timing.p95:>9.2f}"
                      f"{float(np.median(timing.model_ms)):>9.2f}{len(timing.path_ms):>8}   "
                      + (ratio_text(haar, timing.median) if name != HAAR else "1.0x (the baseline)"))
@@ -476,6 +476,10 @@ def format_report(report: Report) -> str:
         checks.append((f"augmentation >= 5x the fast backbone's training rate ({report.augment / train[fast]:.1f}x)",
                        report.augment >= 5 * train[fast]))
     lines += [f"  {'met    ' if ok else 'NOT met'}  {text}" for text, ok in checks]
+    if YUNET in timings and f"{fast}/tflite" in fast_runs:
+        yunet, mine = timings[YUNET].median, fast_runs[f"{fast}/tflite"]
+        lines.append(f"  (the reference: {fast}/tflite against YuNet at 320 px, every face: "
+                     f"{ratio_text(yunet, mine).strip()} than YuNet)")
     lines.append(f"\nbench took {report.elapsed_s / 60:.1f} min")
     return "\n".join(lines)
 
@@ -514,7 +518,7 @@ def main(args) -> int:
     frames = camera_frames(samples, settings.photos)
     report = Report(machine=machine_info(), settings=settings, frames=len(frames), folder=folder, quick=quick)
 
-    from facetracker.detect import HaarDetector
+    from facetracker.detect import HaarDetector, YuNetFrameDetector
 
     detectors: dict = {}
     models: dict = {}
@@ -528,6 +532,8 @@ def main(args) -> int:
             for runtime, detector in by_runtime.items():
                 detectors[f"{backbone}/{runtime}"] = detector
                 report.threads[f"{backbone}/{runtime}"] = str(getattr(detector.runtime, "num_threads", "tf"))
+        detectors[YUNET] = YuNetFrameDetector()  # at the Detect page's size: the longer side 320
+        report.threads[YUNET] = str(cv2.getNumThreads())
         detectors[HAAR] = HaarDetector()
         report.threads[HAAR] = str(cv2.getNumThreads())
         share = CpuShare()

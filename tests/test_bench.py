@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_quick_bench_prints_and_writes_every_figure(data_root, tmp_path):
-    from facetracker.bench import BACKBONES, HAAR, RUNTIMES
+    from facetracker.bench import BACKBONES, HAAR, RUNTIMES, YUNET
 
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "facetracker", "bench", "--quick", "--json", str(out)],
@@ -30,7 +30,7 @@ def test_quick_bench_prints_and_writes_every_figure(data_root, tmp_path):
                  "Training at batch 32", "Augmentation", "Targets"):
         assert text in result.stdout
     figures = json.loads(out.read_text())
-    expected = {f"{backbone}/{runtime}" for backbone in BACKBONES for runtime in RUNTIMES} | {HAAR}
+    expected = {f"{backbone}/{runtime}" for backbone in BACKBONES for runtime in RUNTIMES} | {HAAR, YUNET}
     assert set(figures["frame_ms"]) == expected
     for name, timing in figures["frame_ms"].items():
         assert 0 < timing["median"] <= timing["p95"], name
@@ -61,15 +61,16 @@ def test_bench_without_data_says_what_it_needs(tmp_path):
 
 
 def test_the_report_prints_every_figure_and_its_targets():
-    from facetracker.bench import HAAR, FrameTiming, Report, bench_settings, format_report, report_json
+    from facetracker.bench import HAAR, YUNET, FrameTiming, Report, bench_settings, format_report, report_json
     from facetracker.config import PRESETS
 
     fast = PRESETS["fast"]["backbone"]
     machine = {"cpu": "Test CPU", "cores": 2, "usable_cores": 2, "system": "Linux", "load_average_1min": 0.5,
                "python": "3.11", "tensorflow": "2", "onednn": True, "opencv": "4", "albumentations": "2"}
     report = Report(machine=machine, settings=bench_settings(True, 30), frames=12, folder=REPO, elapsed_s=90,
-                    macs={fast: 2 * 10**8}, threads={f"{fast}/tflite": "1", HAAR: "2"},
+                    macs={fast: 2 * 10**8}, threads={f"{fast}/tflite": "1", HAAR: "2", YUNET: "2"},
                     timings={f"{fast}/tflite": FrameTiming([5.0, 6.0, 7.0], [4.0, 4.5, 5.0]),
+                             YUNET: FrameTiming([9.0, 9.0], [8.0, 8.0]),
                              HAAR: FrameTiming([50.0, 60.0], [0.0, 0.0])},
                     prep_ms=0.4, frame_cores=1.5, train={fast: 120.0}, train_cores={fast: 1.9},
                     augment=1500.0, augment_cores=1.8, flipped=[fast])
@@ -79,6 +80,7 @@ def test_the_report_prints_every_figure_and_its_targets():
     assert "Targets:" in text and "issue" not in text.lower()
     assert "met      fast backbone training >= 100 images/s (120)" in text
     assert "augmentation >= 5x the fast backbone's training rate (12.5x)" in text
+    assert "yunet (YuNet (OpenCV model zoo))" in text and "1.5x faster than YuNet" in text
     figures = report_json(report)
     assert figures["frame_ms"][f"{fast}/tflite"] == {"median": 6.0, "p95": 6.9}
     assert figures["train_images_per_s"] == {fast: 120.0} and figures["details"]["flip_average"] == [fast]
