@@ -12,7 +12,7 @@ from facetracker import data as data_lib
 from facetracker import runs
 from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, build_transform
 from facetracker.jsonconfig import ConfigError
-from facetracker.config import TrainConfig
+from facetracker.config import DEFAULT_PRESET, TrainConfig, preset_augment
 from app_pages import ui
 
 # Training caches images at this size and augments them to the model's input size (TrainConfig).
@@ -30,7 +30,8 @@ FIELDS: dict[str, tuple[str, float, float, float, str]] = {
     "min_visibility": ("Face kept when at least this share stays in the crop", *PROBABILITY,
                        "Below it, the sample becomes a no-face sample."),
     "hflip_p": ("Horizontal flip: probability", *PROBABILITY, ""),
-    "vflip_p": ("Vertical flip: probability", *PROBABILITY, "Upside-down faces: rare on a webcam."),
+    "vflip_p": ("Vertical flip: probability", *PROBABILITY,
+                "Upside-down faces: rare on a webcam, so the fast preset uses 0 (the original design 0.5)."),
     "brightness_contrast_p": ("Brightness/contrast: probability", *PROBABILITY, ""),
     "brightness_limit": ("Brightness: strength", 0.0, 1.0, 0.05, ""),
     "contrast_limit": ("Contrast: strength", 0.0, 1.0, 0.05, ""),
@@ -49,17 +50,19 @@ GROUPS = {"Crop": ["crop_p", "crop_min_scale", "crop_max_scale", "min_visibility
 
 
 def saved_config(folder) -> tuple[AugmentConfig, str | None]:
-    """The dataset's augment.json, or the defaults (with the reason when the file is unusable)."""
+    """The dataset's augment.json, or the augmentation of the preset the Train page offers first
+    (with the reason when the file is unusable)."""
     path = folder / AUGMENT_FILE
+    defaults = preset_augment(DEFAULT_PRESET)
     if not path.is_file():
-        return AugmentConfig(), None
+        return defaults, None
     try:
         data_lib.real_path_inside(path, ui.data_root())
         return AugmentConfig.load(path), None
     except data_lib.OutsideRoot as error:
-        return AugmentConfig(), f"{ui.shown_path(folder)}/{AUGMENT_FILE}: {error}; showing the defaults"
+        return defaults, f"{ui.shown_path(folder)}/{AUGMENT_FILE}: {error}; showing the {DEFAULT_PRESET} preset's settings"
     except ConfigError as error:
-        return AugmentConfig(), f"{error}; showing the defaults"
+        return defaults, f"{error}; showing the {DEFAULT_PRESET} preset's settings"
 
 
 def put_config_in_widgets(config: AugmentConfig) -> None:
@@ -134,7 +137,8 @@ def save_section(folder, config: AugmentConfig) -> None:
             st.success(f"Saved {ui.shown_path(folder / AUGMENT_FILE)}: training on this dataset uses it by default.")
         except OSError as error:
             st.error(f"Cannot save: {ui.readable(error)}")
-    c2.button("Back to the defaults", on_click=put_config_in_widgets, args=(AugmentConfig(),))
+    c2.button(f"Back to the {DEFAULT_PRESET} preset's settings", on_click=put_config_in_widgets,
+              args=(preset_augment(DEFAULT_PRESET),))
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import streamlit as st
 from facetracker import launcher, runs, workspace
 from facetracker.augment import AugmentConfig
 from facetracker.catalog import BACKBONE_NAMES, WEIGHTS, cached_weights_file
-from facetracker.config import PRESETS, TrainConfig, config_for, default_augment
+from facetracker.config import DEFAULT_PRESET, PRESETS, TrainConfig, config_for, default_augment
 from facetracker.jsonconfig import ConfigError
 from app_pages import ui
 
@@ -58,7 +58,7 @@ def training_options(folder: Path) -> tuple[TrainConfig, str] | None:
     """The run's config and name as `launcher.start_run` takes them (None after showing why they cannot
     be used)."""
     names = list(PRESETS) + [CUSTOM]
-    preset_label = st.selectbox("Preset", names, index=names.index("fast") if "fast" in names else 0,
+    preset_label = st.selectbox("Preset", names, index=names.index(DEFAULT_PRESET),
                                 help="fast: MobileNetV2 for real time on a CPU. original: VGG16 as in the tutorial.")
     preset = None if preset_label == CUSTOM else preset_label
     values = option_values(preset)
@@ -90,7 +90,7 @@ def training_options(folder: Path) -> tuple[TrainConfig, str] | None:
     try:  # checked here, before anything is launched
         config = config_for(folder, preset, backbone=backbone, weights=weights, epochs=int(epochs),
                             batch_size=int(batch_size), lr=float(lr), copies=int(copies), augment=augment,
-                            allow_random_weights=allow_random)
+                            allow_random_weights=allow_random, data_root=str(ui.data_root().resolve()))
     except ConfigError as error:
         st.error(ui.readable(error))
         return None

@@ -32,6 +32,9 @@ def _finite(value: float) -> bool:
 @dataclasses.dataclass
 class TrainConfig(JsonConfig):
     data: str = ""
+    data_root: str | None = None
+    """When set (the app sets its data root), every dataset file training reads must resolve inside
+    this folder: a photo or label linking out of it is skipped. The command line leaves it unset."""
     preset: str | None = None
     backbone: str = "vgg16"
     weights: str = "imagenet"
@@ -181,6 +184,15 @@ def config_for(data: str | Path, preset: str | None = None, **overrides: Any) ->
         augment_cfg = AugmentConfig.from_dict(augment_values, source=f"preset {preset}")
     values["augment"] = augment_cfg.to_dict()
     return TrainConfig.from_dict(values, source="training options")
+
+
+DEFAULT_PRESET = "fast"
+"""What the app offers first: the real-time preset."""
+
+
+def preset_augment(preset: str | None = DEFAULT_PRESET) -> AugmentConfig:
+    """The augmentation a preset trains with (the defaults for none)."""
+    return AugmentConfig.from_dict(preset_values(preset).get("augment", {}), source=f"preset {preset}")
 
 
 def default_augment(data: str | Path) -> AugmentConfig | None:

@@ -594,7 +594,7 @@ def _resume_state(config: TrainConfig, run_dir: Path, resume: bool, log: Callabl
 
 def _split_samples(config: TrainConfig, run_dir: Path, resumed: bool, log: Callable[[str], None]):
     """Step 2: the dataset's samples with their split (a resumed run keeps its recorded split)."""
-    dataset = data_lib.load_dataset(config.data)
+    dataset = data_lib.load_dataset(config.data, root=config.data_root)
     for item in dataset.skipped:
         log(str(item))
     for note in dataset.notes:

@@ -254,6 +254,8 @@ def test_augment_preview_follows_the_sliders_and_saves_the_config(faces):
     labels = {s.label for s in at.slider}
     assert len(labels) == 15  # every AugmentConfig field, plus the number of samples
     assert len(at.image) == 1 + at.slider(key="aug_count").value
+    # with nothing saved the sliders start from the preset the Train page offers first (no upside-down faces)
+    assert at.slider(key="aug_vflip_p").value == 0.0 and at.slider(key="aug_crop_min_scale").value == 0.5
     before = [img.value for img in at.image]
     at.number_input(key="aug_seed").set_value(7).run()
     after_seed = [img.value for img in at.image]
@@ -316,6 +318,7 @@ def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, 
     assert status["state"] == "starting" and status["pid"] == sleeper_command[0]
     recorded = json.loads((run_dir / runs.CONFIG).read_text())  # the page's config, as the process reads it
     assert recorded["augment"]["vflip_p"] == 0.0 and recorded["epochs"] == 2  # the fast preset's, and the form's
+    assert recorded["data_root"] == str(root.resolve())  # what the run reads stays under the app's data root
 
     second = open_page("app_pages/train.py")  # another tab, or a reload
     assert second.button[[b.label for b in second.button].index("Start training")].disabled

@@ -425,3 +425,21 @@ def test_a_dataset_folder_whose_path_is_not_utf8_is_refused_with_a_printable_mes
     with pytest.raises(data.DatasetError, match="not valid UTF-8") as raised:
         data.load_dataset(os.fsdecode(folder))
     str(raised.value).encode("utf-8")
+
+
+def test_a_run_the_app_starts_reads_its_dataset_under_the_data_root(linked_out, tmp_path):
+    """The app's training runs are the command-line process with `data_root` in their config.json:
+    what they read stays under the root, as on the app's pages."""
+    from facetracker.config import TrainConfig
+    from facetracker.train import _split_samples
+
+    root, folder = linked_out
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    logged: list[str] = []
+    config = TrainConfig(data=str(folder), data_root=str(root))
+    _, samples = _split_samples(config, run_dir, False, logged.append)
+    assert sorted(s.name for s in samples) == ["good", "inside-link"]
+    assert any("linked-image.jpg" in line and "outside the data root" in line for line in logged)
+    _, unconfined = _split_samples(TrainConfig(data=str(folder)), run_dir, False, logged.append)
+    assert len(unconfined) == 4  # the command line, as documented, follows links
