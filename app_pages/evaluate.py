@@ -24,6 +24,8 @@ class State:
     SPLIT_PREFIX = "eval_split_"
     """The split picker, one per dataset folder (its splits differ)."""
     THRESHOLD = "eval_threshold"
+    DATASET_OF = "eval_dataset_of"
+    """The run whose dataset the picker was last set to: choosing another model moves it to that one's."""
 
 
 SPLITS = {"test": "test", "validation": "val", "training": "train", "all images": None}
@@ -44,8 +46,22 @@ def choose_run() -> workspace.RunSummary | None:
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
         return None
     labels = [f"{s.name} ({s.backbone or 'model'}, {s.state})" for s in trained]
+    usable = [i for i, s in enumerate(trained) if s.state not in workspace.UNRELIABLE_STATES]
+    if State.RUN not in st.session_state and usable:
+        st.session_state[State.RUN] = usable[0]  # the newest run that did not fail
     index = st.selectbox("Model", range(len(trained)), format_func=lambda i: labels[i], key=State.RUN)
     return trained[index]
+
+
+def follow_the_models_dataset(run: workspace.RunSummary) -> None:
+    """When another model is chosen, the dataset picker moves to the dataset that model trained on
+    (it is still free to pick another); without this a model was scored on the last model's data."""
+    if st.session_state.get(State.DATASET_OF) == str(run.path):
+        return
+    st.session_state[State.DATASET_OF] = str(run.path)
+    name = ui.shown_path(run.data) if run.data else None
+    if name in {folder.name for folder in workspace.list_datasets(ui.data_root())}:
+        ui.select_dataset(name)
 
 
 def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None, threshold: float) -> Evaluation | None:
@@ -130,6 +146,7 @@ def main() -> None:
     run = choose_run()
     if run is None:
         return
+    follow_the_models_dataset(run)
     default = Path(run.data) if run.data else None
     folder = ui.choose_dataset(default=default)
     if folder is None:

@@ -248,9 +248,9 @@ def session_detector(slot: str, model_key: str, threshold: float, smoothing: flo
 
 
 def newest_model_key() -> str:
-    """The newest trained run, or YuNet, the reference detector, when nothing is trained yet."""
-    trained = workspace.trained_runs(runs_root())
-    return str(trained[0].path) if trained else detect.YUNET
+    """The newest trained run that did not fail, or YuNet, the reference detector, when there is none."""
+    usable = [run for run in workspace.trained_runs(runs_root()) if run.state not in workspace.UNRELIABLE_STATES]
+    return str(usable[0].path) if usable else detect.YUNET
 
 
 # ----------------------------------------------------------------------------------------------

@@ -152,6 +152,10 @@ def list_run_summaries(runs_root: str | Path) -> list[RunSummary]:
     return [run_summary(p) for p in runs.list_runs(runs_root)]
 
 
+UNRELIABLE_STATES = ("failed", "damaged")
+"""Runs whose model is not offered first: it may be from a run that went wrong."""
+
+
 def trained_runs(runs_root: str | Path) -> list[RunSummary]:
     """Runs that have saved a model (a finished run, or a live one after its first epoch), newest first."""
     return [summary for summary in list_run_summaries(runs_root) if summary.has_model]

@@ -483,6 +483,31 @@ def test_evaluate_shows_metrics_histogram_and_worst_and_best(tiny_run):
     assert sum("IoU" in c for c in captions) == 16  # 8 worst and 8 best
 
 
+def test_a_failed_run_is_not_offered_first_and_a_model_brings_its_dataset(tiny_run, faces, root):
+    """Detect and Evaluate open on the newest run that did not fail, and on Evaluate choosing another
+    model moves the dataset picker to the dataset that model trained on."""
+    import shutil
+
+    other = root / "other-faces"
+    shutil.copytree(faces, other)
+    time.sleep(0.05)  # runs are listed newest first by their config.json's time
+    failed = write_run(root / "runs", "failed", other, state="failed", steps=2, epochs_done=1, error="it broke")
+    shutil.copy(tiny_run / runs.MODEL, failed / runs.MODEL)
+
+    at = open_page("app_pages/evaluate.py")
+    assert at.selectbox(key="eval_run").format_func(at.selectbox(key="eval_run").value).startswith("tiny ")
+    assert at.selectbox(key="dataset_choice").value == "faces"
+    choices = at.selectbox(key="eval_run").options
+    at.selectbox(key="eval_run").set_value(next(i for i, label in enumerate(choices) if label.startswith("failed")))
+    at.run()
+    assert at.selectbox(key="dataset_choice").value == "other-faces", "the failed run's own dataset"
+    at.selectbox(key="dataset_choice").set_value("faces").run()
+    assert at.selectbox(key="dataset_choice").value == "faces", "and the person may still pick another"
+
+    detect_page = open_page("app_pages/detect.py")
+    assert detect_page.selectbox[0].value.startswith("tiny ")
+
+
 # ----------------------------------------------------------------------------------------------
 # An unexpected error
 
