@@ -97,8 +97,21 @@ def training_options(folder: Path) -> tuple[TrainConfig, str] | None:
     return config, name or launcher.new_run_name(ui.runs_root(), folder, backbone)
 
 
+def trainable(folder: Path) -> bool:
+    """Whether the folder holds something to train on; if not, the page says what is missing (a run
+    started on it would only fail)."""
+    dataset = ui.load_dataset(folder)  # says itself why a folder cannot be read
+    if dataset is None:
+        return False
+    if not any(sample.has_face for sample in dataset.samples):
+        st.warning(f"{ui.shown_path(folder)} has no photo with a labelled face yet: label some (or capture them "
+                   "on the Dataset page, pre-labelled for you) before training.")
+        return False
+    return True
+
+
 def start_section(folder: Path, live: list[workspace.RunSummary]) -> None:
-    chosen = training_options(folder)
+    chosen = training_options(folder) if trainable(folder) else None
     if live:
         st.info(f"**{live[0].name}** is training now. One run at a time shares this machine's cores: "
                 "stop it below or wait for it to finish.")

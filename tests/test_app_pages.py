@@ -302,6 +302,22 @@ def sleeper_command():
             pass
 
 
+def test_start_is_refused_on_a_dataset_with_nothing_to_train_on(faces, root, sleeper_command):
+    empty = root / "empty"
+    (empty / "images").mkdir(parents=True)
+    unlabelled = root / "unlabelled"
+    (unlabelled / "images").mkdir(parents=True)
+    for photo in list((faces / "images").iterdir())[:3]:
+        (unlabelled / "images" / photo.name).write_bytes(photo.read_bytes())
+    for folder, says in ((empty, "no usable image"), (unlabelled, "no photo with a labelled face")):
+        at = open_page("app_pages/train.py")
+        at.selectbox(key="dataset_choice").set_value(folder.name).run()
+        start = at.button[[b.label for b in at.button].index("Start training")]
+        assert start.disabled, folder.name
+        assert any(says in w for w in texts(at, "warning")), texts(at, "warning")
+    assert sleeper_command == []
+
+
 def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, sleeper_command):
     at = open_page("app_pages/train.py")
     at.radio(key="tr_weights_fast").set_value("none").run()
