@@ -371,7 +371,7 @@ class RunFolderCallback(keras.callbacks.Callback):
         rate = (len(self.window) - 1) / (self.window[-1] - self.window[0]) if len(self.window) > 1 else 0.0
         eta = (total_steps - global_step) / rate if rate else None
         if batch % 5 == 0 or batch + 1 == self.steps_per_epoch:
-            runs.update_status(self.run_dir, state="running", epoch=self.epoch + 1, epochs=self.epochs,
+            runs.update_status(self.run_dir, state="running", message=None, epoch=self.epoch + 1, epochs=self.epochs,
                                step=global_step, total_steps=total_steps,
                                progress=round(global_step / total_steps, 4),
                                images_per_s=round(rate * self.batch_size, 1),
@@ -612,8 +612,16 @@ def _split_samples(config: TrainConfig, run_dir: Path, resumed: bool, log: Calla
     return dataset, samples
 
 
+def _stage(run_dir: Path, message: str, log: Callable[[str], None]) -> None:
+    """What the run is doing before its first step (a minute or more on a small CPU), for the app's
+    progress bar and the log: without it a person sees only "starting" that long."""
+    runs.update_status(run_dir, message=message)
+    log(f"{message}…")
+
+
 def _caches(config: TrainConfig, run_dir: Path, dataset, samples, log: Callable[[str], None]):
     """Step 3: the training and validation images decoded once into memory."""
+    _stage(run_dir, f"decoding {sum(s.split in ('train', 'val') for s in samples)} photos into memory", log)
     skipped: list = []
     train_cache = build_cache([s for s in samples if s.split == "train"], config.cache_size, log, skipped)
     val_cache = build_cache([s for s in samples if s.split == "val"], config.cache_size, log, skipped)
@@ -696,8 +704,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
 
     strategy = _strategy(config.strategy)
     steps_per_epoch = math.ceil(len(train_cache.images) * config.copies / config.batch_size)
+    _stage(run_dir, f"{'loading the checkpoint' if resumed else 'building the model'} ({config.backbone})", log)
     model, weights_used = _build(config, run_dir, resumed, strategy, steps_per_epoch, log)
-    runs.update_status(run_dir, weights_used=weights_used, message=None)
+    runs.update_status(run_dir, weights_used=weights_used)
+    _stage(run_dir, "preparing the first training step (TensorFlow compiles it once)", log)
     log(f"weights: {weights_used}; {len(train_cache.images)} training images x {config.copies} "
         f"augmented copies per epoch, batch {config.batch_size}, {steps_per_epoch} steps per epoch")
 

@@ -59,6 +59,10 @@ def test_train_writes_a_loadable_model_metrics_and_status(fast_run):
     model = load_model(run_dir / runs.MODEL)
     assert model.net.output_shape == (None, 5)
     assert "epoch 1/1" in result.stdout and "val mean IoU" in result.stdout
+    # what the minute before the first step is spent on, as the Train page's progress bar shows it
+    stages = ["decoding 76 photos into memory", "building the model (mobilenetv2-0.5)", "preparing the first training step"]
+    positions = [result.stdout.find(stage) for stage in stages]
+    assert -1 not in positions and positions == sorted(positions), result.stdout[:2000]
     split = json.loads((run_dir / runs.SPLIT).read_text())
     assert len(split["train"]) == 63 and len(split["test"]) == 14
 
