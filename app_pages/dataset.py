@@ -112,7 +112,8 @@ def counts(dataset: data_lib.Dataset) -> None:
     c4.metric("Skipped files", summary["skipped"])
     splits = [{"split": s, "with a face": summary[s]["faces"], "no face": summary[s]["no_face"]}
               for s in data_lib.SPLITS if s in summary]
-    st.caption(f"Label format: {summary['layout']}. "
+    st.caption(f"Label format: {summary['layout']}. Faces labelled: {summary['labelled_faces']}"
+               + (f" ({summary['several_faces']} images with several). " if summary["several_faces"] else ". ")
                + ("Split into folders: " if dataset.has_splits else
                   "No split folders: training splits the images by a seeded hash of their names."))
     if splits:
@@ -141,9 +142,12 @@ def image_browser(dataset: data_lib.Dataset) -> None:
         pixels = ui.sample_thumbnail(sample)
         if pixels is None:
             continue
-        images.append(ui.draw_box(pixels, sample.box, label="face" if sample.box else None))
+        for box in sample.faces:
+            pixels = ui.draw_box(pixels, box, label="face")
+        images.append(pixels)
+        faces = len(sample.faces)
         captions.append(f"{sample.name}{' · ' + sample.split if sample.split else ''}"
-                        f"{'' if sample.has_face else ' · no face'}")
+                        f"{' · no face' if not faces else f' · {faces} faces' if faces > 1 else ''}")
     ui.image_grid(images, captions)
 
 

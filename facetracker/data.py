@@ -115,13 +115,19 @@ class Sample:
     image: str
     """Path of the image file, or of the label file whose embedded `imageData` holds the image."""
     box: Box | None
-    """Normalised face box, or None for a no-face image."""
+    """Normalised box of the largest face (what a single-box model learns), or None for a no-face image."""
     split: str | None = None
     label: str | None = None
     embedded: bool = False
     """The pixels come from the label's base64 `imageData`, not from an image file."""
     root: str | None = None
     """The data root the files must stay inside when read again (the app's), or None (unconfined)."""
+    faces: tuple[Box, ...] = ()
+    """Every labelled face, normalised, the largest first (`box` is the first)."""
+
+    def __post_init__(self) -> None:
+        if not self.faces and self.box is not None:
+            object.__setattr__(self, "faces", (self.box,))
 
     @property
     def has_face(self) -> bool:
@@ -163,6 +169,8 @@ class Dataset:
             "images": len(self.samples),
             "faces": sum(s.has_face for s in self.samples),
             "no_face": sum(not s.has_face for s in self.samples),
+            "labelled_faces": sum(len(s.faces) for s in self.samples),
+            "several_faces": sum(len(s.faces) > 1 for s in self.samples),
             "skipped": len(self.skipped),
             "layout": self.layout,
         }
@@ -179,6 +187,8 @@ class Dataset:
         """One line for people: what was found and what was skipped."""
         s = self.summary()
         parts = [f"{s['images']} images ({s['faces']} with a face, {s['no_face']} without)"]
+        if s["several_faces"]:
+            parts.append(f"{s['labelled_faces']} faces labelled, {s['several_faces']} images with several")
         per_split = [f"{k} {s[k]['faces'] + s[k]['no_face']}" for k in SPLITS if k in s]
         if per_split:
             parts.append("split " + " / ".join(per_split))
@@ -500,8 +510,8 @@ def _normalise(box: Box, width: int, height: int) -> Box:
     return (float(x0), float(y0), float(x1), float(y1))
 
 
-def _largest(boxes: list[Box]) -> Box:
-    return max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+def _area(box: Box) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -754,13 +764,10 @@ def _make_sample(stem, image_path, labelme_path, yolo_path, voc_path, split, che
             f"the label is for a {claimed_size[0]}x{claimed_size[1]} image but the image is "
             f"{width}x{height}; relabel it or fix imageWidth/imageHeight"
         )
-    box = None
-    if boxes:
-        if len(boxes) > 1:
-            note = "; ".join(filter(None, [note, f"{len(boxes)} faces labelled, kept the largest"]))
-        box = _normalise(_largest(boxes), width, height)
+    faces = tuple(_normalise(b, width, height) for b in sorted(boxes, key=_area, reverse=True))
     image = str(labelme_path if embedded else image_path)
-    return Sample(image, box, split, str(label_path) if label_path else None, embedded, root), note
+    return Sample(image, faces[0] if faces else None, split, str(label_path) if label_path else None, embedded, root,
+                  faces), note
 
 
 # ----------------------------------------------------------------------------------------------

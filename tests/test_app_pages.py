@@ -165,6 +165,23 @@ def test_dataset_page_counts_skipped_files_and_pages_of_images(faces):
                                                                  for c in img.captions)
 
 
+def test_dataset_page_shows_every_face_of_group_photos(root, data_root):
+    import shutil
+
+    from tests.conftest import require
+
+    groups = require(data_root / "faces-afw-groups", "faces-afw-groups")
+    for label in sorted((groups / "labels").glob("*.json"))[:6]:
+        for sub, name in (("labels", label.name), ("images", f"{label.stem}.jpg")):
+            (root / "groups" / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(groups / sub / name, root / "groups" / sub / name)
+    at = open_page("app_pages/dataset.py")
+    labelled = sum(len(json.loads(f.read_text())["shapes"]) for f in (root / "groups" / "labels").iterdir())
+    assert any(f"Faces labelled: {labelled} (" in c for c in texts(at, "caption"))
+    captions = [c for img in at.image for c in img.captions]
+    assert sum(c.endswith(" faces") for c in captions) >= 3
+
+
 def test_dataset_path_outside_the_data_root_is_refused(faces, tmp_path):
     at = open_page("app_pages/dataset.py")
     at.selectbox(key="dataset_choice").set_value("another folder under the data root…").run()

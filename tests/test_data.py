@@ -75,7 +75,7 @@ def test_image_modes_decode_to_rgb(tmp_path, mode):
     assert pixels.shape == (30, 40, 3) and pixels.dtype == np.uint8
 
 
-def test_voc_and_yolo_labels_keep_the_largest_face(tmp_path):
+def test_voc_and_yolo_labels_keep_every_face_the_largest_first(tmp_path):
     voc = tmp_path / "voc"
     (voc / "images").mkdir(parents=True)
     (voc / "annotations").mkdir()
@@ -88,7 +88,8 @@ def test_voc_and_yolo_labels_keep_the_largest_face(tmp_path):
     dataset = data.load_dataset(voc)
     assert dataset.layout == "voc"
     assert dataset.samples[0].box == pytest.approx((0.1, 0.125, 0.5, 0.75))
-    assert "kept the largest" in dataset.notes[0]
+    assert [list(b) for b in dataset.samples[0].faces] == [pytest.approx([0.1, 0.125, 0.5, 0.75]), pytest.approx([0.6, 0.0625, 0.7, 0.1875])]
+    assert dataset.notes == [] and "2 faces labelled, 1 images with several" in dataset.describe()
 
     yolo = tmp_path / "yolo"
     (yolo / "images").mkdir(parents=True)
@@ -443,3 +444,17 @@ def test_a_run_the_app_starts_reads_its_dataset_under_the_data_root(linked_out, 
     assert any("linked-image.jpg" in line and "outside the data root" in line for line in logged)
     _, unconfined = _split_samples(TrainConfig(data=str(folder)), run_dir, False, logged.append)
     assert len(unconfined) == 4  # the command line, as documented, follows links
+
+
+def test_group_photos_keep_every_labelled_face(data_root):
+    from tests.conftest import require
+
+    groups = require(data_root / "faces-afw-groups", "faces-afw-groups")
+    dataset = data.load_dataset(groups, check_pixels=False)
+    summary = dataset.summary()
+    assert summary["images"] == 81 and summary["labelled_faces"] == 233
+    assert summary["several_faces"] >= 40 and "233 faces labelled" in dataset.describe()
+    for sample in dataset.samples:
+        areas = [(b[2] - b[0]) * (b[3] - b[1]) for b in sample.faces]
+        assert sample.box == sample.faces[0] and areas == sorted(areas, reverse=True)
+        assert all(0 <= v <= 1 for b in sample.faces for v in b)
