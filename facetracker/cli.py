@@ -138,18 +138,27 @@ def _run_inspect(args) -> int:
 
 
 def _run_evaluate(args) -> int:
-    from facetracker.evaluate import evaluate, format_metrics
+    from facetracker.detect import REFERENCE_LABELS
+    from facetracker.evaluate import evaluate, evaluate_faces, format_metrics
     from facetracker.runs import write_json
 
-    result = evaluate(args.model, args.data, split=args.split, threshold=args.threshold)
-    for item in result.skipped:
-        print(item)
-    print(format_metrics(result.metrics))
-    print(f"{len(result.samples)} images evaluated, {len(result.skipped)} skipped")
+    figures: dict = {}
+    if args.model not in REFERENCE_LABELS:  # the face/no-face and single-box figures need a trained model
+        result = evaluate(args.model, args.data, split=args.split, threshold=args.threshold)
+        for item in result.skipped:
+            print(item)
+        print(format_metrics(result.metrics))
+        print(f"{len(result.samples)} images evaluated, {len(result.skipped)} skipped")
+        figures = {**result.metrics, "skipped": len(result.skipped)}
+    faces, skipped = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold)
+    if args.model in REFERENCE_LABELS:
+        for item in skipped:
+            print(item)
+    print("every face: " + format_metrics(faces))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, {**result.metrics, "model": str(args.model), "data": str(args.data),
-                               "split": args.split, "skipped": len(result.skipped)})
+        write_json(args.json, {**figures, "faces": faces, "model": str(args.model), "data": str(args.data),
+                               "split": args.split})
         print(f"wrote {args.json}")
     return 0
 
@@ -197,8 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     sub.choices["train"].set_defaults(run=_run_train)
 
-    p = sub.add_parser("evaluate", help="metrics of a model on a dataset")
-    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p = sub.add_parser("evaluate", help="metrics of a model on a dataset, per photo and per face")
+    p.add_argument("--model", required=True, help=MODEL_HELP + "; or yunet or haar, the reference detectors "
+                   "(per-face figures only)")
     p.add_argument("--data", required=True)
     p.add_argument("--split", choices=("train", "val", "test"), help="only this split (default: all images)")
     p.add_argument("--threshold", type=probability, default=0.5, help="face when p(face) is at least this")

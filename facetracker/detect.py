@@ -359,10 +359,11 @@ class YuNetFrameDetector:
                          tuple(FaceBox(face.box, face.score) for face in faces))
 
 
-def reference_detector(key: str, threshold: float = 0.6):
-    """The detector of a reference key (YUNET or HAAR), which needs no training."""
+def reference_detector(key: str, threshold: float = 0.6, max_side: int | None = 320):
+    """The detector of a reference key (YUNET or HAAR), which needs no training. YuNet sees the frame
+    shrunk to `max_side` (the live path's 320 by default) and reports faces scoring `threshold` or more."""
     if key == YUNET:
-        return YuNetFrameDetector(threshold)
+        return YuNetFrameDetector(threshold, max_side)
     if key == HAAR:
         return HaarDetector()
     raise ValueError(f"unknown reference detector {key!r}; choose one of {', '.join(REFERENCE_LABELS)}")

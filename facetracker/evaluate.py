@@ -125,6 +125,34 @@ def evaluate(model: str | Path, data: str | Path, split: str | None = None, thre
     from facetracker.detect import load_runtime
 
     runtime = load_runtime(model)
+    dataset, samples = _chosen_samples(model, data, split, root)
+    result = evaluate_samples(runtime.predict, samples, runtime.input_size, threshold, progress=progress)
+    result.skipped = dataset.skipped + result.skipped
+    return result
+
+
+REFERENCE_SCORE_FLOOR = 0.3
+"""A reference detector reports faces from this score up when scored: its AP ranks them all."""
+
+
+def evaluate_faces(model: str | Path, data: str | Path, split: str | None = None, threshold: float = 0.5,
+                   progress: Callable[[int, int], None] | None = None, root: str | Path | None = None
+                   ) -> tuple[dict[str, float], list[data_lib.Skipped]]:
+    """Per-face metrics (see `facetracker.face_metrics`) of a model file, run folder or reference
+    detector key (`yunet`, `haar`) on a dataset folder: every box it gives against every labelled face."""
+    from facetracker.detect import REFERENCE_LABELS, Detector, load_runtime, reference_detector
+    from facetracker.face_metrics import score_detector
+
+    if str(model) in REFERENCE_LABELS:
+        detector = reference_detector(str(model), threshold=min(threshold, REFERENCE_SCORE_FLOOR), max_side=None)
+    else:
+        detector = Detector(load_runtime(model), threshold=0.0)  # every box, ranked by its probability
+    dataset, samples = _chosen_samples(model, data, split, root)
+    metrics, _, skipped = score_detector(detector.detect, samples, threshold, progress=progress)
+    return metrics, dataset.skipped + skipped
+
+
+def _chosen_samples(model: str | Path, data: str | Path, split: str | None, root: str | Path | None):
     dataset = data_lib.load_dataset(data, check_pixels=False, root=root)
     samples = dataset.samples
     if split:
@@ -134,9 +162,7 @@ def evaluate(model: str | Path, data: str | Path, split: str | None = None, thre
             samples = [s for s in _run_split(model, dataset) if s.split == split]
         if not samples:
             raise data_lib.DatasetError(f"{data}: the split '{split}' holds no image")
-    result = evaluate_samples(runtime.predict, samples, runtime.input_size, threshold, progress=progress)
-    result.skipped = dataset.skipped + result.skipped
-    return result
+    return dataset, samples
 
 
 def _run_split(model: str | Path, dataset: data_lib.Dataset) -> list[data_lib.Sample]:

@@ -16,10 +16,12 @@ each matched to the unmatched labelled face it overlaps most if their IoU reache
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+import cv2
 import numpy as np
 
+from facetracker import data as data_lib
 from facetracker.evaluate import average_precision
 from facetracker.tracking import iou_matrix
 
@@ -102,3 +104,26 @@ def score_photos(photos: Iterable[PhotoResult], threshold: float = 0.5) -> dict[
     has_face = np.array([len(p.truth) > 0 for p in photos])
     metrics["photo_accuracy"] = float(np.mean(said_face == has_face)) if photos else float("nan")
     return metrics
+
+
+def score_detector(detect: Callable[[np.ndarray], "object"], samples: list[data_lib.Sample], threshold: float = 0.5,
+                   max_side: int = 640, progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[dict[str, float], list[PhotoResult], list[data_lib.Skipped]]:
+    """Run `detect` (BGR frame -> detect.Detection) on each sample's photo, as a camera frame of at
+    most `max_side` pixels, and score every face it gives against every labelled face. The detector
+    should report its weak faces too (a low threshold of its own): AP ranks them; recall and precision
+    count those at `threshold`."""
+    photos, skipped = [], []
+    for index, sample in enumerate(samples):
+        try:
+            rgb = data_lib.sample_pixels(sample, max_side=max_side)
+        except (ValueError, OSError) as error:
+            skipped.append(data_lib.Skipped(sample.image, str(error)))
+            continue
+        height, width = rgb.shape[:2]
+        detection = detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        truth = [np.array(face) * [width, height, width, height] for face in sample.faces]
+        photos.append(PhotoResult.of([f.box for f in detection.faces], [f.score for f in detection.faces], truth))
+        if progress:
+            progress(index + 1, len(samples))
+    return score_photos(photos, threshold), photos, skipped

@@ -53,3 +53,29 @@ def test_yunet_on_real_group_photos(data_root):
     assert metrics["recall_medium"] >= 0.9 and metrics["recall_large"] >= 0.9
     assert 0.5 < metrics["ap50"] <= 1.0 and metrics["ap50_95"] < metrics["ap50"]
     assert metrics["mean_iou"] > 0.6
+
+
+def test_evaluate_scores_the_reference_detectors_per_face(data_root, tmp_path):
+    """`evaluate --model yunet` (and haar): every face of real group photos, from the command line."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    groups = require(data_root / "faces-afw-groups", "faces-afw-groups")
+    for label in sorted((groups / "labels").glob("*.json"))[:12]:
+        for sub, name in (("labels", label.name), ("images", f"{label.stem}.jpg")):
+            (tmp_path / "groups" / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(groups / sub / name, tmp_path / "groups" / sub / name)
+    figures = {}
+    for model in ("yunet", "haar"):
+        out = tmp_path / f"{model}.json"
+        result = subprocess.run([sys.executable, "-m", "facetracker", "evaluate", "--model", model, "--data",
+                                 str(tmp_path / "groups"), "--json", str(out)], cwd=REPO, capture_output=True,
+                                text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "every face: " in result.stdout
+        figures[model] = json.loads(out.read_text())["faces"]
+    assert figures["yunet"]["n_photos"] == 12 and figures["yunet"]["n_faces"] > 20
+    assert figures["yunet"]["recall"] >= 0.9 and figures["yunet"]["recall"] > figures["haar"]["recall"]
