@@ -10,7 +10,8 @@ import streamlit as st
 
 from facetracker import data as data_lib
 from facetracker import runs, workspace
-from facetracker.evaluate import Evaluation, evaluate
+from facetracker.evaluate import Evaluation, evaluate, evaluate_faces
+from facetracker.face_metrics import SIZE_BINS
 from app_pages import ui
 
 
@@ -64,7 +65,9 @@ def follow_the_models_dataset(run: workspace.RunSummary) -> None:
         ui.select_dataset(name)
 
 
-def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None, threshold: float) -> Evaluation | None:
+def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
+                   threshold: float) -> tuple[Evaluation, dict] | None:
+    """The per-photo evaluation and the per-face figures, after the Evaluate button (kept for reruns)."""
     model = run.path / runs.MODEL
     key = (str(run.path), model.stat().st_mtime_ns, str(folder), ui.folder_signature(folder), split, threshold)
     held = st.session_state.get(State.RESULT)
@@ -77,13 +80,16 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None, t
         result = evaluate(run.path, folder, split=split, threshold=threshold, root=ui.data_root(),
                           progress=lambda done, total: bar.progress(done / max(total, 1),
                                                                     text=f"image {done} of {total}"))
+        faces, _ = evaluate_faces(run.path, folder, split=split, threshold=threshold, root=ui.data_root(),
+                                  progress=lambda done, total: bar.progress(
+                                      done / max(total, 1), text=f"every face: image {done} of {total}"))
     except (data_lib.DatasetError, ValueError, OSError, RuntimeError) as error:
         bar.empty()
         st.error(ui.readable(error))
         return None
     bar.empty()
-    st.session_state[State.RESULT] = (key, result)
-    return result
+    st.session_state[State.RESULT] = (key, (result, faces))
+    return result, faces
 
 
 def metric_row(metrics: dict) -> None:
@@ -92,6 +98,25 @@ def metric_row(metrics: dict) -> None:
         value = metrics.get(name, float("nan"))
         column.metric(label, "–" if value != value else f"{value:.3f}", help=help_text)
     st.caption(f"{metrics['n_faces']} images with a face, {metrics['n_empty']} without")
+
+
+FACE_METRICS = [("recall", "Faces found", "labelled faces matched by a box at IoU 0.5 or more, at the threshold"),
+                ("precision", "Boxes right", "boxes at the threshold that match a labelled face"),
+                ("ap50", "AP50 per face", "average precision over every box, right when IoU >= 0.5"),
+                ("ap50_95", "AP50:95", "the mean of the APs at IoU 0.50, 0.55, ... 0.95"),
+                ("mean_iou", "IoU of found faces", "mean IoU of the faces that were found")]
+
+
+def face_row(faces: dict) -> None:
+    """Every box against every labelled face: what counts on photos with several faces."""
+    columns = st.columns(len(FACE_METRICS))
+    for column, (name, label, help_text) in zip(columns, FACE_METRICS):
+        value = faces.get(name, float("nan"))
+        column.metric(label, "–" if value != value else f"{value:.3f}", help=help_text)
+    sizes = [f"{name} {faces[f'recall_{name}']:.2f} of {faces[f'n_{name}']}" for name, low, high in SIZE_BINS
+             if faces.get(f"n_{name}")]
+    st.caption(f"{faces['n_faces']} labelled faces in {faces['n_photos']} photos. Found by face width: "
+               + ", ".join(sizes) + " (tiny < 16 px, small < 32, medium < 96, large).")
 
 
 def iou_histogram(result: Evaluation) -> None:
@@ -161,10 +186,13 @@ def main() -> None:
         st.caption("The model was not trained on this dataset, so every image in it is new to the model: "
                    "'all images' measures it fairly.")
     threshold = c2.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key=State.THRESHOLD)
-    result = run_evaluation(run, folder, SPLITS[split_label], threshold)
-    if result is None:
+    evaluated = run_evaluation(run, folder, SPLITS[split_label], threshold)
+    if evaluated is None:
         return
+    result, faces = evaluated
     metric_row(result.metrics)
+    st.subheader("Every face")
+    face_row(faces)
     ui.skipped_files(result.skipped)
     st.subheader("IoU of the predicted boxes")
     iou_histogram(result)

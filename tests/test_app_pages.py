@@ -508,9 +508,12 @@ def test_evaluate_shows_metrics_histogram_and_worst_and_best(tiny_run):
     at.button[[b.label for b in at.button].index("Evaluate")].click().run()
     assert_no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert set(metrics) == {"Mean IoU", "IoU ≥ 0.5", "Accuracy", "Precision", "Recall", "AP50"}
+    assert set(metrics) == {"Mean IoU", "IoU ≥ 0.5", "Accuracy", "Precision", "Recall", "AP50", "Faces found",
+                            "Boxes right", "AP50 per face", "AP50:95", "IoU of found faces"}
     assert all(v == "–" or 0.0 <= float(v) <= 1.0 for v in metrics.values())
     assert any(c == f"{N_FACES} images with a face, {N_EMPTY} without" for c in texts(at, "caption"))
+    assert any(c.startswith(f"{N_FACES} labelled faces in {N_FACES + N_EMPTY} photos. Found by face width: ")
+               for c in texts(at, "caption"))
     assert at.get("vega_lite_chart"), "the IoU histogram"
     captions = [c for img in at.image for c in img.captions]
     assert sum("IoU" in c for c in captions) == 16  # 8 worst and 8 best
