@@ -168,7 +168,7 @@ def _run_predict(args) -> int:
 
     summary = prelabel_folder(args.model, args.images, args.out, threshold=args.threshold, overwrite=args.overwrite,
                               log=print)
-    print(f"{summary['written']} label files written to {args.out} ({summary['faces']} with a face), "
+    print(f"{summary['written']} label files written to {args.out} ({summary['faces']} faces), "
           f"{summary['kept']} existing kept, {summary['skipped']} skipped")
     return 0
 

@@ -12,11 +12,18 @@ from facetracker import data as data_lib
 from facetracker.runs import atomic_write_text
 
 
-def labelme_json(image_name: str, width: int, height: int, box: tuple[float, float, float, float] | None,
-                 description: str = "") -> str:
+Box = tuple[float, float, float, float]
+
+
+def labelme_json(image_name: str, width: int, height: int, box: Box | None, description: str = "") -> str:
     """A labelme 5 file for one image with at most one `face` rectangle (pixel corners)."""
+    return labelme_faces_json(image_name, width, height, [] if box is None else [(box, description)])
+
+
+def labelme_faces_json(image_name: str, width: int, height: int, faces: list[tuple[Box, str]]) -> str:
+    """A labelme 5 file for one image with a `face` rectangle (pixel corners, a description) per face."""
     shapes = []
-    if box is not None:
+    for box, description in faces:
         x0, y0, x1, y1 = (float(v) for v in box)
         shapes.append({"label": "face", "points": [[x0, y0], [x1, y1]], "group_id": None,
                        "description": description, "shape_type": "rectangle", "flags": {}, "mask": None})
@@ -26,14 +33,18 @@ def labelme_json(image_name: str, width: int, height: int, box: tuple[float, flo
 
 def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, threshold: float = 0.5,
                     overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Write `<out>/<stem>.json` for every image in `images`; existing labels are kept unless `overwrite`."""
-    from facetracker.detect import Detector
+    """Write `<out>/<stem>.json` for every image in `images`, a rectangle for every face the model (a
+    model file, run folder, or `yunet` / `haar`) finds; existing labels are kept unless `overwrite`."""
+    from facetracker.detect import REFERENCE_LABELS, Detector, reference_detector
 
     images_dir, out_dir = Path(images), Path(out)
     if not images_dir.is_dir():
         raise data_lib.DatasetError(f"{images_dir}: no such folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    detector = Detector(model, threshold=threshold)
+    if str(model) in REFERENCE_LABELS:  # full resolution: pre-labels of group photos need the small faces
+        detector = reference_detector(str(model), threshold=threshold, max_side=None)
+    else:
+        detector = Detector(model, threshold=threshold)
     summary = {"written": 0, "faces": 0, "kept": 0, "skipped": 0}
     skipped: list[data_lib.Skipped] = []
     files = data_lib.list_files(images_dir, data_lib.IMAGE_EXTENSIONS, skipped)
@@ -51,10 +62,10 @@ def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, thre
         detection = detector.detect(bgr)
         height, width = rgb.shape[:2]
         relative = Path("..", images_dir.name, path.name) if out_dir.parent == images_dir.parent else path.resolve()
-        atomic_write_text(target, labelme_json(str(relative), width, height, detection.box,
-                                               f"pre-label p={detection.probability:.2f}"))
+        faces = [(face.box, f"pre-label p={face.score:.2f}") for face in detection.faces]
+        atomic_write_text(target, labelme_faces_json(str(relative), width, height, faces))
         summary["written"] += 1
-        summary["faces"] += detection.found
+        summary["faces"] += len(faces)
     for item in skipped:
         log(str(item))
     summary["skipped"] = len(skipped)

@@ -36,3 +36,37 @@ def test_without_labelled_faces_the_detectors_boxes_are_kept(tmp_path):
     convention = learn_convention([], detector.detect)
     assert convention.pairs == 0
     assert prelabel_boxes(np.zeros((240, 320, 3), np.uint8), detector.detect, convention) == []
+
+
+def test_predict_with_yunet_prelabels_every_face_of_group_photos(data_root, tmp_path):
+    """`predict --model yunet` writes a rectangle per face; read back, the labels hold the people."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO, require
+
+    groups = require(data_root / "faces-afw-groups", "faces-afw-groups")
+    chosen = sorted((groups / "labels").glob("*.json"))[:8]
+    (tmp_path / "photos" / "images").mkdir(parents=True)
+    for label in chosen:
+        shutil.copy(groups / "images" / f"{label.stem}.jpg", tmp_path / "photos" / "images")
+    result = subprocess.run([sys.executable, "-m", "facetracker", "predict", "--model", "yunet", "--images",
+                             str(tmp_path / "photos" / "images"), "--out", str(tmp_path / "photos" / "labels")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    dataset = data_lib.load_dataset(tmp_path / "photos")
+    assert dataset.summary()["several_faces"] >= 4
+    found = total = 0
+    for label in chosen:
+        sample = next(s for s in dataset.samples if s.name == label.stem)
+        shapes = json.loads(label.read_text())["shapes"]
+        width, height = data_lib.image_size(sample.image)
+        written = np.array(sample.faces, float).reshape(-1, 4) * [width, height, width, height]
+        for shape in shapes:
+            (x0, y0), (x1, y1) = shape["points"]
+            truth = np.array([[min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)]], float)
+            total += 1
+            found += len(written) > 0 and iou_matrix(written, truth).max() >= 0.5
+    assert found / total >= 0.9, f"{found} of {total} labelled faces pre-labelled"
