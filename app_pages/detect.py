@@ -41,7 +41,6 @@ class State:
     """The webcam component (streamlit-webrtc keeps its connection under it)."""
 
 
-SMOOTHING = 0.6
 IMAGE_KINDS = ("jpeg", "png", "webp", "bmp")
 VIDEO_KINDS = ("mp4", "webm", "avi", "mov")
 UPLOAD_SUFFIXES = ["jpg", *IMAGE_KINDS, *VIDEO_KINDS, "mkv"]
@@ -163,7 +162,7 @@ def detect_image(content: bytes, detector) -> None:
                       else f"no face (probability {detection.probability:.2f})") + f" · {detection.model_ms:.1f} ms")
 
 
-def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
+def detect_video(uploaded, content: bytes, detector, settings: tuple, smooth: bool) -> None:
     cache_key = (uploaded.file_id, settings)
     result = st.session_state.get(State.VIDEO_RESULT)
     if result is None or result[0] != cache_key:
@@ -175,7 +174,7 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
                 figures = annotate_video(source, detector, target, VIDEO_MAX_FRAMES,
                                          progress=lambda done, total: bar.progress(
                                              min(done / total, 1.0), text=f"frame {done} of {total}"),
-                                         name=uploaded.name)
+                                         name=uploaded.name, smooth=smooth)
             except ValueError as error:
                 bar.empty()
                 st.error(f"Cannot use this video: {ui.readable(error)}")
@@ -186,12 +185,13 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple) -> None:
     _, figures, video = result
     st.video(video, format="video/mp4")
     st.caption(f"{figures['frames']} frames (at most {VIDEO_MAX_FRAMES}), a face on {figures['with_face']}, "
+               f"{figures['faces_seen']} faces seen, "
                f"model {figures['model_ms']:.1f} ms a frame")
     st.line_chart(pd.DataFrame({"face probability": figures["probabilities"]}), height=180,
                   x_label="frame", y_label="probability")
 
 
-def upload_section(model_key: str, threshold: float, smoothing: float) -> None:
+def upload_section(model_key: str, threshold: float, smooth: bool) -> None:
     st.subheader("Detect on a photo or a video file")
     uploaded = st.file_uploader("Photo or video", type=UPLOAD_SUFFIXES, key=State.UPLOAD)
     if uploaded is None:
@@ -200,14 +200,14 @@ def upload_section(model_key: str, threshold: float, smoothing: float) -> None:
     kind = safety.sniff_kind(content[:64])
     try:
         version = ui.model_version(model_key)  # the webcam's model too: the newest of a run still training
-        detector = ui.make_detector(model_key, threshold, smoothing, version)
+        detector = ui.make_detector(model_key, threshold, version)
     except (ValueError, OSError, RuntimeError) as error:
         st.error(ui.readable(error))
         return
     if kind in IMAGE_KINDS:
         detect_image(content, detector)
     elif kind in VIDEO_KINDS or (kind is None and uploaded.name.lower().endswith(".mkv")):
-        detect_video(uploaded, content, detector, (version, threshold, smoothing))
+        detect_video(uploaded, content, detector, (version, threshold, smooth), smooth)
     else:
         st.error(f"{uploaded.name}: its content is neither an image (JPEG, PNG, WebP, BMP) nor a video "
                  "(MP4, WebM, AVI, MOV)")
@@ -220,14 +220,12 @@ def main() -> None:
     threshold = c1.slider("Threshold: a face when the probability is at least", 0.05, 0.95, 0.5, 0.05,
                           disabled=ui.is_reference(model_key))
     smooth = c2.toggle("Smooth the boxes over frames", value=True,
-                       help="On the webcam each face's box is held steady while the face is still and follows "
-                            "it when it moves; on a video the box is averaged over frames.")
-    smoothing = SMOOTHING if smooth else 0.0
+                       help="Each face's box is held steady while the face is still and follows it when it moves, "
+                            "on the webcam and on videos.")
     processor = session_processor()
     processor.tracker.smooth = smooth
     try:
-        # The webcam's tracker smooths each face's box; the detector's own averaging is for videos.
-        processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, 0.0)
+        processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold)
     except Exception as error:  # a damaged or foreign model file: say so, keep the page usable
         processor.detector = None
         st.error(f"Cannot load this model: {ui.readable(error)}")
@@ -254,14 +252,14 @@ def main() -> None:
         try:
             version = ui.model_version(model_key)
             if version not in unusable:
-                processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold, 0.0)
+                processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold)
         except Exception:  # the stream keeps the model it has; the page's next full run says what is wrong
             unusable.add(version)
             ui.log.warning("the webcam keeps its model: the newer one cannot be loaded", exc_info=True)
 
     live_figures(processor, bool(ctx.state.playing), follow_model)
     save_frame_section(processor, model_key)
-    upload_section(model_key, threshold, smoothing)
+    upload_section(model_key, threshold, smooth)
 
 
 with ui.page_guard():

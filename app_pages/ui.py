@@ -220,30 +220,31 @@ def _reference(model_key: str):
     return detect.reference_detector(model_key)
 
 
-def make_detector(model_key: str, threshold: float = 0.5, smoothing: float = 0.0, version: tuple | None = None):
+def make_detector(model_key: str, threshold: float = 0.5, version: tuple | None = None):
     """A new Detector over the cached runtime of `version` (default: the model as it is now), or the
-    shared reference detector (YuNet or Haar, which keep their own thresholds).
+    shared reference detector (YuNet or Haar, which keep their own thresholds). Its boxes are not
+    averaged: the tracker of the webcam and of videos steadies them.
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
     if is_reference(model_key):
         return _reference(model_key)
     version = version or model_version(model_key)
-    return detect.Detector(_tflite_runtime(version), threshold=threshold, smoothing=smoothing)
+    return detect.Detector(_tflite_runtime(version), threshold=threshold)
 
 
-def session_detector(slot: str, model_key: str, threshold: float, smoothing: float):
-    """This session's detector for `model_key`, kept in `st.session_state[slot]` (its smoothing state
-    lives across reruns) and replaced when the model file is: a run still training gives the webcam
-    its newest model, the same one an upload gets. Threshold and smoothing follow the arguments."""
+def session_detector(slot: str, model_key: str, threshold: float):
+    """This session's detector for `model_key`, kept in `st.session_state[slot]` and replaced when the
+    model file is: a run still training gives the webcam its newest model, the same one an upload
+    gets. The threshold follows the argument."""
     version = model_version(model_key)
     held = st.session_state.get(slot)
     if held is None or held[0] != version:
-        held = (version, make_detector(model_key, threshold, smoothing, version))
+        held = (version, make_detector(model_key, threshold, version))
         st.session_state[slot] = held
     detector = held[1]
     if isinstance(detector, detect.Detector):  # the shared reference detectors have no settings
-        detector.threshold, detector.smoothing = threshold, smoothing
+        detector.threshold = threshold
     return detector
 
 

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 
 from facetracker.data import MAX_IMAGE_PIXELS
-from facetracker.detect import draw_detection
+from facetracker.detect import FaceBox, draw_faces
+from facetracker.tracking import Tracker
 
 
 def check_frame_size(stream, name: str) -> None:
@@ -82,14 +83,18 @@ def video_frames(path: str | Path, max_frames: int, max_side: int = 960,
 
 
 def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames: int = 1800,
-                   progress: Callable[[int, int], None] | None = None, name: str | None = None) -> dict:
-    """Detect on each frame of a video and write the boxed frames, at the input's frame rate, to an
-    H.264 MP4 file. `progress(done, total)` follows it; `name` names the file in messages.
+                   progress: Callable[[int, int], None] | None = None, name: str | None = None,
+                   smooth: bool = True) -> dict:
+    """Detect on each frame of a video, track the faces (each keeps its number; `smooth` steadies the
+    boxes), and write the boxed frames, at the input's frame rate, to an H.264 MP4 file.
+    `progress(done, total)` follows it; `name` names the file in messages.
 
-    Returns counts and per-frame probabilities; raises ValueError with the reason for a bad file.
+    Returns counts (frames, frames with a face, faces seen) and per-frame probabilities; raises
+    ValueError with the reason for a bad file.
     """
     import av
 
+    tracker = Tracker(smooth=smooth)  # as on the webcam: a face is drawn from its second frame on
     rate, length = video_rate_and_length(path, name)
     total = min(length, max_frames) if length else max_frames
     out_path = Path(out_path)
@@ -98,7 +103,7 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
     output = None
     stream = None
     try:
-        for image, _ in video_frames(path, max_frames, name=name):
+        for index, (image, seconds) in enumerate(video_frames(path, max_frames, name=name)):
             if output is None:
                 output = av.open(str(out_path), mode="w")
                 stream = output.add_stream("libx264", rate=rate)
@@ -109,7 +114,11 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
             probabilities.append(detection.probability)
             found += detection.found
             model_ms.append(detection.model_ms)
-            draw_detection(image, detection)
+            # Frame times, not arrival times: a file decodes faster than it plays. Some containers
+            # give no times; the frame count at the nominal rate stands in.
+            tracks = tracker.update([f.box for f in detection.faces], [f.score for f in detection.faces],
+                                    seconds if seconds else index / float(rate or 25))
+            draw_faces(image, [FaceBox(t.box, t.score, t.id) for t in tracks])
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]),
                                                format="bgr24")
             for packet in stream.encode(frame):
@@ -123,5 +132,6 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
     finally:
         if output is not None:
             output.close()
-    return {"frames": len(probabilities), "with_face": found, "probabilities": probabilities,
+    return {"frames": len(probabilities), "with_face": found, "faces_seen": tracker.faces_seen,
+            "probabilities": probabilities,
             "model_ms": float(np.mean(model_ms)) if model_ms else 0.0}

@@ -450,11 +450,39 @@ def test_annotate_video_boxes_every_frame(tmp_path):
         assert container.streams.video[0].average_rate == 10, "plays at the input's speed"
         frames = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
     assert len(frames) == 5
-    green = (frames[0][..., 1].astype(int) - frames[0][..., 2] > 80)
-    assert green[10:60, 8:13].mean() > 0.5, "the box is drawn on the output video"
+    green = (frames[-1][..., 1].astype(int) - frames[-1][..., 2] > 80)
+    assert green[10:60, 8:13].mean() > 0.5, "the box is drawn on the output video (from a face's second frame)"
     (tmp_path / "text.mp4").write_text("not a video")
     with pytest.raises(ValueError, match="clip.mp4: cannot open the video"):
         video.annotate_video(tmp_path / "text.mp4", FixedDetector(), tmp_path / "x.mp4", name="clip.mp4")
+
+
+def test_a_video_of_a_real_group_keeps_each_face_under_one_number(data_root, tmp_path):
+    """A camera panning across a real group photo for 2 s, boxed by YuNet: every face is counted once."""
+    from tests.conftest import require
+
+    groups = require(data_root / "faces-afw-groups", "faces-afw-groups")
+    label = max(sorted((groups / "labels").glob("*.json")), key=lambda f: len(json.loads(f.read_text())["shapes"]))
+    photo = cv2.imread(str(groups / "images" / f"{label.stem}.jpg"))
+    photo = cv2.resize(photo, (800, round(photo.shape[0] * 800 / photo.shape[1])), interpolation=cv2.INTER_AREA)
+    source = tmp_path / "pan.mp4"
+    with av.open(str(source), mode="w") as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 640, photo.shape[0] // 2 * 2, "yuv420p"
+        for i in range(60):
+            x = i * 160 // 59
+            frame = np.ascontiguousarray(photo[: stream.height, x:x + 640])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="bgr24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    figures = video.annotate_video(source, detect.reference_detector(detect.YUNET), tmp_path / "out.mp4")
+    assert figures["frames"] == 60 and figures["with_face"] == 60
+    # Every face the pan shows, counted once: YuNet finds this many in the whole strip the camera crosses.
+    # A face renumbered on the way would count twice.
+    strip = len(detect.reference_detector(detect.YUNET).detect(np.ascontiguousarray(photo[: stream.height])).faces)
+    assert strip >= 15
+    assert strip * 0.8 <= figures["faces_seen"] <= strip * 1.25, (figures["faces_seen"], strip)
 
 
 class FakeCodecContext:
@@ -497,15 +525,15 @@ def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(t
     monkeypatch.setattr("facetracker.export.export", lambda path, fmt: exported.append((path, fmt)) or path)
     monkeypatch.setattr(detect, "load_runtime", lambda path: FakeRuntime(path))
     ui._tflite_runtime.clear()
-    webcam = ui.session_detector("test_detector", str(run), 0.4, 0.6)
-    upload = ui.make_detector(str(run), 0.4, 0.0)
+    webcam = ui.session_detector("test_detector", str(run), 0.4)
+    upload = ui.make_detector(str(run), 0.4)
     assert webcam.runtime is upload.runtime and exported == [(str(model.resolve()), "tflite")]
-    assert ui.session_detector("test_detector", str(run), 0.3, 0.0) is webcam and webcam.threshold == 0.3
+    assert ui.session_detector("test_detector", str(run), 0.3) is webcam and webcam.threshold == 0.3
 
     model.write_bytes(b"epoch 2, better")  # the run saved a better epoch
     second = detect.model_file_key(run)
     assert second != first
-    webcam_now, upload_now = ui.session_detector("test_detector", str(run), 0.3, 0.0), ui.make_detector(str(run))
+    webcam_now, upload_now = ui.session_detector("test_detector", str(run), 0.3), ui.make_detector(str(run))
     assert webcam_now is not webcam and webcam_now.runtime is upload_now.runtime is not webcam.runtime
     assert len(exported) == 2
     same_size = model.stat().st_size
