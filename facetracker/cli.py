@@ -4,6 +4,7 @@
     train     --data DIR --run-dir DIR    train (or --resume) a face tracker
     evaluate  --model M --data DIR        metrics on a dataset (or one split of it)
     predict   --model M --images DIR      labelme pre-labels for a folder of images
+    label     DIR [--video FILE]          pre-label the unlabelled photos of a dataset (or a video's frames)
     export    --model M --format F        keras, savedmodel, tflite, tflite-int8, onnx
     bench                                 speed of the live frame path, training and augmentation
 """
@@ -173,6 +174,15 @@ def _run_predict(args) -> int:
     return 0
 
 
+def _run_label(args) -> int:
+    from facetracker.prelabel import label_dataset
+
+    done = label_dataset(args.folder, args.model, video=args.video, every_s=args.every, threshold=args.threshold)
+    print(f"{args.folder}: {done['frames']} video frames added, {done['photos']} unlabelled photos looked at, "
+          f"{done['labelled']} labelled with {done['faces']} faces (the rest hold no face)")
+    return 0
+
+
 def _run_export(args) -> int:
     from facetracker.export import export
 
@@ -222,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=probability, default=0.5, help="face when p(face) is at least this")
     p.add_argument("--overwrite", action="store_true", help="replace label files that already exist")
     p.set_defaults(run=_run_predict)
+
+    p = sub.add_parser("label", help="pre-label a dataset folder's unlabelled photos (or a video's frames)")
+    p.add_argument("folder", help="dataset folder: images/ and labels/ (made if missing)")
+    p.add_argument("--model", default="yunet", help="yunet (default), haar, or a trained model: " + MODEL_HELP)
+    p.add_argument("--video", help="a video file: a frame every --every seconds is added to images/ first")
+    p.add_argument("--every", type=float, default=0.5, help="seconds between the video frames kept (default 0.5)")
+    p.add_argument("--threshold", type=probability, default=0.6, help="a face when its score is at least this")
+    p.set_defaults(run=_run_label)
 
     p = sub.add_parser("export", help="export a model for another runtime")
     p.add_argument("--model", required=True, help=".keras file or run folder (a SavedModel is refused as input)")

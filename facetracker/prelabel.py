@@ -8,6 +8,7 @@ the dataset's habit (see `facetracker.convention`), so new labels match the old 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import cv2
@@ -60,3 +61,79 @@ def prelabel_boxes(frame_bgr: np.ndarray, detect: Callable[[np.ndarray], Detecti
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             boxes.append((int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))))
     return boxes
+
+
+def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,
+                  every_s: float = 0.5, threshold: float = 0.6, log: Callable[[str], None] = print) -> dict:
+    """Pre-label a dataset folder (`images/` + `labels/`): every photo without a label gets a labelme
+    file with a rectangle per face found, placed as the folder's existing labels place theirs. With
+    `video`, a frame every `every_s` seconds of it is first added to `images/`. A photo where no face
+    is found keeps no label: it counts as a no-face photo. Existing labels are never touched.
+
+    Returns what was done: frames added, photos looked at, labels written, faces in them.
+    """
+    from facetracker import atomic
+    from facetracker.detect import REFERENCE_LABELS, Detector, reference_detector
+    from facetracker.predict import labelme_faces_json
+
+    folder = Path(folder)
+    if not (every_s > 0 and np.isfinite(every_s)):
+        raise ValueError(f"the sampling interval must be a positive number of seconds, got {every_s!r}")
+    images, labels = folder / "images", folder / "labels"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    if model in REFERENCE_LABELS:
+        detector = reference_detector(model, threshold=threshold, max_side=None)
+    else:
+        detector = Detector(model, threshold=threshold)
+    done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
+    if video is not None:
+        done["frames"] = _add_video_frames(Path(video), images, every_s)
+        log(f"{video}: {done['frames']} frames added to {images}")
+    try:
+        labelled = [s for s in data_lib.load_dataset(folder, check_pixels=False).samples if s.label]
+    except data_lib.DatasetError:
+        labelled = []
+    convention = learn_convention(labelled, detector.detect)
+    if convention.pairs:
+        log(f"boxes placed as this folder's labels place theirs (learnt from {convention.pairs} faces)")
+    skipped: list[data_lib.Skipped] = []
+    for stem, path in sorted(data_lib.list_files(images, data_lib.IMAGE_EXTENSIONS, skipped).items()):
+        if (labels / f"{stem}.json").exists():
+            continue
+        try:
+            rgb = data_lib.read_image(path)
+        except data_lib.ImageError as error:
+            skipped.append(data_lib.Skipped(str(path), str(error)))
+            continue
+        done["photos"] += 1
+        frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        boxes = prelabel_boxes(frame, detector.detect, convention)
+        if not boxes:
+            continue
+        height, width = rgb.shape[:2]
+        faces = [(box, f"pre-label: {model}") for box in boxes]
+        atomic.write_text(labels / f"{stem}.json", labelme_faces_json(f"../images/{path.name}", width, height, faces))
+        done["labelled"] += 1
+        done["faces"] += len(boxes)
+    for item in skipped:
+        log(str(item))
+    return done
+
+
+def _add_video_frames(video: Path, images: Path, every_s: float) -> int:
+    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it."""
+    from facetracker import atomic
+    from facetracker.video import video_frames
+
+    added, next_time = 0, 0.0
+    for index, (frame, seconds) in enumerate(video_frames(video, max_frames=100_000, max_side=1280,
+                                                          name=video.name)):
+        if seconds + 1e-6 < next_time:
+            continue
+        next_time = seconds + every_s
+        ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if ok:
+            atomic.write_bytes(images / f"{video.stem}-{index:06d}.jpg", encoded.tobytes())
+            added += 1
+    return added
