@@ -19,7 +19,7 @@ import numpy as np
 
 from facetracker import atomic
 from facetracker.data import SPLITS, OutsideRoot, real_path_inside
-from facetracker.predict import labelme_json
+from facetracker.labelme import labelme_json
 
 JPEG_QUALITY = 92
 

@@ -74,7 +74,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     """
     from facetracker import atomic
     from facetracker.detect import REFERENCE_LABELS, Detector, reference_detector
-    from facetracker.predict import labelme_faces_json
+    from facetracker.labelme import labelme_faces_json
 
     folder = Path(folder)
     if not (every_s > 0 and np.isfinite(every_s)):
