@@ -431,13 +431,13 @@ def format_report(report: Report) -> str:
         "",
         "Live frame path: Detector.detect (colour convert + resize + model + box to pixels) + copy + draw, "
         "ms per frame",
-        f"{'detector':<30}{'GMAC':>6}{'threads':>9}{'median':>9}{'p95':>9}{'model':>9}{'frames':>8}   vs Haar",
+        f"{'detector':<34}{'GMAC':>6}{'threads':>9}{'median':>9}{'p95':>9}{'model':>9}{'frames':>8}   vs Haar",
     ]
     for name, timing in timings.items():
         backbone = name.split("/")[0]
         gmac = f"{report.macs[backbone] / 1e9:.2f}" if backbone in report.macs else "-"
         label = f"{name} ({REFERENCE_LABELS[name]})" if name in REFERENCE_LABELS else name
-        lines.append(f"{label:<30}{gmac:>6}{report.threads[name]:>9}{timing.median:>9.2f}{timing.p95:>9.2f}"
+        lines.append(f"{label:<34}{gmac:>6}{report.threads[name]:>9}{timing.median:>9.2f}{timing.p95:>9.2f}"
                      f"{float(np.median(timing.model_ms)):>9.2f}{len(timing.path_ms):>8}   "
                      + (ratio_text(haar, timing.median) if name != HAAR else "1.0x (the baseline)"))
     lines += [
