@@ -206,6 +206,23 @@ def controls(summary: workspace.RunSummary) -> None:
             st.rerun()
 
 
+def finished_words(summary: workspace.RunSummary, status: dict) -> None:
+    """Finished, and how far to trust it: green only for a model that beat guessing on enough photos."""
+    best = summary.best_val_iou
+    said = (f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}"
+            if isinstance(best, (int, float)) else "Finished")
+    verdict = status.get("verdict") if isinstance(status.get("verdict"), dict) else {}
+    guess = verdict.get("mean_box_val_iou")
+    if isinstance(guess, (int, float)) and not isinstance(guess, bool):
+        said += f" (drawing the average box on every photo: {guess:.3f})"
+    warnings = [w for w in verdict.get("warnings", []) if isinstance(w, str)] \
+        if isinstance(verdict.get("warnings"), list) else []
+    if warnings:
+        st.warning(said + ". But " + "; and ".join(warnings) + ".")
+    else:
+        st.success(said + ".")
+
+
 def run_panel(run_dir: Path, live: bool) -> None:
     @st.fragment(run_every=REFRESH_S if live else None)
     def panel() -> None:
@@ -223,9 +240,7 @@ def run_panel(run_dir: Path, live: bool) -> None:
         elif state == "damaged":
             st.error(f"This run's files cannot be read: {ui.shown_text(summary.error or '')}. The other runs are not affected.")
         elif state == "finished":
-            best = summary.best_val_iou
-            st.success(f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}."
-                       if isinstance(best, (int, float)) else "Finished.")
+            finished_words(summary, status)
         charts(runs.read_metrics(run_dir))
         controls(summary)
         with st.expander("Training log"):

@@ -280,7 +280,7 @@ def _damaged_status(run_dir: Path, status: Any) -> str | None:
                 "images_per_s": (int, float, type(None)), "started": (int, float, type(None)),
                 "updated": (int, float, type(None)), "best_val_iou": (int, float, type(None)),
                 "best_epoch": (int, type(None)), "error": (str, type(None)), "message": (str, type(None)),
-                "data": (str, type(None)), "last_val": (dict, type(None))}
+                "data": (str, type(None)), "last_val": (dict, type(None)), "verdict": (dict, type(None))}
     for field, types in expected.items():
         value = status.get(field)
         if field == "state" and value is None:

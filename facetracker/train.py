@@ -29,6 +29,7 @@ from facetracker import runs
 from facetracker.augment import augment, build_transform
 from facetracker.config import TrainConfig
 from facetracker.jsonconfig import ConfigError
+from facetracker.verdict import run_verdict
 from facetracker.model import (PhasedCosine, WeightsUnavailable, backbone_layer, batchnorm_layers, build_model,
                                inference_copy, load_model, set_backbone_trainable)
 
@@ -727,7 +728,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     else:
         final = "finished"
         message = "stopped early: validation IoU stopped improving" if state.get("early_stopped") else None
-    status = runs.update_status(run_dir, state=final, message=message, eta_s=0,
+    verdict = run_verdict(state["best_val_iou"], val_cache.has_face, val_cache.boxes, train_cache.has_face,
+                          train_cache.boxes, validated_on_training=val_cache is train_cache)
+    for warning in verdict["warnings"]:
+        log(f"warning: {warning}")
+    status = runs.update_status(run_dir, state=final, message=message, eta_s=0, verdict=verdict,
                                 progress=1.0 if final == "finished" else runs.read_status(run_dir).get("progress"),
                                 finished=time.time())
     log(f"{final}: best validation mean IoU {state['best_val_iou']:.3f} at epoch {state['best_epoch']}; "

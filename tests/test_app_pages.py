@@ -319,6 +319,26 @@ def sleeper_command():
             pass
 
 
+def test_a_finished_run_is_green_only_when_it_beat_guessing_on_enough_photos(faces, root):
+    good = write_run(root / "runs", "good", faces, state="finished", steps=2, epochs_done=1)
+    runs.update_status(good, best_val_iou=0.81, best_epoch=1,
+                       verdict={"val_photos": 40, "val_faces": 36, "model_val_iou": 0.81, "mean_box_val_iou": 0.45,
+                                "warnings": []})
+    at = open_page("app_pages/train.py")
+    assert any("Finished: best validation mean IoU 0.810" in m and "average box on every photo: 0.450" in m
+               for m in texts(at, "success"))
+    lazy = write_run(root / "runs", "lazy", faces, state="finished", steps=2, epochs_done=1)
+    runs.update_status(lazy, best_val_iou=0.0, best_epoch=1,
+                       verdict={"val_photos": 2, "val_faces": 2, "model_val_iou": 0.0, "mean_box_val_iou": 0.5,
+                                "warnings": ["only 2 validation photos: too few to judge the model",
+                                             "no better than guessing: ..."]})
+    at = open_page("app_pages/train.py")
+    at.selectbox[[s.label for s in at.selectbox].index("Run")].set_value("lazy").run()
+    assert not any("Finished" in m for m in texts(at, "success")), "never a green finish over a useless model"
+    assert any("Finished" in w and "too few to judge" in w and "no better than guessing" in w
+               for w in texts(at, "warning"))
+
+
 def test_start_is_refused_on_a_dataset_with_nothing_to_train_on(faces, root, sleeper_command):
     empty = root / "empty"
     (empty / "images").mkdir(parents=True)

@@ -47,6 +47,10 @@ def test_train_writes_a_loadable_model_metrics_and_status(fast_run):
     status = runs.read_status(run_dir)
     assert status["state"] == "finished" and status["weights_used"] == "imagenet"
     assert status["n_train"] == 63 and status["n_val"] == 13
+    verdict = status["verdict"]  # against the average box, on the same 13 validation photos
+    assert verdict["val_photos"] == 13 and verdict["val_faces"] > 0 and 0 < verdict["mean_box_val_iou"] < 1
+    assert verdict["model_val_iou"] == pytest.approx(status["best_val_iou"], abs=1e-3)
+    assert all(f"warning: {w}" in result.stdout for w in verdict["warnings"])
     config = json.loads((run_dir / runs.CONFIG).read_text())
     assert config["preset"] == "fast" and config["backbone"] == "mobilenetv2-0.5" and config["epochs"] == 1
     records = runs.read_metrics(run_dir)

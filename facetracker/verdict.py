@@ -1,0 +1,40 @@
+"""An honest word at the end of a run: is the model better than guessing, and can that even be told?
+
+The validation mean IoU alone says little: on a few dozen webcam photos of one person, a model that
+draws the same box on every frame scores well above 0, and two validation photos judge nothing.
+So a run is compared with the laziest detector there is, the average training box drawn on every
+photo, on the same validation photos, and says when there are too few of them to judge.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from facetracker.evaluate import iou
+
+MIN_VALIDATION_PHOTOS = 10
+"""Fewer, and one photo more or less moves the mean IoU by a tenth: too few to judge a model by."""
+MARGIN = 0.05
+"""A model must beat the average box by this much mean IoU to count as having learnt anything."""
+
+
+def run_verdict(model_val_iou: float, val_has_face: np.ndarray, val_boxes: np.ndarray, train_has_face: np.ndarray,
+                train_boxes: np.ndarray, validated_on_training: bool = False) -> dict:
+    """What the run's status records: the figures, and a warning per reason not to trust the model."""
+    val_faces = np.asarray(val_boxes, np.float64)[np.asarray(val_has_face) > 0.5]
+    train_faces = np.asarray(train_boxes, np.float64)[np.asarray(train_has_face) > 0.5]
+    mean_box = train_faces.mean(axis=0) if len(train_faces) else np.full(4, np.nan)
+    guess = float(iou(np.broadcast_to(mean_box, val_faces.shape), val_faces).mean()) if len(val_faces) else float("nan")
+    warnings = []
+    if validated_on_training:
+        warnings.append("there were no validation photos, so the model was measured on the photos it trained on: "
+                        "add photos (or split folders) to judge it")
+    elif len(val_has_face) < MIN_VALIDATION_PHOTOS:
+        warnings.append(f"only {len(val_has_face)} validation photos: too few to judge the model "
+                        f"(at least {MIN_VALIDATION_PHOTOS}; add photos)")
+    if np.isfinite(guess) and model_val_iou < guess + MARGIN:
+        warnings.append(f"no better than guessing: the model's validation mean IoU is {model_val_iou:.2f}, and "
+                        f"drawing the average box on every photo scores {guess:.2f}")
+    return {"val_photos": int(len(val_has_face)), "val_faces": int(len(val_faces)),
+            "model_val_iou": round(float(model_val_iou), 4),
+            "mean_box_val_iou": round(guess, 4) if np.isfinite(guess) else None, "warnings": warnings}

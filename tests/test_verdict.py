@@ -1,0 +1,38 @@
+"""The end-of-run verdict: better than guessing, on enough photos, or a plain warning."""
+
+import numpy as np
+
+from facetracker.verdict import MIN_VALIDATION_PHOTOS, run_verdict
+
+
+def photos(n, box=(0.3, 0.2, 0.7, 0.8), jitter=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    boxes = np.array([box] * n, float) + rng.normal(0, jitter, (n, 4))
+    return np.ones(n), boxes
+
+
+def test_a_model_that_beats_the_average_box_on_enough_photos_gets_no_warning():
+    val_has, val_boxes = photos(20, jitter=0.1, seed=1)
+    train_has, train_boxes = photos(60, jitter=0.1, seed=2)
+    verdict = run_verdict(0.85, val_has, val_boxes, train_has, train_boxes)
+    assert verdict["warnings"] == [] and verdict["val_photos"] == 20
+    assert 0.2 < verdict["mean_box_val_iou"] < 0.85
+
+
+def test_a_model_no_better_than_the_average_box_is_called_so():
+    val_has, val_boxes = photos(20, jitter=0.02, seed=1)  # faces always in the same place: guessing is easy
+    train_has, train_boxes = photos(60, jitter=0.02, seed=2)
+    verdict = run_verdict(0.70, val_has, val_boxes, train_has, train_boxes)
+    assert verdict["mean_box_val_iou"] > 0.8
+    assert any("no better than guessing" in w for w in verdict["warnings"])
+
+
+def test_too_few_or_no_validation_photos_are_said_plainly():
+    val_has, val_boxes = photos(MIN_VALIDATION_PHOTOS - 8, jitter=0.1)
+    train_has, train_boxes = photos(30, jitter=0.1, seed=3)
+    verdict = run_verdict(0.9, val_has, val_boxes, train_has, train_boxes)
+    assert any("only 2 validation photos" in w for w in verdict["warnings"])
+    verdict = run_verdict(0.9, train_has, train_boxes, train_has, train_boxes, validated_on_training=True)
+    assert any("no validation photos" in w for w in verdict["warnings"])
+    empty = run_verdict(0.0, np.zeros(12), np.zeros((12, 4)), train_has, train_boxes)  # no face to measure
+    assert empty["mean_box_val_iou"] is None and empty["val_faces"] == 0
