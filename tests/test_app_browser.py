@@ -159,7 +159,10 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
         t_finished = time.monotonic() - t_start
         final = read_caption(page, STEPS_CAPTION) or wait_for("the final counts", steps_logged, 10, page)
         assert final[0] >= 2 and final[1] == 1, f"charts show {final}"
-        assert page.get_by_test_id("stVegaLiteChart").count() >= 2, "loss and validation charts"
+        # A finished run reruns the whole page once (the run list and Start change): the charts are drawn
+        # again then, so they are counted once the page has settled.
+        bt.wait_for_app(page)
+        wait_for("the loss and validation charts", lambda: page.get_by_test_id("stVegaLiteChart").count() >= 2, 20, page)
         assert bt.page_exceptions(page) == []
         print(f"\n[app browser] training: first step on the chart {t_first_step:.0f} s after Start, finished "
               f"after {t_finished:.0f} s; chart counts seen {seen + [final]}")
