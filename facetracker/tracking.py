@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from facetracker.evaluate import iou
+
 PixelBox = tuple[int, int, int, int]
 
 
@@ -71,17 +73,7 @@ def _corners(centre_size: np.ndarray) -> np.ndarray:
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in `a` [N, 4] with every box in `b` [M, 4] (corner form)."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    return iou(np.asarray(a, np.float64)[:, None, :], np.asarray(b, np.float64)[None, :, :]).reshape(len(a), len(b))
 
 
 @dataclasses.dataclass
