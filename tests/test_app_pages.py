@@ -269,7 +269,8 @@ def test_a_zipped_dataset_is_unpacked_and_a_zip_slip_refused(faces, root):
 def test_augment_preview_follows_the_sliders_and_saves_the_config(faces):
     at = open_page("app_pages/augment.py")
     labels = {s.label for s in at.slider}
-    assert len(labels) == 15  # every AugmentConfig field, plus the number of samples
+    assert len(labels) == 19  # every AugmentConfig field, plus the number of samples
+    at.radio(key="aug_kind").set_value(at.radio(key="aug_kind").options[1]).run()  # as a one-face model trains
     assert len(at.image) == 1 + at.slider(key="aug_count").value
     # with nothing saved the sliders start from the preset the Train page offers first (no upside-down faces)
     assert at.slider(key="aug_vflip_p").value == 0.0 and at.slider(key="aug_crop_min_scale").value == 0.5
@@ -293,6 +294,25 @@ def test_augment_preview_follows_the_sliders_and_saves_the_config(faces):
     again.slider(key="aug_crop_min_scale").set_value(0.9)
     again.slider(key="aug_crop_max_scale").set_value(0.5).run()
     assert any("crop_min_scale" in e for e in texts(again, "error")) and not again.image
+
+
+def test_augment_preview_shows_mosaics_and_zoom_outs_with_every_face_boxed(faces):
+    at = open_page("app_pages/augment.py")
+    at.radio(key="aug_kind").set_value(at.radio(key="aug_kind").options[0])
+    at.slider(key="aug_zoom_out_p").set_value(0.0)
+    at.slider(key="aug_crop_p").set_value(0.0)
+    at.slider(key="aug_mosaic_max").set_value(2)
+    at.slider(key="aug_mosaic_p").set_value(1.0).run()
+    assert_no_exception(at)
+    captions = [c for img in at.image for c in img.captions]
+    counts = [int(c.split("· ")[1].split()[0]) for c in captions if c.startswith("sample ")]
+    # 2x2 mosaics of photos with one face each (or none): several faces in most samples, all kept
+    assert counts and max(counts) >= 2, counts
+    at.slider(key="aug_mosaic_p").set_value(0.0)
+    at.slider(key="aug_zoom_out_p").set_value(1.0).run()
+    assert_no_exception(at)
+    before = [img.value for img in at.image]
+    assert len(before) == 1 + at.slider(key="aug_count").value
 
 
 # ----------------------------------------------------------------------------------------------
