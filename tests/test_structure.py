@@ -45,7 +45,8 @@ def test_pages_do_not_import_the_model_or_the_training_loop(page):
     assert forbidden_imports((REPO / "app_pages" / page).read_text(encoding="utf-8")) == []
 
 
-@pytest.mark.parametrize("module", ["facetracker.cli", "facetracker.config", "facetracker.catalog"])
+@pytest.mark.parametrize("module", ["facetracker.cli", "facetracker.config", "facetracker.catalog",
+                                    "facetracker.recording"])
 def test_light_modules_do_not_load_tensorflow(module):
     code = (f"import sys, {module}\n"
             + ("facetracker.cli.build_parser()\n" if module == "facetracker.cli" else "")
