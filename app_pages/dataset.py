@@ -173,6 +173,10 @@ class State:
     """The image of the last single photo the page has taken in (offered for correction)."""
 
 
+CAMERA = {"video": {"frameRate": {"ideal": 15, "max": 15}}, "audio": False}
+"""A few photos a second need no more frames than this; half the usual 30 keeps the browser's encoder
+from shrinking the video when the computer is busy (at 30 frames/s on a loaded machine it sent
+480x360 instead of the camera's 640x480)."""
 POLL_S = 0.5
 """While recording, the panel (a fragment) reads the recorder this often: the countdown in whole seconds."""
 PHASE_HELP = {
@@ -251,6 +255,10 @@ def recording_summary(status: RecorderStatus) -> None:
         st.caption(f"saved: {status.saved} · with your face: {status.face_photos} ({status.labelled} pre-labelled) "
                    f"· without: {status.no_face_photos} · dropped: {status.dropped} "
                    f"(black: {status.dropped_black}, frozen: {status.dropped_frozen})")
+    if len(status.sizes) > 1:
+        sizes = " and ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(status.sizes.items(), reverse=True))
+        st.warning(f"The browser sent a smaller video for part of the recording (it does when the computer or the "
+                   f"network is busy): photos at {sizes}. Boxes are kept relative to each photo's size.")
     if status.busy and status.seconds_since_frame is not None and status.seconds_since_frame > 2:
         st.warning(f"No frame from the camera for {status.seconds_since_frame:.0f} s: is the video still playing?")
     if status.phase is Phase.DONE and status.recording:
@@ -373,9 +381,8 @@ def record_section(folder: Path) -> None:
     if warning:
         st.warning(warning)
     webrtc_streamer(key=State.WEBCAM, mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
-                    media_stream_constraints={"video": True, "audio": False},
-                    video_frame_callback=frame_callback(recorder), on_video_ended=recorder.stream_ended,
-                    async_processing=True)
+                    media_stream_constraints=CAMERA, video_frame_callback=frame_callback(recorder),
+                    on_video_ended=recorder.stream_ended, async_processing=True)
     st.caption("The camera stays off until you press START and allow it. Then press Record.")
     recording_panel(folder, recorder, plan)
     message = st.session_state.pop("capture_message", None)

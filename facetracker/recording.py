@@ -134,6 +134,9 @@ class RecorderStatus:
     """The last single photo saved."""
     recording: int
     """Counts up with each recording started: the page tells a finished recording from the last one."""
+    sizes: dict[tuple[int, int], int] = dataclasses.field(default_factory=dict)
+    """(width, height) -> photos of this recording saved at that size: the camera's own, unless the
+    browser shrank the video (it does when the computer or the network is busy)."""
 
     @property
     def saved(self) -> int:
@@ -198,6 +201,7 @@ class Recorder:
         self._recording = 0
         self._stopped_early: str | None = None
         self._counts = self._zero_counts()
+        self._sizes: dict[tuple[int, int], int] = {}
         self._errors = 0
         self._last_error: str | None = None
 
@@ -228,6 +232,7 @@ class Recorder:
             self._recording += 1
             self._stopped_early = None
             self._counts = self._zero_counts()
+            self._sizes = {}
             self._errors, self._last_error = 0, None
 
     def stop(self, reason: str = "stopped by hand") -> None:
@@ -268,7 +273,7 @@ class Recorder:
                                   seconds_since_frame=None if self._last_frame_at is None
                                   else now - self._last_frame_at,
                                   stopped_early=self._stopped_early, single_pending=self._single_target is not None,
-                                  single=self._single, recording=self._recording)
+                                  single=self._single, recording=self._recording, sizes=dict(self._sizes))
 
     # ------------------------------------------------------------------------------------------
     # The frame callback's side
@@ -330,6 +335,10 @@ class Recorder:
         else:
             self._save(target, frame_bgr, None, name)
             self._count(recording, "no_face_photos", "faces_in_no_face" if boxes else None)
+        with self._lock:
+            if recording == self._recording:
+                size = (frame_bgr.shape[1], frame_bgr.shape[0])
+                self._sizes[size] = self._sizes.get(size, 0) + 1
 
     def _take_single(self, frame_bgr: np.ndarray, target: _Target) -> None:
         problem, _ = frame_problem(frame_bgr, None)

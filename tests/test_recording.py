@@ -89,6 +89,7 @@ def test_a_recording_keeps_good_frames_drops_black_and_frozen_ones_and_labels_th
     assert status.phase is Phase.DONE and not status.busy and status.stopped_early is None
     assert (status.face_photos, status.labelled, status.no_face_photos, status.faces_in_no_face) == (2, 2, 2, 1)
     assert (status.dropped_black, status.dropped_frozen, status.errors) == (1, 1, 0), status.last_error
+    assert status.sizes == {(1280, 720): 4}
 
     images = sorted((dataset / "images").glob("*.jpg"))
     labels = sorted((dataset / "labels").glob("*.json"))
