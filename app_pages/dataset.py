@@ -273,6 +273,8 @@ def recording_summary(status: RecorderStatus) -> None:
     if status.faces_in_no_face:
         st.warning(f"A face was seen in {status.faces_in_no_face} frame(s) of the step-out phase. They are saved "
                    "as no-face photos: look at them under \"no face\" above and delete any that shows a face.")
+    if status.single_note:
+        st.warning(status.single_note)
     if status.errors:
         st.error(f"{status.errors} photo(s) could not be saved or pre-labelled. Last error: "
                  f"{ui.shown_text(str(status.last_error))}")

@@ -132,6 +132,8 @@ class RecorderStatus:
     """A single photo was asked for and no good frame has come yet."""
     single: capture.Capture | None
     """The last single photo saved."""
+    single_note: str | None
+    """Why the last single photo asked for was not taken."""
     recording: int
     """Counts up with each recording started: the page tells a finished recording from the last one."""
     sizes: dict[tuple[int, int], int] = dataclasses.field(default_factory=dict)
@@ -196,6 +198,7 @@ class Recorder:
         self._previous_small: np.ndarray | None = None
         self._single_target: _Target | None = None
         self._single: capture.Capture | None = None
+        self._single_note: str | None = None
         self._last_frame_at: float | None = None
         self._frames = 0
         self._recording = 0
@@ -252,6 +255,7 @@ class Recorder:
                 raise CannotRecord("A recording is running: its photos are being saved; stop it first.")
             self._require_frames()
             self._single_target = _Target(Path(folder), prelabel, source)
+            self._single_note = None
 
     def stream_ended(self) -> None:
         """The camera stopped (the webcam component's `on_video_ended`): a running recording ends
@@ -262,7 +266,7 @@ class Recorder:
                 self._end(f"the camera stopped during the {phase.value} phase")
             if self._single_target is not None:
                 self._single_target = None
-                self._stopped_early = "the camera stopped before a single photo was taken"
+                self._single_note = "The camera stopped before the photo could be taken; press START and try again."
 
     def status(self) -> RecorderStatus:
         with self._lock:
@@ -273,7 +277,8 @@ class Recorder:
                                   seconds_since_frame=None if self._last_frame_at is None
                                   else now - self._last_frame_at,
                                   stopped_early=self._stopped_early, single_pending=self._single_target is not None,
-                                  single=self._single, recording=self._recording, sizes=dict(self._sizes))
+                                  single=self._single, single_note=self._single_note, recording=self._recording,
+                                  sizes=dict(self._sizes))
 
     # ------------------------------------------------------------------------------------------
     # The frame callback's side

@@ -4,7 +4,6 @@ on real webcam frames (webcam-tutorial) and synthetic black and repeated ones.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -157,6 +156,10 @@ def test_one_photo_is_the_next_frame_that_is_not_black(tmp_path, frames, prelabe
     assert not status.single_pending and status.single is not None and status.single.box is not None
     assert (status.single.width, status.single.height) == (640, 360)
     assert json.loads(status.single.label.read_text())["shapes"][0]["description"] == "pre-label: YuNet"
+    recorder.take_one(tmp_path / "faces", prelabel)
+    recorder.stream_ended()
+    status = recorder.status()
+    assert not status.single_pending and "The camera stopped before the photo" in status.single_note
 
 
 def test_a_folder_that_cannot_be_written_is_reported_not_raised(tmp_path, frames, prelabel):
