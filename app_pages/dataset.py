@@ -174,9 +174,9 @@ class State:
 
 
 CAMERA = {"video": {"frameRate": {"ideal": 15, "max": 15}}, "audio": False}
-"""A few photos a second need no more frames than this; half the usual 30 keeps the browser's encoder
-from shrinking the video when the computer is busy (at 30 frames/s on a loaded machine it sent
-480x360 instead of the camera's 640x480)."""
+"""A few photos a second need no more frames than this, and fewer frames leave the browser's encoder
+room: on a busy 2-core machine a fake camera at 30 frames/s had the browser shrink the video it sent
+from 640x480 to 480x360 after the first photos, while at 15 frames/s it kept 640x480."""
 POLL_S = 0.5
 """While recording, the panel (a fragment) reads the recorder this often: the countdown in whole seconds."""
 PHASE_HELP = {
