@@ -4,6 +4,7 @@ leave on disk the photos the page counts, at the camera's size, labelled in the 
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import re
 import time
@@ -94,7 +95,7 @@ def test_a_recording_made_by_clicks_saves_what_the_page_counts(tmp_path: Path, w
     face_images = [p for p in images if "-face-" in p.name]
     sizes = [cv2.imread(str(p)).shape[:2] for p in images]
     print(f"\n[record browser] page: {caption}; on disk {len(images)} photos, {len(labels)} labels; "
-          f"sizes (height, width) in order {sizes}; {time.monotonic() - t0:.0f} s in all")
+          f"(height, width): photos {dict(collections.Counter(sizes))}; {time.monotonic() - t0:.0f} s in all")
     # Each phase takes a photo every 0.5 s of its length; the first frames after START may be dropped.
     assert face + dropped >= FACE_S * PHOTOS_PER_S - 1 and face <= FACE_S * PHOTOS_PER_S
     assert no_face >= NO_FACE_S * PHOTOS_PER_S - 1 and no_face <= NO_FACE_S * PHOTOS_PER_S
