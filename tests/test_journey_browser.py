@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -50,6 +51,9 @@ even the one taken early after a stall of the stream, so none is dropped as froz
 FACE_S, STEP_OUT_S, NO_FACE_S, COUNTDOWN_S, PHOTOS_PER_S = 20, 3, 5, 3, 2
 """The Dataset page's recording plan as it is offered (nothing is typed into it)."""
 EPOCHS = 8
+NO_FACE_STRETCH_S = 9.0
+"""The 5 s out of view, the half of the step-out countdown after the video's turn, and 2 s for a
+Record acting later than aimed."""
 SERVER_LAG_S = 0.5
 """From a frame seen in the browser to Record acting on the server: the video coming back lags the
 camera, and the click goes through the server's script run."""
@@ -118,12 +122,14 @@ def camera_video(folder: Path, webcam: Path) -> CameraVideo:
     when YuNet, which pre-labels the recording and is the reference below, finds the face in it, and
     the recorder would not drop it as black).
     No-face stretch: the unlabelled frames that are neither black nor show YuNet a face, as they are
-    and mirrored, twice over: long enough for the 5 s out of view with room for a late start.
+    and mirrored, over and over for NO_FACE_STRETCH_S.
     """
     from facetracker.detect import YUNET, reference_detector
     from facetracker.recording import frame_problem
 
-    live, full = reference_detector(YUNET), reference_detector(YUNET, max_side=None)
+    # YuNet as the recorder runs it, and as the reference below; with room on either side of the
+    # recorder's 0.6, since the browser's video encoding moves the scores a little.
+    live, full = reference_detector(YUNET, threshold=0.4), reference_detector(YUNET, threshold=0.4, max_side=None)
     labelled, unlabelled = [], []
     for path in sorted(webcam.glob("*/images/*.jpg")):
         image = cv2.imread(str(path))
@@ -133,16 +139,17 @@ def camera_video(folder: Path, webcam: Path) -> CameraVideo:
         (labelled if has_label else unlabelled).append(bt._letterbox(image))
     faces = [variant(frame) for variant in (zoomed, lambda f: f, lambda f: cv2.flip(f, 1)) for frame in labelled]
     faces = [f for f in faces if frame_problem(f, None)[0] is None  # a few are too dark to keep
-             and len(full.detect(f).faces) == 1 and live.detect(f).faces]
+             and len(full.detect(f).faces) == 1 and live.detect(f).probability >= 0.8]
     no_faces = [variant(frame) for variant in (lambda f: f, lambda f: cv2.flip(f, 1)) for frame in unlabelled]
     no_faces = [f for f in no_faces if frame_problem(f, None)[0] is None
                 and not live.detect(f).faces and not full.detect(f).faces]
-    if len(faces) < 150 or len(no_faces) < 15:
+    if len(faces) < 150 or len(no_faces) < 10:
         bt.skip_or_fail(f"webcam-tutorial gave {len(faces)} face and {len(no_faces)} no-face frames, "
-                        f"fewer than 150 and 15 ({webcam})")
-    path = bt.write_y4m(folder / "camera.y4m", faces + no_faces + no_faces, fps=FPS, repeat=HOLD)
+                        f"fewer than 150 and 10 ({webcam})")
+    passes = math.ceil(NO_FACE_STRETCH_S / (len(no_faces) * HOLD / FPS))
+    path = bt.write_y4m(folder / "camera.y4m", faces + no_faces * passes, fps=FPS, repeat=HOLD)
     face_s = len(faces) * HOLD / FPS
-    return CameraVideo(path, faces, no_faces, face_s, face_s + 2 * len(no_faces) * HOLD / FPS,
+    return CameraVideo(path, faces, no_faces, face_s, face_s + passes * len(no_faces) * HOLD / FPS,
                        np.stack([thumb(f) for f in faces + no_faces]))
 
 
