@@ -348,7 +348,7 @@ def test_from_a_webcam_to_a_face_tracker_by_clicks(tmp_path: Path, webcam, keras
         shown = bt.webrtc_frame(page).locator("video").first
         wait_for("the camera's full size", lambda: shown.evaluate("v => v.videoWidth") >= bt.FRAME_W, 30, page, 200)
         bt.wait_for_app(page)
-        mark = lap("new dataset and camera on", mark)
+        mark = lap("new dataset and camera", mark)
         record = page.get_by_role("button", name="Record", exact=True)
         waited, aim = record_at_the_right_moment(page, video, record)
         try:
@@ -386,18 +386,17 @@ def test_from_a_webcam_to_a_face_tracker_by_clicks(tmp_path: Path, webcam, keras
             field.fill(str(EPOCHS))
             field.press("Enter")
             bt.wait_for_app(page)
-        t_train = time.monotonic()
+        mark = lap("train page and preset", mark)
         click_and_expect(page, page.get_by_role("button", name="Start training"),
                          page.get_by_text("is training now"), "Start training", 60)
         page.get_by_text("Finished").first.wait_for(timeout=600_000)
-        times["train"] = time.monotonic() - t_train
+        mark = lap("train", mark)
         bt.wait_for_app(page)
         assert bt.page_exceptions(page) == []
         (run_dir,) = [p for p in (root / "runs").iterdir() if p.is_dir()]
         status = json.loads((run_dir / "status.json").read_text())
         assert status.get("state") == "finished", status
         assert (run_dir / "model.keras").is_file()
-        mark = lap("train (and the page)", mark)
         config = json.loads((run_dir / "config.json").read_text())
         notes.append(f"train: preset {config.get('preset')!r}, {status.get('epoch')} epochs on {status.get('n_train')} "
                      f"photos ({status.get('n_val')} for validation)")
