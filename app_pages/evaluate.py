@@ -10,7 +10,7 @@ import streamlit as st
 
 from facetracker import data as data_lib
 from facetracker import runs, workspace
-from facetracker.evaluate import Evaluation, evaluate, evaluate_faces
+from facetracker.evaluate import Evaluation, FaceEvaluation, evaluate, evaluate_every_face
 from facetracker.face_metrics import SIZE_BINS
 from app_pages import ui
 
@@ -66,7 +66,7 @@ def follow_the_models_dataset(run: workspace.RunSummary) -> None:
 
 
 def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
-                   threshold: float) -> tuple[Evaluation, dict] | None:
+                   threshold: float) -> tuple[Evaluation, FaceEvaluation] | None:
     """The per-photo evaluation and the per-face figures, after the Evaluate button (kept for reruns)."""
     model = run.path / runs.MODEL
     key = (str(run.path), model.stat().st_mtime_ns, str(folder), ui.folder_signature(folder), split, threshold)
@@ -80,9 +80,9 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
         result = evaluate(run.path, folder, split=split, threshold=threshold, root=ui.data_root(),
                           progress=lambda done, total: bar.progress(done / max(total, 1),
                                                                     text=f"image {done} of {total}"))
-        faces, _ = evaluate_faces(run.path, folder, split=split, threshold=threshold, root=ui.data_root(),
-                                  progress=lambda done, total: bar.progress(
-                                      done / max(total, 1), text=f"every face: image {done} of {total}"))
+        faces = evaluate_every_face(run.path, folder, split=split, threshold=threshold, root=ui.data_root(),
+                                    progress=lambda done, total: bar.progress(
+                                        done / max(total, 1), text=f"every face: image {done} of {total}"))
     except (data_lib.DatasetError, ValueError, OSError, RuntimeError) as error:
         bar.empty()
         st.error(ui.readable(error))
@@ -117,6 +117,37 @@ def face_row(faces: dict) -> None:
              if faces.get(f"n_{name}")]
     st.caption(f"{faces['n_faces']} labelled faces in {faces['n_photos']} photos. Found by face width: "
                + ", ".join(sizes) + " (tiny < 16 px, small < 32, medium < 96, large).")
+
+
+def missed_faces(faces: FaceEvaluation) -> None:
+    """The photos where labelled faces were not found, most missed first, each face and box drawn."""
+    from facetracker.face_metrics import match
+
+    missed = []
+    for sample, photo in zip(faces.samples, faces.photos):
+        confident = photo.scores >= faces.threshold
+        found = match(type(photo)(photo.boxes[confident], photo.scores[confident], photo.truth))[1] >= 0.5
+        if (~found).any():
+            missed.append((int((~found).sum()), sample, photo, confident))
+    if not missed:
+        st.caption("Every labelled face was found." if faces.photos else "")
+        return
+    missed.sort(key=lambda item: -item[0])
+    with st.expander(f"Photos with missed faces ({len(missed)} of {len(faces.photos)})"):
+        st.caption("Green: the labelled faces. Red: the model's boxes at the threshold, with their probability.")
+        images, captions = [], []
+        for count, sample, photo, confident in missed[:GRID]:
+            try:  # the photo as it was scored (at most 640 px a side), where the boxes are
+                drawn = data_lib.sample_pixels(sample, max_side=640)
+            except (ValueError, OSError):
+                continue
+            for box in photo.truth:
+                drawn = ui.draw_box(drawn, tuple(box), normalised=False)
+            for box, score in zip(photo.boxes[confident], photo.scores[confident]):
+                drawn = ui.draw_box(drawn, tuple(box), ui.PREDICTED_COLOUR, f"{score:.2f}", normalised=False)
+            images.append(drawn)
+            captions.append(f"{sample.name} · {count} of {len(photo.truth)} missed")
+        ui.image_grid(images, captions)
 
 
 def iou_histogram(result: Evaluation) -> None:
@@ -193,7 +224,8 @@ def main() -> None:
     result, faces = evaluated
     metric_row(result.metrics)
     st.subheader("Every face")
-    face_row(faces)
+    face_row(faces.metrics)
+    missed_faces(faces)
     ui.skipped_files(result.skipped)
     st.subheader("IoU of the predicted boxes")
     iou_histogram(result)

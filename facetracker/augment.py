@@ -144,36 +144,43 @@ def _resized(image: np.ndarray, side: int) -> np.ndarray:
 def make_scene(rng: np.random.Generator, config: AugmentConfig, images: np.ndarray, faces: list[np.ndarray],
                index: int, backgrounds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The picture one training sample starts from, before `augment_faces`: photo `index` as it is,
-    or (with `mosaic_p`) a grid of k x k photos, it and others drawn at random, or (with
-    `zoom_out_p`) it shrunk onto a larger canvas. `images` are squares [N, S, S, 3]; `faces[i]`
-    holds photo i's boxes in 0..1; `backgrounds` are indices of no-face photos for canvases.
-    Returns the square picture and its boxes in 0..1, every face kept."""
+    or (with `mosaic_p`) a grid of k x k photos, it and others drawn at random; then (with
+    `zoom_out_p`) that shrunk onto a larger canvas. A mosaic shrinks by at most `zoom_out_max / k`
+    more, so no face ends smaller than a plain photo zoomed out the most. `images` are squares
+    [N, S, S, 3]; `faces[i]` holds photo i's boxes in 0..1; `backgrounds` are indices of no-face
+    photos for canvases. Returns the square picture and its boxes in 0..1, every face kept.
+
+    Why both together: a 2x2 to 4x4 mosaic alone puts faces at a half to a quarter of their size,
+    a zoom-out alone puts one face per sample at the smaller sizes; together they give many
+    faces at the sizes of a room seen by a webcam (10-25 px of a 320 px input), where a model
+    trained on either alone drew its boxes too large."""
     side = images.shape[1]
+    scene, boxes, grid = images[index], np.asarray(faces[index], np.float64).reshape(-1, 4), 1
     if config.mosaic_p and rng.random() < config.mosaic_p:
-        k = int(rng.integers(2, config.mosaic_max + 1))
-        cell = side // k
-        picked = [index, *rng.integers(0, len(images), k * k - 1)]
+        grid = int(rng.integers(2, config.mosaic_max + 1))
+        cell = side // grid
+        picked = [index, *rng.integers(0, len(images), grid * grid - 1)]
         rng.shuffle(picked)
         scene = np.empty((side, side, 3), np.uint8)
         scene[:] = images[index].mean(axis=(0, 1)).astype(np.uint8)
-        boxes = []
+        placed = []
         for position, photo in enumerate(picked):
-            row, col = divmod(position, k)
+            row, col = divmod(position, grid)
             scene[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = _resized(images[photo], cell)
             offset = np.array([col, row, col, row], np.float64) * cell
-            boxes.append((np.asarray(faces[photo], np.float64).reshape(-1, 4) * cell + offset) / side)
-        return scene, np.concatenate(boxes)
-    boxes = np.asarray(faces[index], np.float64).reshape(-1, 4)
-    if config.zoom_out_p and config.zoom_out_max > 1 and rng.random() < config.zoom_out_p:
+            placed.append((np.asarray(faces[photo], np.float64).reshape(-1, 4) * cell + offset) / side)
+        boxes = np.concatenate(placed)
+    most = config.zoom_out_max / grid
+    if config.zoom_out_p and most > 1 and rng.random() < config.zoom_out_p:
         # Log-uniform: each halving of the face's size is drawn as often.
-        shrink = float(np.exp(rng.uniform(0.0, np.log(config.zoom_out_max))))
+        shrink = float(np.exp(rng.uniform(0.0, np.log(most))))
         small = max(8, int(side / shrink))
         if backgrounds is not None and len(backgrounds):
-            scene = images[int(rng.choice(backgrounds))].copy()
+            canvas = images[int(rng.choice(backgrounds))].copy()
         else:
-            scene = np.empty((side, side, 3), np.uint8)
-            scene[:] = images[index].mean(axis=(0, 1)).astype(np.uint8)
+            canvas = np.empty((side, side, 3), np.uint8)
+            canvas[:] = images[index].mean(axis=(0, 1)).astype(np.uint8)
         left, top = (int(v) for v in rng.integers(0, side - small + 1, 2))
-        scene[top:top + small, left:left + small] = _resized(images[index], small)
-        return scene, (boxes * small + [left, top, left, top]) / side
-    return images[index], boxes
+        canvas[top:top + small, left:left + small] = _resized(scene, small)
+        return canvas, (boxes * small + [left, top, left, top]) / side
+    return scene, boxes

@@ -156,12 +156,32 @@ DENSE_SCORE_FLOOR = 0.05
 """Likewise for a dense model's cells."""
 
 
+@dataclasses.dataclass
+class FaceEvaluation:
+    metrics: dict[str, float]
+    """See `facetracker.face_metrics`."""
+    samples: list[data_lib.Sample]
+    photos: list
+    """The `face_metrics.PhotoResult` of each sample: its boxes, scores and labelled faces in pixels."""
+    skipped: list[data_lib.Skipped]
+    threshold: float
+    """The threshold recall and precision were counted at."""
+
+
 def evaluate_faces(model: str | Path, data: str | Path, split: str | None = None, threshold: float | None = None,
                    progress: Callable[[int, int], None] | None = None, root: str | Path | None = None,
                    far: bool = False) -> tuple[dict[str, float], list[data_lib.Skipped]]:
     """Per-face metrics (see `facetracker.face_metrics`) of a model file, run folder or reference
     detector key (`yunet`, `haar`) on a dataset folder: every box it gives against every labelled face.
     `far`: each photo shrunk onto a larger canvas first (`face_metrics.far_away`)."""
+    result = evaluate_every_face(model, data, split, threshold, progress, root, far)
+    return result.metrics, result.skipped
+
+
+def evaluate_every_face(model: str | Path, data: str | Path, split: str | None = None, threshold: float | None = None,
+                        progress: Callable[[int, int], None] | None = None, root: str | Path | None = None,
+                        far: bool = False) -> FaceEvaluation:
+    """As `evaluate_faces`, with each photo's boxes and faces kept (to show the faces missed)."""
     from facetracker.detect import REFERENCE_LABELS, SINGLE_BOX_THRESHOLD, Detector, default_threshold, load_runtime
     from facetracker.detect import reference_detector
     from facetracker.face_metrics import score_detector
@@ -176,8 +196,10 @@ def evaluate_faces(model: str | Path, data: str | Path, split: str | None = None
         detector = Detector(runtime, threshold=DENSE_SCORE_FLOOR if runtime.dense else 0.0)
         threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
-    metrics, _, skipped = score_detector(detector.detect, samples, threshold, progress=progress, far=far)
-    return metrics, dataset.skipped + skipped
+    metrics, photos, skipped = score_detector(detector.detect, samples, threshold, progress=progress, far=far)
+    by_image = {sample.image: sample for sample in samples}
+    kept = [by_image[photo.image] for photo in photos]
+    return FaceEvaluation(metrics, kept, photos, dataset.skipped + skipped, threshold)
 
 
 def _chosen_samples(model: str | Path, data: str | Path, split: str | None, root: str | Path | None):

@@ -42,11 +42,13 @@ class PhotoResult:
     """Their scores [N]."""
     truth: np.ndarray
     """Labelled faces [M, 4]."""
+    image: str = ""
+    """The photo's file, when known."""
 
     @classmethod
-    def of(cls, boxes: Sequence, scores: Sequence, truth: Sequence) -> "PhotoResult":
+    def of(cls, boxes: Sequence, scores: Sequence, truth: Sequence, image: str = "") -> "PhotoResult":
         return cls(np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1),
-                   np.asarray(truth, np.float64).reshape(-1, 4))
+                   np.asarray(truth, np.float64).reshape(-1, 4), image)
 
 
 def match(photo: PhotoResult, iou_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
@@ -70,7 +72,7 @@ def match(photo: PhotoResult, iou_threshold: float = 0.5) -> tuple[np.ndarray, n
 
 def _confident(photo: PhotoResult, threshold: float) -> PhotoResult:
     keep = photo.scores >= threshold
-    return PhotoResult(photo.boxes[keep], photo.scores[keep], photo.truth)
+    return PhotoResult(photo.boxes[keep], photo.scores[keep], photo.truth, photo.image)
 
 
 def score_photos(photos: Iterable[PhotoResult], threshold: float = 0.5) -> dict[str, float]:
@@ -149,7 +151,8 @@ def score_detector(detect: Callable[[np.ndarray], "object"], samples: list[data_
         if far:
             rgb, truth = far_away(rgb, np.array(truth), rng)
         detection = detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        photos.append(PhotoResult.of([f.box for f in detection.faces], [f.score for f in detection.faces], truth))
+        photos.append(PhotoResult.of([f.box for f in detection.faces], [f.score for f in detection.faces], truth,
+                                     sample.image))
         if progress:
             progress(index + 1, len(samples))
     return score_photos(photos, threshold), photos, skipped

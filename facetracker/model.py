@@ -241,8 +241,10 @@ def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, 
 
 
 def _tap(backbone: keras.Model, stride: int, size: int, preferred: str) -> keras.KerasTensor:
-    """The backbone's feature map at `stride`: the named layer when the backbone has it (for
-    MobileNetV2, the last residual sum of that resolution), else the last layer at that stride."""
+    """The backbone's feature map at `stride`: the named layer when the backbone has it, else the
+    last layer at that stride. For MobileNetV2 at stride 8 that is block 6's expansion (96 channels
+    at alpha 0.5, computed anyway) rather than block 5's 16-channel output, which carries too little
+    for faces of 10-25 px; at strides 16 and 32 the last residual sums."""
     names = {layer.name: layer for layer in backbone.layers}
     if preferred in names:
         return names[preferred].output
@@ -287,7 +289,7 @@ def build_dense_network(backbone: str = "mobilenetv2-0.5", weights: str | None =
     a millisecond on a CPU.
     """
     base = build_backbone(backbone, weights, size)
-    taps = [_tap(base, 8, size, "block_5_add"), _tap(base, 16, size, "block_12_add"),
+    taps = [_tap(base, 8, size, "block_6_expand_relu"), _tap(base, 16, size, "block_12_add"),
             _tap(base, 32, size, "block_15_add")]
     features_net = keras.Model(base.input, taps, name=base.name)
     images = keras.Input((size, size, 3), name="image")

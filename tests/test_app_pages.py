@@ -614,6 +614,32 @@ def test_evaluate_shows_metrics_histogram_and_worst_and_best(tiny_run):
     assert at.get("vega_lite_chart"), "the IoU histogram"
     captions = [c for img in at.image for c in img.captions]
     assert sum("IoU" in c for c in captions) == 16  # 8 worst and 8 best
+    # an untrained model misses faces: the photos where it did are shown, most missed first
+    assert any(e.label.startswith("Photos with missed faces (") for e in at.expander)
+    assert any(c.endswith("of 1 missed") for c in captions)
+
+
+def test_evaluate_and_detect_take_a_model_that_finds_every_face(faces, root):
+    """A dense model (untrained) is evaluated per photo and per face; its threshold starts at its kind's."""
+    from facetracker.config import config_for
+    from facetracker.dense import DEFAULT_THRESHOLD
+    from facetracker.model import build_model
+
+    run_dir = write_run(root / "runs", "dense", faces, state="finished", steps=2, epochs_done=1)
+    config = config_for(str(faces), "multi", backbone="mobilenet-0.25", weights="none", epochs=3, image_size=128,
+                        cache_size=128)
+    runs.write_json(run_dir / runs.CONFIG, config.to_dict())
+    build_model("mobilenet-0.25", "none", head="dense", size=128).save(run_dir / runs.MODEL)
+    at = open_page("app_pages/evaluate.py")
+    assert at.slider[[s.label for s in at.slider].index("Threshold")].value == DEFAULT_THRESHOLD
+    at.selectbox(key="eval_split_faces").set_value("all images").run()
+    at.button[[b.label for b in at.button].index("Evaluate")].click().run()
+    assert_no_exception(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert all(v == "–" or 0.0 <= float(v) <= 1.0 for v in metrics.values()) and "Faces found" in metrics
+    detect_page = open_page("app_pages/detect.py")
+    assert detect_page.slider[0].value == DEFAULT_THRESHOLD
+    assert any("on 128 px input" in c for c in texts(detect_page, "caption"))
 
 
 def test_a_failed_run_is_not_offered_first_and_a_model_brings_its_dataset(tiny_run, faces, root):

@@ -65,7 +65,7 @@ def _face_patch(image: np.ndarray, box, side: int = 24) -> np.ndarray:
     return cv2.resize(image[y0:y1, x0:x1], (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
-@pytest.mark.parametrize("kind", ["mosaic", "zoom_out"])
+@pytest.mark.parametrize("kind", ["mosaic", "zoom_out", "mosaic_zoomed_out"])
 def test_scene_boxes_follow_real_faces(helen, kind):
     """Mosaics and zoom-outs of a real photo: every box still frames that face."""
     sample = next(s for s in data.load_dataset(helen, check_pixels=False).samples if s.has_face)
@@ -73,8 +73,9 @@ def test_scene_boxes_follow_real_faces(helen, kind):
     square, placed = letterbox(pixels, 320)
     faces = [placed.to_input(np.array(sample.faces))]
     reference = _face_patch(square, faces[0][0])
-    config = AugmentConfig(mosaic_p=1.0 if kind == "mosaic" else 0.0, zoom_out_p=1.0 if kind == "zoom_out" else 0.0,
-                           zoom_out_max=4.0, mosaic_max=4)
+    config = AugmentConfig(mosaic_p=1.0 if kind.startswith("mosaic") else 0.0,
+                           zoom_out_p=1.0 if kind.endswith("zoom_out") or kind.endswith("zoomed_out") else 0.0,
+                           zoom_out_max=4.0 if kind != "mosaic_zoomed_out" else 8.0, mosaic_max=4)
     rng = np.random.default_rng(3)
     images = np.stack([square] * 3)
     backgrounds = np.array([], np.int64)
@@ -89,6 +90,8 @@ def test_scene_boxes_follow_real_faces(helen, kind):
         shrinks.append((faces[0][0][2] - faces[0][0][0]) / (boxes[0][2] - boxes[0][0]))
     if kind == "mosaic":
         assert set(np.round(shrinks).astype(int)) <= {2, 3, 4} and len(boxes) in (4, 9, 16)
+    elif kind == "mosaic_zoomed_out":  # a mosaic shrinks at most zoom_out_max / k more: never below 1/8
+        assert all(2 - 1e-6 <= s <= 8.01 for s in shrinks) and max(shrinks) > 4.2
     else:
         assert all(1 <= s <= 4.01 for s in shrinks) and max(shrinks) > 1.3
 
