@@ -58,8 +58,7 @@ GROUPS = {"Crop": ["crop_p", "crop_min_scale", "crop_max_scale", "min_visibility
           "Small faces and crowds": ["zoom_out_p", "zoom_out_max", "mosaic_p", "mosaic_max"]}
 DENSE_PRESET = "multi"
 DENSE = PRESETS[DENSE_PRESET]
-SCENE_PHOTOS = 15
-"""Other photos of the dataset drawn into the preview's mosaics and canvases."""
+SCENE_PHOTOS = 15  # other photos of the dataset drawn into the preview's mosaics and canvases
 
 
 def saved_config(folder) -> tuple[AugmentConfig, str | None]:

@@ -173,12 +173,13 @@ class State:
     """The image of the last single photo the page has taken in (offered for correction)."""
 
 
+# (Comments, not strings, at the top level of a page: Streamlit writes a bare string there onto the page.)
+# A few photos a second need no more frames than this, and fewer frames leave the browser's encoder
+# room: on a busy 2-core machine a fake camera at 30 frames/s had the browser shrink the video it sent
+# from 640x480 to 480x360 after the first photos, while at 15 frames/s it kept 640x480.
 CAMERA = {"video": {"frameRate": {"ideal": 15, "max": 15}}, "audio": False}
-"""A few photos a second need no more frames than this, and fewer frames leave the browser's encoder
-room: on a busy 2-core machine a fake camera at 30 frames/s had the browser shrink the video it sent
-from 640x480 to 480x360 after the first photos, while at 15 frames/s it kept 640x480."""
+# While recording, the panel (a fragment) reads the recorder this often: the countdown in whole seconds.
 POLL_S = 0.5
-"""While recording, the panel (a fragment) reads the recorder this often: the countdown in whole seconds."""
 PHASE_HELP = {
     Phase.COUNTDOWN: "Get ready: look at the camera. Recording starts in {s} s.",
     Phase.FACE: "Recording your face: {s} s left. Turn your head a little, come closer and lean back: "

@@ -46,6 +46,19 @@ def test_pages_do_not_import_the_model_or_the_training_loop(page):
     assert forbidden_imports((REPO / "app_pages" / page).read_text(encoding="utf-8")) == []
 
 
+@pytest.mark.parametrize("page", ["streamlit_app.py", *sorted(f"app_pages/{p.name}" for p in (REPO / "app_pages").glob("*.py")
+                                                                 if p.name != "ui.py")])
+def test_pages_write_nothing_by_streamlit_magic(page):
+    """A bare string or value on its own line in a page script is written onto the page by Streamlit
+    ("magic"): a note meant for the reader of the code would greet the person using the app."""
+    from streamlit.runtime.scriptrunner.magic import add_magic
+
+    tree = add_magic((REPO / page).read_text(encoding="utf-8"), page)
+    written = [node.lineno for node in ast.walk(tree)
+               if isinstance(node, ast.Call) and "__streamlitmagic__" in ast.dump(node.func)]
+    assert written == [], f"{page}: lines {written} would be shown on the page"
+
+
 @pytest.mark.parametrize("module", ["facetracker.cli", "facetracker.config", "facetracker.catalog",
                                     "facetracker.recording"])
 def test_light_modules_do_not_load_tensorflow(module):
