@@ -396,13 +396,22 @@ def record_section(folder: Path) -> None:
         correct_capture(saved)
 
 
+def holds_no_file(folder: Path) -> bool:
+    """Whether the folder holds no file at any depth (stops at the first one found)."""
+    return next((p for p in folder.rglob("*") if p.is_file()), None) is None
+
+
 def main() -> None:
     st.title("Dataset")
     add_dataset_section()
     folder = ui.choose_dataset()
     if folder is None:
         return
-    dataset = ui.load_dataset(folder, check_pixels=True)
+    if holds_no_file(folder):  # just created to record into: nothing is wrong with it yet
+        st.info(f"**{folder.name}** is empty: record photos with the webcam below.")
+        dataset = None
+    else:
+        dataset = ui.load_dataset(folder, check_pixels=True)
     if dataset is not None:
         st.write(dataset.describe().replace(str(folder), f"**{folder.name}**", 1))
         counts(dataset)

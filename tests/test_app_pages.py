@@ -194,6 +194,17 @@ def test_dataset_path_outside_the_data_root_is_refused(faces, tmp_path):
     assert not at.metric
 
 
+def test_a_new_empty_dataset_is_offered_for_recording_without_a_warning(root):
+    at = open_page("app_pages/dataset.py")
+    at.text_input(key="new_dataset_name").set_value("my-face").run()
+    at.button[[b.label for b in at.button].index("Create an empty dataset")].click().run()
+    assert_no_exception(at)
+    assert (root / "my-face" / "images").is_dir()
+    assert any("my-face** is empty: record photos" in i for i in texts(at, "info")), texts(at, "info")
+    assert texts(at, "warning") == [] and texts(at, "error") == []
+    assert "Record" in [b.label for b in at.button]
+
+
 def click(at: AppTest, label: str) -> AppTest:
     return at.button[[b.label for b in at.button].index(label)].click().run()
 

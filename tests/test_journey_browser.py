@@ -338,7 +338,8 @@ def test_from_a_webcam_to_a_face_tracker_by_clicks(tmp_path: Path, webcam, keras
         page.get_by_label("Name of the new dataset folder").press("Enter")
         bt.wait_for_app(page)
         click_and_expect(page, page.get_by_role("button", name="Create an empty dataset"),
-                         page.get_by_role("heading", name="Record photos with the webcam"), "Create an empty dataset")
+                         page.get_by_text("my-face is empty: record photos with the webcam below"),
+                         "Create an empty dataset")
         bt.wait_for_app(page)
         dataset = root / "my-face"
         assert (dataset / "images").is_dir(), "the dataset folder was made under the data root"
