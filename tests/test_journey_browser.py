@@ -6,6 +6,10 @@ camera started and a recording made with the page's own plan (20 s with the face
 on the Train page a run starts with the preset the page offers; on the Detect page the new model
 boxes the face live. Each step is timed and printed with the total.
 
+Chromium loops the video, so Record is pressed when the frame the page shows back says the video is
+where the 3 s step-out countdown will straddle its turn from face to no-face frames (1.5 s of slack
+either way); every saved photo is then matched to the video's frames to show the phases landed.
+
 Asserted: photos at the camera's size, none black, every one readable, labels on face photos only
 and each face photo matched to a face frame of the video (each no-face photo to a no-face frame),
 a finished run, live frames through the model with boxes drawn, and every click answered.
@@ -13,7 +17,8 @@ a finished run, live frames through the model with boxes drawn, and every click 
 The model the journey made is then measured in this process on every distinct frame of the fake
 video: the share of face frames where its box overlaps YuNet's (IoU >= 0.5), and the share of
 no-face frames where it finds no face. The targets (95% and 90%) are printed; the assertion is a
-looser floor (80% and 80%) so that an unlucky split of a 50-photo recording does not fail the test.
+looser floor (80% and 80%): a run on 50 photos varies from one recording to the next (and training
+is not bit-for-bit repeatable), and the floor still fails a model that learnt nothing.
 
 The time targets (whole journey <= 5 min, training <= 2.5 min, on 2 cores) depend on the machine's
 load, so they are printed always and asserted only with FACETRACKER_ASSERT_JOURNEY_TIMES=1.
