@@ -330,12 +330,16 @@ class RunFolderCallback(keras.callbacks.Callback):
     `state` is the run's bookkeeping (`epochs_done`, `best_val_iou`, `best_epoch`, `since_best`),
     updated in place and written to checkpoint/state.json after every epoch. `save_best(model)`
     and `save_checkpoint(model)` write model.keras and the checkpoint.
+
+    Up to `best_from_epoch` (or the run's last epoch, if sooner) every epoch replaces model.keras,
+    so a stopped run still has a model; from it on only a better one does, and only then does the
+    early-stopping patience count.
     """
 
     def __init__(self, run_dir: Path, *, epochs: int, steps_per_epoch: int, batch_size: int,
                  stop: StopRequested, val_inputs: np.ndarray, val_has_face: np.ndarray, val_boxes: np.ndarray,
                  state: dict, save_best: Callable, save_checkpoint: Callable, early_stopping: int = 0,
-                 log: Callable[[str], None] = print):
+                 best_from_epoch: int = 1, log: Callable[[str], None] = print):
         super().__init__()
         self.run_dir = run_dir
         self.epochs = epochs
@@ -349,6 +353,7 @@ class RunFolderCallback(keras.callbacks.Callback):
         self.save_best = save_best
         self.save_checkpoint = save_checkpoint
         self.early_stopping = early_stopping
+        self.best_from_epoch = best_from_epoch
         self.log = log
         self.epoch = 0
 
@@ -388,6 +393,14 @@ class RunFolderCallback(keras.callbacks.Callback):
         out = np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
         return score(out[:, 0], out[:, 1:], self.val_has_face > 0.5, self.val_boxes)
 
+    @staticmethod
+    def _saved_words(saved: bool, epoch: int, counted_from: int) -> str:
+        if not saved:
+            return ""
+        if epoch < counted_from:
+            return f" (saved model.keras until epoch {counted_from}, from which the best is kept)"
+        return " (best, saved model.keras)"
+
     def on_epoch_end(self, epoch, logs=None):
         state = self.state
         metrics = self.validation_metrics()
@@ -399,7 +412,8 @@ class RunFolderCallback(keras.callbacks.Callback):
         # A stop in the middle of an epoch must not count that epoch as done on resume.
         finished_epoch = not (self.stop.check() and self.model.stop_training and
                               self.steps_done_here % self.steps_per_epoch != 0)
-        improved = val_iou > state["best_val_iou"] or state["best_epoch"] is None
+        counted_from = min(self.best_from_epoch, self.epochs)
+        improved = epoch + 1 <= counted_from or val_iou > state["best_val_iou"] or state["best_epoch"] is None
         if improved:
             state.update(best_val_iou=val_iou, best_epoch=epoch + 1, best_metrics=metrics)
             self.save_best(self.model)
@@ -412,7 +426,7 @@ class RunFolderCallback(keras.callbacks.Callback):
                            best_epoch=state["best_epoch"], last_val=metrics)
         self.log(f"epoch {epoch + 1}/{self.epochs}: loss {record.get('loss', float('nan')):.4f}, "
                  f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
-                 f"accuracy {metrics['accuracy']:.3f}" + (" (best, saved model.keras)" if improved else ""))
+                 f"accuracy {metrics['accuracy']:.3f}" + self._saved_words(improved, epoch + 1, counted_from))
         # The workers' validation IoU can differ slightly (0.0036 against 0.0035 in one run):
         # all of them follow any that stops.
         if self.early_stopping and self.stop.on_any_worker(self.model.distribute_strategy,
@@ -715,7 +729,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     callback = RunFolderCallback(
         run_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, stop=stop,
         val_inputs=validation_inputs(val_cache, config.image_size), val_has_face=val_cache.has_face,
-        val_boxes=val_cache.boxes, state=state, early_stopping=config.early_stopping, log=log,
+        val_boxes=val_cache.boxes, state=state, early_stopping=config.early_stopping,
+        best_from_epoch=config.best_from_epoch, log=log,
         save_best=lambda m: _save_model(m, run_dir / runs.MODEL, include_optimizer=False,
                                         flip_average=config.flip_average),
         save_checkpoint=lambda m: _save_checkpoint(m, run_dir / runs.CHECKPOINT_MODEL))

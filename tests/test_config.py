@@ -31,6 +31,7 @@ def fast_values(**changes) -> dict:
     ({"freeze_backbone_epochs": 10**9}, "freeze_backbone_epochs must be from 0 to 10000, got 1000000000"),
     ({"early_stopping": -1}, "early_stopping must be from 0 to 10000, got -1"),
     ({"early_stopping": 10**9}, "early_stopping must be from 0 to 10000"),
+    ({"best_from_epoch": 0}, "best_from_epoch must be from 1 to 10000, got 0"),
 ])
 def test_out_of_range_values_are_refused_where_the_config_is_read(changes, message):
     with pytest.raises(ConfigError, match="config.json: .*" + __import__("re").escape(message)):
