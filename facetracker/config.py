@@ -80,6 +80,10 @@ class TrainConfig(JsonConfig):
     seed: int = 0
     val_fraction: float = 0.1
     test_fraction: float = 0.1
+    min_val_photos: int = 0
+    """When the dataset is split by name (no split folders) and validation gets fewer photos than
+    this, more are taken from the training photos, spread over the recording (see
+    `data.top_up_validation`): a handful of validation photos cannot tell a model from a guess."""
     strategy: str = "default"
 
     @classmethod
@@ -113,6 +117,7 @@ class TrainConfig(JsonConfig):
             (self.image_size <= self.cache_size <= MAX_CACHE_SIZE,
              f"cache_size must be between image_size ({self.image_size}) and {MAX_CACHE_SIZE}, got {self.cache_size}"),
             (0 <= self.val_fraction < 0.5 and 0 <= self.test_fraction < 0.5, "val/test fractions must be below 0.5"),
+            (0 <= self.min_val_photos <= 10_000, f"min_val_photos must be from 0 to 10000, got {self.min_val_photos}"),
             (0 < self.finetune_lr_scale <= 1, "finetune_lr_scale must be in (0, 1]"),
             (0 <= self.bn_momentum < 1, "bn_momentum must be in [0, 1)"),
             (0 <= self.warmup_epochs <= self.epochs,

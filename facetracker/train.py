@@ -616,7 +616,15 @@ def _split_samples(config: TrainConfig, run_dir: Path, resumed: bool, log: Calla
         log(f"note: {note}")
     samples = dataset.samples if dataset.has_splits else data_lib.assign_splits(
         dataset.samples, config.seed, config.val_fraction, config.test_fraction)
-    if resumed and (run_dir / runs.SPLIT).exists():
+    recorded = resumed and (run_dir / runs.SPLIT).exists()
+    if not dataset.has_splits and config.min_val_photos and not recorded:
+        before = sum(s.split == "val" for s in samples)
+        samples, moved = data_lib.top_up_validation(samples, config.min_val_photos)
+        if moved:
+            log(f"validation: the split by name left {before} photos; {len(moved)} more taken from the training "
+                f"photos, spread over them in name order, to make {before + len(moved)} "
+                f"(at least {config.min_val_photos} wanted)")
+    if recorded:
         manifest = runs.read_json(run_dir / runs.SPLIT, {})
         if not (isinstance(manifest, dict) and all(isinstance(v, list) for v in manifest.values())):
             raise ConfigError(f"{run_dir / runs.SPLIT}: not a split manifest (expected lists of images per split)")
