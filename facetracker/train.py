@@ -29,7 +29,8 @@ from facetracker import runs
 from facetracker.augment import augment, build_transform
 from facetracker.config import TrainConfig
 from facetracker.jsonconfig import ConfigError
-from facetracker.verdict import run_verdict
+from facetracker.prelabel import yunet_prelabel_iou
+from facetracker.verdict import comparison_line, run_verdict
 from facetracker.model import (PhasedCosine, WeightsUnavailable, backbone_layer, batchnorm_layers, build_model,
                                inference_copy, load_model, set_backbone_trainable)
 
@@ -718,6 +719,20 @@ def _fit_phases(model, config: TrainConfig, strategy, weights_used: str, state: 
                   callbacks=[callback], verbose=verbose)
 
 
+def _prelabel_val_iou(train_cache: ImageCache, val_cache: ImageCache, run_dir: Path, stop: StopRequested,
+                      log: Callable[[str], None]) -> float | None:
+    """Step 6: YuNet's pre-labels on the validation photos, placed as the training labels place their
+    boxes, for the verdict (a few seconds; skipped after a stop, and a failure only costs the figure)."""
+    if stop.check():
+        return None
+    _stage(run_dir, "comparing with YuNet's pre-labels on the validation photos", log)
+    try:
+        return yunet_prelabel_iou(train_cache.samples, val_cache.samples)
+    except Exception as error:  # the model is trained and saved: the comparison must not fail the run
+        log(f"note: could not compare with YuNet's pre-labels ({_describe_error(error)})")
+        return None
+
+
 def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
     state = _resume_state(config, run_dir, resume, log)
     resumed = state is not None
@@ -752,7 +767,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         final = "finished"
         message = "stopped early: validation IoU stopped improving" if state.get("early_stopped") else None
     verdict = run_verdict(state["best_val_iou"], val_cache.has_face, val_cache.boxes, train_cache.has_face,
-                          train_cache.boxes, validated_on_training=val_cache is train_cache)
+                          train_cache.boxes, validated_on_training=val_cache is train_cache,
+                          prelabel_val_iou=_prelabel_val_iou(train_cache, val_cache, run_dir, stop, log))
+    log(comparison_line(verdict))
     for warning in verdict["warnings"]:
         log(f"warning: {warning}")
     status = runs.update_status(run_dir, state=final, message=message, eta_s=0, verdict=verdict,
