@@ -719,6 +719,17 @@ def _fit_phases(model, config: TrainConfig, strategy, weights_used: str, state: 
                   callbacks=[callback], verbose=verbose)
 
 
+def _with_enough_copies(config: TrainConfig, n_train: int, log: Callable[[str], None]) -> TrainConfig:
+    """The config with as many augmented passes as `min_images_per_epoch` asks of these training images
+    (worked out again on resume from the same images, so config.json keeps what was asked)."""
+    copies = max(config.copies, math.ceil(config.min_images_per_epoch / max(n_train, 1)))
+    if copies == config.copies:
+        return config
+    log(f"{n_train} training photos: {copies} augmented copies of each per epoch instead of {config.copies}, "
+        f"so that an epoch holds at least {config.min_images_per_epoch} images")
+    return config.replace(copies=copies)
+
+
 def _prelabel_val_iou(train_cache: ImageCache, val_cache: ImageCache, run_dir: Path, stop: StopRequested,
                       log: Callable[[str], None]) -> float | None:
     """Step 6: YuNet's pre-labels on the validation photos, placed as the training labels place their
@@ -740,6 +751,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     dataset, samples = _split_samples(config, run_dir, resumed, log)
     train_cache, val_cache = _caches(config, run_dir, dataset, samples, log)
 
+    config = _with_enough_copies(config, len(train_cache.images), log)
     strategy = _strategy(config.strategy)
     steps_per_epoch = math.ceil(len(train_cache.images) * config.copies / config.batch_size)
     _stage(run_dir, f"{'loading the checkpoint' if resumed else 'building the model'} ({config.backbone})", log)
