@@ -10,9 +10,9 @@ import streamlit as st
 
 from facetracker import data as data_lib
 from facetracker import runs
-from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, build_transform
+from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, augment_faces, build_transform, make_scene
 from facetracker.jsonconfig import ConfigError
-from facetracker.config import DEFAULT_PRESET, TrainConfig, preset_augment
+from facetracker.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset_augment
 from app_pages import ui
 
 # Training caches images at this size and augments them to the model's input size (TrainConfig).
@@ -40,13 +40,26 @@ FIELDS: dict[str, tuple[str, float, float, float, str]] = {
     "gamma_max": ("Gamma: highest (100 = unchanged)", 20.0, 300.0, 5.0, ""),
     "rgb_shift_p": ("Colour shift: probability", *PROBABILITY, ""),
     "rgb_shift_limit": ("Colour shift: strength (0-255)", 0, 100, 1, ""),
+    "zoom_out_p": ("Zoom out: probability", *PROBABILITY,
+                   "How often the photo is shrunk onto a larger canvas (a no-face photo of the dataset), so a "
+                   "close-up also teaches faces far from the camera. Models that find every face only (multi)."),
+    "zoom_out_max": ("Zoom out: most shrinking (times)", 1.0, 8.0, 0.5, ""),
+    "mosaic_p": ("Mosaic: probability", *PROBABILITY,
+                 "How often a sample is a grid of photos of the dataset, so one picture holds many faces of "
+                 "many sizes, like a group photo. Models that find every face only (multi)."),
+    "mosaic_max": ("Mosaic: largest grid (2 = 2x2 ... 4 = 4x4 photos)", 2, 4, 1, ""),
 }
 assert set(FIELDS) == {f.name for f in dataclasses.fields(AugmentConfig)}, "a setting has no widget"
 
 GROUPS = {"Crop": ["crop_p", "crop_min_scale", "crop_max_scale", "min_visibility"],
           "Flips": ["hflip_p", "vflip_p"],
           "Light and colour": ["brightness_contrast_p", "brightness_limit", "contrast_limit", "gamma_p", "gamma_min",
-                               "gamma_max", "rgb_shift_p", "rgb_shift_limit"]}
+                               "gamma_max", "rgb_shift_p", "rgb_shift_limit"],
+          "Small faces and crowds": ["zoom_out_p", "zoom_out_max", "mosaic_p", "mosaic_max"]}
+DENSE_PRESET = "multi"
+DENSE = PRESETS[DENSE_PRESET]
+SCENE_PHOTOS = 15
+"""Other photos of the dataset drawn into the preview's mosaics and canvases."""
 
 
 def saved_config(folder) -> tuple[AugmentConfig, str | None]:
@@ -104,10 +117,28 @@ def settings_widgets(folder) -> AugmentConfig | None:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def training_view(image: str, embedded: bool) -> np.ndarray:
-    """The image as training caches it: decoded at up to twice the cache size, stretched to a square."""
+    """The image as a single-box model's training caches it: decoded at up to twice the cache size,
+    stretched to a square."""
     sample = data_lib.Sample(image, None, embedded=embedded, root=str(ui.data_root()))
     pixels = data_lib.sample_pixels(sample, max_side=CACHE_SIZE * 2)
     return data_lib.model_input(pixels, CACHE_SIZE)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def letterboxed_view(image: str, embedded: bool, faces: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """The image and its faces as a dense model's training caches them: letterboxed into a square."""
+    from facetracker.dense import letterbox
+
+    sample = data_lib.Sample(image, None, embedded=embedded, root=str(ui.data_root()))
+    side = DENSE["cache_size"]
+    square, placed = letterbox(data_lib.sample_pixels(sample, max_side=side * 2), side)
+    return square, placed.to_input(np.array(faces, np.float64).reshape(-1, 4))
+
+
+def draw_faces(image: np.ndarray, boxes) -> np.ndarray:
+    for box in boxes:
+        image = ui.draw_box(image, box, label="face")
+    return image
 
 
 def preview(sample: data_lib.Sample, config: AugmentConfig, seed: int, count: int) -> None:
@@ -125,6 +156,35 @@ def preview(sample: data_lib.Sample, config: AugmentConfig, seed: int, count: in
         images.append(ui.draw_box(big, box, label="face" if box else None))
         lost = "" if box else " · no face" if sample.box is None else " · face cropped away"
         captions.append(f"sample {i + 1}{lost}")
+    ui.image_grid(images, captions, columns=4)
+
+
+def scene_preview(sample: data_lib.Sample, others: list[data_lib.Sample], config: AugmentConfig, seed: int,
+                  count: int) -> None:
+    """As `preview`, for a model that finds every face: the photo, mosaics with other photos of the
+    dataset and zoom-outs onto them, every face boxed, made by training's own functions."""
+    squares, faces, backgrounds = [], [], []
+    for item in [sample, *others]:
+        try:
+            square, boxes = letterboxed_view(item.image, item.embedded, tuple(map(tuple, item.faces)))
+        except (ValueError, OSError) as error:
+            if item is sample:
+                st.error(f"{ui.shown_path(sample.image)}: {ui.readable(error)}")
+                return
+            continue  # another photo that cannot be read is left out of the mosaics
+        if not item.has_face:
+            backgrounds.append(len(squares))
+        squares.append(square)
+        faces.append(boxes)
+    rng = np.random.default_rng(seed)
+    transform = build_transform(config, DENSE["image_size"], seed=seed)
+    images = [draw_faces(squares[0], faces[0])]
+    captions = [f"as training reads it · {len(faces[0])} face{'s' if len(faces[0]) != 1 else ''}"]
+    for i in range(count):
+        scene, boxes = make_scene(rng, config, np.stack(squares), faces, 0, np.array(backgrounds, np.int64))
+        out, kept = augment_faces(transform, scene, boxes)
+        images.append(draw_faces(data_lib.model_input(out, DISPLAY_SIZE), kept))
+        captions.append(f"sample {i + 1} · {len(kept)} face{'s' if len(kept) != 1 else ''}")
     ui.image_grid(images, captions, columns=4)
 
 
@@ -167,8 +227,19 @@ def main() -> None:
         seed = c2.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="aug_seed",
                                help="The same seed gives the same samples")
         count = c3.slider("Samples", 3, 15, 7, key="aug_count")
+        kinds = [f"finds every face ({DENSE_PRESET})", "one face (fast, original)"]
+        kind = st.radio("Preview as training makes it for a model that", kinds, horizontal=True, key="aug_kind",
+                        index=0 if DEFAULT_PRESET == DENSE_PRESET else 1,
+                        help="Zoom-out and mosaics teach small faces and crowds to the models that find every "
+                             "face; a one-face model trains on each photo alone.")
         if config is not None:
-            preview(faces[chosen], config, int(seed), count)
+            if kind == kinds[0]:
+                rng = np.random.default_rng(int(seed))
+                pool = [s for i, s in enumerate(faces) if i != chosen]
+                others = [pool[i] for i in rng.permutation(len(pool))[:SCENE_PHOTOS]]
+                scene_preview(faces[chosen], others, config, int(seed), count)
+            else:
+                preview(faces[chosen], config, int(seed), count)
             save_section(folder, config)
 
 

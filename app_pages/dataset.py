@@ -1,23 +1,28 @@
-"""Dataset: what a folder holds, what was skipped and why, its images with their boxes, and webcam capture."""
+"""Dataset: what a folder holds, what was skipped and why, its images with their boxes, and recording photos
+from the webcam."""
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
-import cv2
-import numpy as np
+import av
 import pandas as pd
 import streamlit as st
+from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from facetracker import capture, safety, workspace
 from facetracker import data as data_lib
 from facetracker.convention import BoxConvention
 from facetracker.detect import YUNET
 from facetracker.prelabel import learn_convention, prelabel_boxes
+from facetracker.recording import (MAX_FACE_S, MAX_NO_FACE_S, MAX_PHOTOS_PER_S, CannotRecord, Phase, Prelabel,
+                                   Recorder, RecorderStatus, RecordingPlan)
+from facetracker.webrtc import rtc_configuration
 from app_pages import ui
 
 PAGE_SIZE = 12
@@ -152,7 +157,35 @@ def image_browser(dataset: data_lib.Dataset) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Webcam capture
+# Recording from the webcam
+
+
+class State:
+    """The keys this page keeps in `st.session_state` for the webcam, in one place."""
+
+    RECORDER = "dataset_recorder"
+    """The session's Recorder, which the frame worker thread holds too."""
+    WEBCAM = "dataset_webcam"
+    """The webcam component (streamlit-webrtc keeps its connection under it)."""
+    SHOWN_RECORDING = "dataset_recording_shown"
+    """The number of the last recording whose end the page has taken in (counts and grid refreshed)."""
+    SHOWN_SINGLE = "dataset_single_shown"
+    """The image of the last single photo the page has taken in (offered for correction)."""
+
+
+CAMERA = {"video": {"frameRate": {"ideal": 15, "max": 15}}, "audio": False}
+"""A few photos a second need no more frames than this, and fewer frames leave the browser's encoder
+room: on a busy 2-core machine a fake camera at 30 frames/s had the browser shrink the video it sent
+from 640x480 to 480x360 after the first photos, while at 15 frames/s it kept 640x480."""
+POLL_S = 0.5
+"""While recording, the panel (a fragment) reads the recorder this often: the countdown in whole seconds."""
+PHASE_HELP = {
+    Phase.COUNTDOWN: "Get ready: look at the camera. Recording starts in {s} s.",
+    Phase.FACE: "Recording your face: {s} s left. Turn your head a little, come closer and lean back: "
+                "varied photos teach the model more than many alike.",
+    Phase.STEP_OUT: "Step out of view now: photos without a face start in {s} s.",
+    Phase.NO_FACE: "Recording without a face: {s} s left. Stay out of view.",
+}
 
 
 @st.cache_data(max_entries=8, show_spinner="Learning how this dataset draws its boxes…")
@@ -163,27 +196,128 @@ def _convention(folder: str, signature: tuple) -> BoxConvention:
     return learn_convention(dataset.samples, ui.make_detector(YUNET).detect)
 
 
-def prelabel(folder: Path, frame_bgr: np.ndarray) -> tuple[tuple | None, str]:
-    """The most confident face YuNet sees, placed as this dataset's labels place their boxes, and
-    which detector said so. YuNet, not the newest trained model: a model just trained on a few photos
-    can be far worse, and its mistakes would become labels."""
+def prelabeller(folder: Path) -> tuple[Prelabel, str]:
+    """Boxes for every face YuNet sees, placed as this dataset's labels place theirs, and how to name
+    that source in a label. YuNet, not the newest trained model: a model just trained on a few photos
+    can be far worse, and its mistakes would become labels. Made in the script run: the frame
+    worker that calls it must not touch st.*."""
     convention = _convention(str(folder), ui.folder_signature(folder))
-    boxes = prelabel_boxes(frame_bgr, ui.make_detector(YUNET).detect, convention)
+    prelabel = functools.partial(prelabel_boxes, detect=ui.make_detector(YUNET).detect, convention=convention)
     source = ui.model_name(YUNET) + (f", boxes as this dataset draws them (learnt from {convention.pairs} faces)"
                                      if convention.pairs else "")
-    return (boxes[0] if boxes else None), source
+    return prelabel, source
 
 
-def save_new_photo(folder: Path, photo) -> None:
-    frame = cv2.imdecode(np.frombuffer(photo.getvalue(), np.uint8), cv2.IMREAD_COLOR)
-    if frame is None:
-        st.error("The camera sent an image that cannot be decoded; take another photo.")
-        return
-    with st.spinner("Pre-labelling…"):
-        box, source = prelabel(folder, frame)
-    saved = capture.save_capture(folder, frame, box, source=source, root=ui.data_root())
-    ui.remember("last_capture", saved)
-    ui.remember("last_capture_source", source)
+def session_recorder() -> Recorder:
+    if State.RECORDER not in st.session_state:
+        st.session_state[State.RECORDER] = Recorder(root=ui.data_root())
+    return st.session_state[State.RECORDER]
+
+
+def frame_callback(recorder: Recorder):
+    """The webcam callback: runs in a worker thread, so it touches no st.* and only the recorder. The
+    recorder gets the frame as the camera sent it (its own size); the video goes back with the
+    countdown written on it."""
+
+    def callback(frame: av.VideoFrame) -> av.VideoFrame:
+        try:
+            image = frame.to_ndarray(format="bgr24")
+            recorder.feed(image)  # saves what it keeps before returning: drawing on it afterwards is safe
+            out = av.VideoFrame.from_ndarray(recorder.overlay(image), format="bgr24")
+            out.pts, out.time_base = frame.pts, frame.time_base
+            return out
+        except Exception:  # a frame that cannot even be converted goes back as it came
+            ui.log.warning("a webcam frame could not be converted", exc_info=True)
+            return frame
+
+    return callback
+
+
+def recording_plan() -> RecordingPlan | None:
+    c1, c2, c3 = st.columns(3)
+    face_s = c1.number_input("Seconds with your face", 1, int(MAX_FACE_S), 20, key="record_face_s")
+    rate = c2.number_input("Photos per second", 0.5, MAX_PHOTOS_PER_S, 2.0, step=0.5, key="record_rate")
+    no_face_s = c3.number_input("Seconds out of view (no-face photos)", 0, int(MAX_NO_FACE_S), 5,
+                                key="record_no_face_s")
+    try:
+        return RecordingPlan(face_s=float(face_s), photos_per_s=float(rate), no_face_s=float(no_face_s))
+    except ValueError as error:
+        st.error(ui.readable(error))
+        return None
+
+
+def recording_summary(status: RecorderStatus) -> None:
+    if status.phase in PHASE_HELP:
+        st.info(PHASE_HELP[status.phase].format(s=math.ceil(status.seconds_left)))
+    elif status.single_pending:
+        st.info("Taking a photo: waiting for a frame that is not black…")
+    if status.recording:
+        st.caption(f"saved: {status.saved} · with your face: {status.face_photos} ({status.labelled} pre-labelled) "
+                   f"· without: {status.no_face_photos} · dropped: {status.dropped} "
+                   f"(black: {status.dropped_black}, frozen: {status.dropped_frozen})")
+    if len(status.sizes) > 1:
+        sizes = " and ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(status.sizes.items(), reverse=True))
+        st.warning(f"The browser sent a smaller video for part of the recording (it does when the computer or the "
+                   f"network is busy): photos at {sizes}. Boxes are kept relative to each photo's size.")
+    if status.busy and status.seconds_since_frame is not None and status.seconds_since_frame > 2:
+        st.warning(f"No frame from the camera for {status.seconds_since_frame:.0f} s: is the video still playing?")
+    if status.phase is Phase.DONE and status.recording:
+        if status.stopped_early:
+            st.warning(f"The recording ended early: {status.stopped_early}. What it saved is kept.")
+        else:
+            st.success(f"Recording finished: {status.saved} photos saved.")
+    unlabelled = status.face_photos - status.labelled
+    if unlabelled:
+        st.warning(f"{ui.model_name(YUNET)} found no face in {unlabelled} photo(s) of the face phase: their "
+                   "labels hold no box, so they count as no-face photos until you label them.")
+    if status.faces_in_no_face:
+        st.warning(f"A face was seen in {status.faces_in_no_face} frame(s) of the step-out phase. They are saved "
+                   "as no-face photos: look at them under \"no face\" above and delete any that shows a face.")
+    if status.single_note:
+        st.warning(status.single_note)
+    if status.errors:
+        st.error(f"{status.errors} photo(s) could not be saved or pre-labelled. Last error: "
+                 f"{ui.shown_text(str(status.last_error))}")
+
+
+def recording_panel(folder: Path, recorder: Recorder, plan: RecordingPlan | None) -> None:
+    """The buttons and what the recorder is doing; refreshed every POLL_S while it is busy."""
+
+    @st.fragment(run_every=POLL_S if recorder.status().busy else None)
+    def panel() -> None:
+        c1, c2, c3 = st.columns(3)
+        record = c1.button("Record", type="primary", disabled=plan is None,
+                           help="A countdown, then photos with your face, then a countdown to step out of "
+                                "view, then photos without a face.")
+        one = c2.button("Take one photo", help="Saves the next frame that is not black, pre-labelled.")
+        stop = c3.button("Stop recording")
+        try:
+            if record:
+                recorder.start(folder, plan, *prelabeller(folder))
+            elif one:
+                prelabel, source = prelabeller(folder)
+                recorder.take_one(folder, prelabel, source)
+                ui.remember("last_capture_source", source)
+            elif stop:
+                recorder.stop()
+        except CannotRecord as error:
+            st.warning(str(error))
+        except (ValueError, OSError, RuntimeError) as error:
+            st.error(f"Cannot record: {ui.readable(error)}")
+        else:
+            if record or one:
+                st.rerun()  # the whole page, so that this panel refreshes itself while the recorder works
+        status = recorder.status()
+        recording_summary(status)
+        if status.phase is Phase.DONE and status.recording != st.session_state.get(State.SHOWN_RECORDING):
+            ui.remember(State.SHOWN_RECORDING, status.recording)
+            st.rerun()  # the counts and the grid above include the new photos; the refreshing stops
+        if status.single is not None and status.single.image != st.session_state.get(State.SHOWN_SINGLE):
+            ui.remember(State.SHOWN_SINGLE, status.single.image)
+            ui.remember("last_capture", status.single)
+            st.rerun()  # offers the photo for correction below
+
+    panel()
 
 
 def correct_capture(saved: capture.Capture) -> None:
@@ -235,21 +369,24 @@ def correct_capture(saved: capture.Capture) -> None:
     st.rerun()  # the counts and the grid above include the change
 
 
-def capture_section(folder: Path) -> None:
-    st.subheader("Capture from the webcam")
+def record_section(folder: Path) -> None:
+    st.subheader("Record photos with the webcam")
     target = capture.capture_folder(folder)
-    st.caption(f"Photos go to `{ui.shown_path(target / 'images')}` with a labelme label in "
-               f"`{ui.shown_path(target / 'labels')}`, pre-labelled by {ui.model_name(YUNET)}, which ships with the "
-               "app, its boxes placed as this dataset's labels place theirs.")
-    photo = st.camera_input("Take a photo", key="capture_camera")
-    if photo is not None and photo.file_id != st.session_state.get("last_capture_id"):
-        ui.remember("last_capture_id", photo.file_id)
-        try:
-            save_new_photo(folder, photo)
-        except (ValueError, OSError, RuntimeError) as error:
-            st.error(f"Could not save the photo: {ui.readable(error)}")
-        else:
-            st.rerun()  # the counts and the grid above include the new photo
+    st.caption(f"Photos go to `{ui.shown_path(target / 'images')}` at the camera's own size. Photos with your "
+               f"face get a labelme label in `{ui.shown_path(target / 'labels')}`, pre-labelled by "
+               f"{ui.model_name(YUNET)}, which ships with the app, its boxes placed as this dataset's labels place "
+               "theirs; photos out of view get no label, which makes them no-face photos. Black frames and frames "
+               "that repeat the previous photo are dropped and counted.")
+    plan = recording_plan()
+    recorder = session_recorder()
+    rtc, warning = rtc_configuration()
+    if warning:
+        st.warning(warning)
+    webrtc_streamer(key=State.WEBCAM, mode=WebRtcMode.SENDRECV, rtc_configuration=rtc,
+                    media_stream_constraints=CAMERA, video_frame_callback=frame_callback(recorder),
+                    on_video_ended=recorder.stream_ended, async_processing=True)
+    st.caption("The camera stays off until you press START and allow it. Then press Record.")
+    recording_panel(folder, recorder, plan)
     message = st.session_state.pop("capture_message", None)
     if message:
         st.success(message)
@@ -270,7 +407,7 @@ def main() -> None:
         counts(dataset)
         st.subheader("Images")
         image_browser(dataset)
-    capture_section(folder)
+    record_section(folder)
 
 
 with ui.page_guard():

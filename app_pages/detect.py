@@ -217,8 +217,9 @@ def main() -> None:
     st.title("Detect")
     model_key = choose_model()
     c1, c2 = st.columns(2)
-    threshold = c1.slider("Threshold: a face when the probability is at least", 0.05, 0.95, 0.5, 0.05,
-                          disabled=ui.is_reference(model_key))
+    default = ui.model_threshold(model_key)
+    threshold = c1.slider("Threshold: a face when the probability is at least", 0.05, 0.95, default, 0.05,
+                          disabled=ui.is_reference(model_key), key=f"detect_threshold_{default}")
     smooth = c2.toggle("Smooth the boxes over frames", value=True,
                        help="Each face's box is held steady while the face is still and follows it when it moves, "
                             "on the webcam and on videos.")

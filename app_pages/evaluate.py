@@ -185,7 +185,8 @@ def main() -> None:
     if not own_data and not split_folders:
         st.caption("The model was not trained on this dataset, so every image in it is new to the model: "
                    "'all images' measures it fairly.")
-    threshold = c2.slider("Threshold", 0.05, 0.95, 0.5, 0.05, key=State.THRESHOLD)
+    default = ui.model_threshold(str(run.path))
+    threshold = c2.slider("Threshold", 0.05, 0.95, default, 0.05, key=f"{State.THRESHOLD}_{default}")
     evaluated = run_evaluation(run, folder, SPLITS[split_label], threshold)
     if evaluated is None:
         return

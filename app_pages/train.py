@@ -62,8 +62,8 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
     names = list(PRESETS) + [CUSTOM]
     preset_label = st.selectbox("Preset", names, index=names.index(DEFAULT_PRESET),
                                 help="quick: a few dozen webcam photos, about two minutes. fast: MobileNetV2 for "
-                                     "real time on a CPU, from a few hundred photos. original: VGG16 as in the "
-                                     "tutorial.")
+                                     "real time on a CPU, from a few hundred photos. multi: every face of a group "
+                                     "photo. original: VGG16 as in the tutorial.")
     if suggested_preset(n_photos) != DEFAULT_PRESET and preset_label != suggested_preset(n_photos):
         st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{suggested_preset(n_photos)}** preset "
                 "suits this dataset: it keeps the ImageNet backbone frozen, which too few photos would otherwise "

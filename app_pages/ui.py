@@ -192,6 +192,18 @@ def model_name(model_key: str) -> str:
     return detect.REFERENCE_LABELS.get(model_key) or Path(model_key).name
 
 
+def model_threshold(model_key: str) -> float:
+    """The threshold a model's faces count from by default: its kind's (a model that finds every face
+    scores lower, see `dense.DEFAULT_THRESHOLD`), read from its run's config without loading it."""
+    from facetracker.dense import DEFAULT_THRESHOLD
+
+    if is_reference(model_key):
+        return detect.SINGLE_BOX_THRESHOLD
+    config = runs.read_json(Path(model_key) / runs.CONFIG)
+    dense = isinstance(config, dict) and config.get("head") == "dense"
+    return DEFAULT_THRESHOLD if dense else detect.SINGLE_BOX_THRESHOLD
+
+
 def model_version(model_key: str) -> tuple:
     """The cache key of the model behind `model_key` as it is on disk now: it changes when a run
     still training replaces its model. The webcam's detector and the uploads' both go by it.

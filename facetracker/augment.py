@@ -39,6 +39,15 @@ class AugmentConfig(JsonConfig):
     gamma_max: float = 120.0
     rgb_shift_p: float = 0.2
     rgb_shift_limit: int = 20
+    zoom_out_p: float = 0.0
+    """Probability of shrinking the photo onto a larger canvas (a no-face photo, or its mean colour),
+    so that close-up portraits also teach faces seen from across a room. Dense models only."""
+    zoom_out_max: float = 4.0
+    """The most the photo shrinks: 4 turns a face a third of the frame wide into one a twelfth wide."""
+    mosaic_p: float = 0.0
+    """Probability of a mosaic: a grid of 2x2 up to `mosaic_max` x `mosaic_max` photos in one, so a
+    frame holds many faces of many sizes, as a group photo does. Dense models only."""
+    mosaic_max: int = 4
 
     def validate(self, source: str = "augmentation config") -> None:
         for field in dataclasses.fields(self):
@@ -52,6 +61,10 @@ class AugmentConfig(JsonConfig):
             raise ConfigError(f"{source}: need 1 <= gamma_min <= gamma_max <= 400")
         if not 0 <= self.rgb_shift_limit <= 255:
             raise ConfigError(f"{source}: rgb_shift_limit must be between 0 and 255")
+        if not 1.0 <= self.zoom_out_max <= 8.0:
+            raise ConfigError(f"{source}: zoom_out_max must be from 1 to 8, got {self.zoom_out_max}")
+        if not 2 <= self.mosaic_max <= 4:
+            raise ConfigError(f"{source}: mosaic_max must be from 2 to 4 (a grid of up to 16 photos), got {self.mosaic_max}")
 
 
 AUGMENT_FILE = "augment.json"
@@ -93,10 +106,18 @@ def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -
 
 def augment(transform: A.Compose, image: np.ndarray, box: Box | None) -> tuple[np.ndarray, Box | None]:
     """Augment one RGB image and its normalised box; a face cropped away gives (image, None)."""
+    out, boxes = augment_faces(transform, image, np.array([box] if box is not None else [], np.float64))
+    return out, (tuple(float(v) for v in boxes[0]) if len(boxes) else None)
+
+
+def augment_faces(transform: A.Compose, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Augment one RGB image and every face on it (normalised boxes [n, 4]); faces cropped away
+    (less than `min_visibility` of them left) are dropped."""
     out = transform(image=image)
-    if box is None:
-        return out["image"], None
-    x0, y0, x1, y1 = box
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if not len(boxes):
+        return out["image"], boxes
+    x0, y0, x1, y1 = (boxes[:, i].copy() for i in range(4))
     for name, params in out["applied_transforms"]:
         if name == "RandomResizedCrop":
             height, width = params["shape"][:2]
@@ -108,8 +129,51 @@ def augment(transform: A.Compose, image: np.ndarray, box: Box | None) -> tuple[n
         elif name == "VerticalFlip":
             y0, y1 = 1.0 - y1, 1.0 - y0
     area = (x1 - x0) * (y1 - y0)
-    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, 1.0), min(y1, 1.0)
-    visible = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
-    if area <= 0 or visible <= 0 or visible < getattr(transform, "min_visibility", 0.0) * area:
-        return out["image"], None
-    return out["image"], (float(x0), float(y0), float(x1), float(y1))
+    x0, y0, x1, y1 = np.maximum(x0, 0.0), np.maximum(y0, 0.0), np.minimum(x1, 1.0), np.minimum(y1, 1.0)
+    visible = np.maximum(x1 - x0, 0.0) * np.maximum(y1 - y0, 0.0)
+    keep = (area > 0) & (visible > 0) & (visible >= getattr(transform, "min_visibility", 0.0) * area)
+    return out["image"], np.stack([x0, y0, x1, y1], axis=-1)[keep]
+
+
+def _resized(image: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA if side < image.shape[0] else cv2.INTER_LINEAR)
+
+
+def make_scene(rng: np.random.Generator, config: AugmentConfig, images: np.ndarray, faces: list[np.ndarray],
+               index: int, backgrounds: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The picture one training sample starts from, before `augment_faces`: photo `index` as it is,
+    or (with `mosaic_p`) a grid of k x k photos, it and others drawn at random, or (with
+    `zoom_out_p`) it shrunk onto a larger canvas. `images` are squares [N, S, S, 3]; `faces[i]`
+    holds photo i's boxes in 0..1; `backgrounds` are indices of no-face photos for canvases.
+    Returns the square picture and its boxes in 0..1, every face kept."""
+    side = images.shape[1]
+    if config.mosaic_p and rng.random() < config.mosaic_p:
+        k = int(rng.integers(2, config.mosaic_max + 1))
+        cell = side // k
+        picked = [index, *rng.integers(0, len(images), k * k - 1)]
+        rng.shuffle(picked)
+        scene = np.empty((side, side, 3), np.uint8)
+        scene[:] = images[index].mean(axis=(0, 1)).astype(np.uint8)
+        boxes = []
+        for position, photo in enumerate(picked):
+            row, col = divmod(position, k)
+            scene[row * cell:(row + 1) * cell, col * cell:(col + 1) * cell] = _resized(images[photo], cell)
+            offset = np.array([col, row, col, row], np.float64) * cell
+            boxes.append((np.asarray(faces[photo], np.float64).reshape(-1, 4) * cell + offset) / side)
+        return scene, np.concatenate(boxes)
+    boxes = np.asarray(faces[index], np.float64).reshape(-1, 4)
+    if config.zoom_out_p and config.zoom_out_max > 1 and rng.random() < config.zoom_out_p:
+        # Log-uniform: each halving of the face's size is drawn as often.
+        shrink = float(np.exp(rng.uniform(0.0, np.log(config.zoom_out_max))))
+        small = max(8, int(side / shrink))
+        if backgrounds is not None and len(backgrounds):
+            scene = images[int(rng.choice(backgrounds))].copy()
+        else:
+            scene = np.empty((side, side, 3), np.uint8)
+            scene[:] = images[index].mean(axis=(0, 1)).astype(np.uint8)
+        left, top = (int(v) for v in rng.integers(0, side - small + 1, 2))
+        scene[top:top + small, left:left + small] = _resized(images[index], small)
+        return scene, (boxes * small + [left, top, left, top]) / side
+    return images[index], boxes

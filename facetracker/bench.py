@@ -35,13 +35,15 @@ from facetracker.detect import HAAR, REFERENCE_LABELS, YUNET, usable_cores
 def _bench_backbones() -> tuple[str, ...]:
     from facetracker.config import PRESETS
 
-    return tuple(dict.fromkeys(["vgg16", PRESETS["fast"]["backbone"], "mobilenet-0.25"]))
+    return tuple(dict.fromkeys(["vgg16", PRESETS["fast"]["backbone"], "mobilenet-0.25", DENSE_PRESET]))
 
 
+DENSE_PRESET = "multi"
 BACKBONES = _bench_backbones()
-"""The original design, the `fast` preset's backbone and the lightest MobileNet. Each backbone
-costs ~20 s of tracing and conversion; MobileNetV2-0.35 and MobileNetV3-Small sit between the two
-MobileNets here, through TFLite and in training."""
+"""The original design, the `fast` preset's backbone, the lightest MobileNet, and the `multi`
+preset (its dense detector, named by the preset). Each costs ~20 s of tracing and conversion;
+MobileNetV2-0.35 and MobileNetV3-Small sit between the two MobileNets here, through TFLite and in
+training."""
 RUNTIMES = ("keras", "tflite", "tflite-int8")
 DATA_ENV = "FACETRACKER_DATA"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
@@ -79,8 +81,19 @@ def bench_settings(quick: bool, frames: int) -> Settings:
 
 
 def preset_for(backbone: str) -> str:
-    """VGG16 as the original design trains it; the MobileNets as the real-time preset does."""
+    """VGG16 as the original design trains it; the MobileNets as the real-time preset does; a
+    preset's name as that preset does."""
+    from facetracker.config import PRESETS
+
+    if backbone in PRESETS:
+        return backbone
     return "original" if backbone == "vgg16" else "fast"
+
+
+def is_dense(name: str) -> bool:
+    from facetracker.config import PRESETS
+
+    return PRESETS[preset_for(name)]["head"] == "dense"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +232,8 @@ def saved_form(backbone: str):
     from facetracker.config import PRESETS
 
     preset = PRESETS[preset_for(backbone)]
-    model = build_model(backbone, "none", head=preset["head"])
+    model = build_model(preset["backbone"] if backbone in PRESETS else backbone, "none", head=preset["head"],
+                        **({"size": preset["image_size"]} if "image_size" in preset else {}))
     flip = bool(preset.get("flip_average"))
     return model, (inference_copy(model, flip_average=True) if flip else model), flip
 
@@ -260,22 +274,29 @@ class FrameTiming:
         return float(np.percentile(self.path_ms, 95))
 
 
-def frame_path(detector, frame_bgr: np.ndarray):
-    """What the Detect page does to a camera frame (see live.LiveProcessor.process)."""
-    from facetracker.detect import draw_detection
+def frame_path(detector, frame_bgr: np.ndarray, tracker=None):
+    """What the Detect page does to a camera frame (see live.LiveProcessor.process): detect every
+    face, track them (IDs and steadying), draw them on a copy."""
+    from facetracker.detect import FaceBox, draw_faces
+    from facetracker.tracking import Tracker
 
+    tracker = tracker or Tracker()
     detection = detector.detect(frame_bgr)
-    shown = frame_bgr.copy()
-    draw_detection(shown, detection)
+    tracks = tracker.update([face.box for face in detection.faces], [face.score for face in detection.faces],
+                            time.perf_counter())
+    draw_faces(frame_bgr.copy(), tuple(FaceBox(track.box, track.score, track.id) for track in tracks))
     return detection
 
 
 def time_frame_paths(detectors: dict, frames: list[np.ndarray], settings: Settings,
                      log: Callable[[str], None]) -> dict[str, FrameTiming]:
     """Every detector on the same frames, taking turns frame by frame."""
+    from facetracker.tracking import Tracker
+
+    trackers = {name: Tracker() for name in detectors}
     for name, detector in detectors.items():
         for frame in frames[:settings.warmup_frames]:
-            frame_path(detector, frame)
+            frame_path(detector, frame, trackers[name])
     timings = {name: FrameTiming() for name in detectors}
     spent = dict.fromkeys(detectors, 0.0)
     active = list(detectors)
@@ -285,7 +306,7 @@ def time_frame_paths(detectors: dict, frames: list[np.ndarray], settings: Settin
         index += 1
         for name in list(active):
             start = time.perf_counter()
-            detection = frame_path(detectors[name], frame)
+            detection = frame_path(detectors[name], frame, trackers[name])
             elapsed = time.perf_counter() - start
             timings[name].path_ms.append(elapsed * 1000)
             timings[name].model_ms.append(detection.model_ms)
@@ -311,11 +332,14 @@ def preparation_ms(frames: list[np.ndarray], size: int) -> float:
 # Training and augmentation
 
 
-def training_cache(samples: list[data_lib.Sample], count: int):
-    from facetracker.config import TrainConfig
+def training_cache(samples: list[data_lib.Sample], count: int, preset: str | None = None):
+    """The photos as a preset's training caches them (stretched, or letterboxed for a dense head)."""
+    from facetracker.config import TrainConfig, config_for
     from facetracker.train import build_cache
 
-    return build_cache(spread(samples, count), TrainConfig().cache_size, log=lambda message: None)
+    config = config_for("", preset) if preset else TrainConfig()
+    return build_cache(spread(samples, count), config.cache_size, log=lambda message: None,
+                       letterboxed=config.head == "dense")
 
 
 def training_rate(model, backbone: str, cache, data: Path, warmup: int, steps: int) -> float:
@@ -330,15 +354,17 @@ def training_rate(model, backbone: str, cache, data: Path, warmup: int, steps: i
 
     from facetracker.config import config_for
     from facetracker.model import backbone_layer, set_backbone_trainable
-    from facetracker.train import training_dataset
+    from facetracker.train import dense_training_dataset, training_dataset
 
     copies = math.ceil((warmup + steps + 1) * BATCH / len(cache.images))
-    config = config_for(str(data), preset_for(backbone), backbone=backbone, batch_size=BATCH, copies=copies)
+    config = config_for(str(data), preset_for(backbone), batch_size=BATCH, copies=copies,
+                        backbone=None if backbone == preset_for(backbone) else backbone)
+    batches = dense_training_dataset if config.head == "dense" else training_dataset
     set_backbone_trainable(backbone_layer(model), True, config.freeze_batchnorm)
     optimizer = keras.optimizers.Adam(config.lr)
     optimizer.build(model.trainable_variables)  # as train.py does: built lazily, tracing takes twice as long
     model.compile(optimizer=optimizer, jit_compile=False)
-    model.fit(training_dataset(cache, config, 4), epochs=1, steps_per_epoch=1, verbose=0)
+    model.fit(batches(cache, config, 4), epochs=1, steps_per_epoch=1, verbose=0)
 
     class StepTimes(keras.callbacks.Callback):
         def __init__(self):
@@ -353,7 +379,7 @@ def training_rate(model, backbone: str, cache, data: Path, warmup: int, steps: i
             self.ends.append(time.perf_counter())
 
     timer = StepTimes()
-    model.fit(training_dataset(cache, config, BATCH), epochs=1, steps_per_epoch=warmup + steps, verbose=0,
+    model.fit(batches(cache, config, BATCH), epochs=1, steps_per_epoch=warmup + steps, verbose=0,
               callbacks=[timer])
     return BATCH * steps / (timer.ends[-1] - timer.begins[warmup])
 
@@ -423,14 +449,15 @@ def format_report(report: Report) -> str:
         f"(oneDNN {'on' if machine['onednn'] else 'off'}), OpenCV {machine['opencv']}, "
         f"Albumentations {machine['albumentations']}",
         "models    randomly initialised (build_model(backbone, \"none\")): speed does not depend on the weights",
-        "          each as its preset saves it: vgg16 as 'original', the MobileNets as 'fast'"
+        f"          each as its preset saves it: vgg16 as 'original', the MobileNets as 'fast', {DENSE_PRESET} "
+        f"as itself (every face, {PRESETS[DENSE_PRESET]['image_size']} px letterboxed, decoding and NMS)"
         + (", whose saved model averages each frame with its mirror image (twice the model work)" if report.flipped else ""),
         f"frames    {report.frames} face photos from {report.folder} letterboxed to {FRAME_WIDTH}x{FRAME_HEIGHT} BGR; per detector "
         f"{settings.warmup_frames} warm-up frames, then up to {settings.frames} timed "
         f"(at most ~{settings.frame_budget_s:g} s, at least {settings.min_frames}), detectors taking turns",
         "",
-        "Live frame path: Detector.detect (colour convert + resize + model + box to pixels) + copy + draw, "
-        "ms per frame",
+        "Live frame path: Detector.detect (colour convert + resize + model + boxes to pixels) + tracking + "
+        "copy + draw, ms per frame",
         f"{'detector':<34}{'GMAC':>6}{'threads':>9}{'median':>9}{'p95':>9}{'model':>9}{'frames':>8}   vs Haar",
     ]
     for name, timing in timings.items():
@@ -476,6 +503,13 @@ def format_report(report: Report) -> str:
         checks.append((f"augmentation >= 5x the fast backbone's training rate ({report.augment / train[fast]:.1f}x)",
                        report.augment >= 5 * train[fast]))
     lines += [f"  {'met    ' if ok else 'NOT met'}  {text}" for text, ok in checks]
+    dense = f"{DENSE_PRESET}/tflite"
+    if dense in timings:
+        checks.append((f"{dense} (every face) frame path median <= 6 ms ({timings[dense].median:.2f} ms)",
+                       timings[dense].median <= 6))
+        if YUNET in timings:
+            checks.append((f"{dense} faster than YuNet on the same frames ({timings[dense].median:.2f} ms against "
+                           f"{timings[YUNET].median:.2f} ms)", timings[dense].median < timings[YUNET].median))
     if YUNET in timings and f"{fast}/tflite" in fast_runs:
         yunet, mine = timings[YUNET].median, fast_runs[f"{fast}/tflite"]
         lines.append(f"  (the reference: {fast}/tflite against YuNet at 320 px, every face: "
@@ -543,12 +577,14 @@ def main(args) -> int:
     detectors.clear()
 
     cache = training_cache(samples, settings.cache_images)
+    dense_cache = training_cache(samples, settings.cache_images, DENSE_PRESET)
     for backbone in BACKBONES:
         slow = backbone == "vgg16"
         warmup = settings.slow_warmup_steps if slow else settings.train_warmup_steps
         steps = settings.slow_train_steps if slow else settings.train_steps
         share = CpuShare()
-        report.train[backbone] = training_rate(models[backbone], backbone, cache, folder, warmup, steps)
+        report.train[backbone] = training_rate(models[backbone], backbone, dense_cache if is_dense(backbone) else cache,
+                                               folder, warmup, steps)
         report.train_cores[backbone] = share.cores()
         log(f"{backbone}: training {report.train[backbone]:.1f} images/s")
     share = CpuShare()

@@ -1,9 +1,10 @@
 """Collect training images from a camera: save a frame into a dataset folder, pre-labelled.
 
 The original workflow took photos with a webcam and drew boxes in labelme. Here each frame is saved
-as a JPEG in the dataset's `images/` with a labelme file in `labels/` whose box comes from the
-current model (or OpenCV's Haar cascade when none is trained yet); the person then corrects the box
-or marks the frame as holding no face, which rewrites the label.
+as a JPEG in the dataset's `images/` with a labelme file in `labels/` whose boxes come from a
+pre-labelling detector (see `facetracker.prelabel`); the person then corrects the box or marks the
+frame as holding no face, which rewrites the label. A frame known to hold no face may be saved
+without a label file, which is what a no-face sample is (see `facetracker.recording`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from facetracker import atomic
 from facetracker.data import SPLITS, OutsideRoot, real_path_inside
-from facetracker.labelme import labelme_json
+from facetracker.labelme import labelme_faces_json, labelme_json
 
 JPEG_QUALITY = 92
 
@@ -29,11 +30,14 @@ PixelBox = tuple[int, int, int, int]
 @dataclasses.dataclass(frozen=True)
 class Capture:
     image: Path
-    label: Path
+    label: Path | None
+    """None when no label file was written: the image then counts as a no-face sample."""
     width: int
     height: int
     box: PixelBox | None
-    """The face box in pixels as saved, or None for a no-face sample."""
+    """The (first) face box in pixels as saved, or None for a no-face sample."""
+    boxes: tuple[PixelBox, ...] = ()
+    """Every face box saved in the label."""
 
 
 def capture_folder(dataset: str | Path, split: str | None = None) -> Path:
@@ -77,8 +81,23 @@ def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | Non
     With a `root` (the app's data root), folders whose real path leaves it are refused before
     anything is created or written, and the files are written into the real (resolved) folders.
     """
+    name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    return save_frame(dataset, frame_bgr, [] if box is None else [box], name, split=split, source=source, root=root)
+
+
+def save_frame(dataset: str | Path, frame_bgr: np.ndarray, boxes: list[PixelBox] | None, name: str, *,
+               split: str | None = None, source: str = "camera", root: str | Path | None = None) -> Capture:
+    """Save a BGR frame as `images/<name>.jpg`, with `labels/<name>.json` holding a face rectangle per
+    box (none for an empty list), or with no label file at all when `boxes` is None (a no-face sample).
+
+    Both files are written atomically; a name already taken by an image or a label raises
+    FileExistsError, so nothing is ever replaced. Folders are checked against `root` as in
+    `save_capture`.
+    """
     if frame_bgr is None or frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or min(frame_bgr.shape[:2]) < 8:
         raise ValueError("the frame is not a colour image (expected height x width x 3 pixels)")
+    if not name or Path(name).name != name or name.startswith("."):
+        raise ValueError(f"{name!r} cannot name a photo: use a plain file name without folders")
     folder = capture_folder(dataset, split)
     images, labels = folder / "images", folder / "labels"
     # Checked before mkdir too: mkdir(parents=True) under a linked folder would create folders outside.
@@ -90,18 +109,22 @@ def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | Non
     # an atomic write replaces a link of that name rather than writing through it.
     images, labels = _inside(images, root, "its images folder"), _inside(labels, root, "its labels folder")
     height, width = frame_bgr.shape[:2]
-    box = clip_box(box, width, height)
-    name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    clipped = None if boxes is None else tuple(clip_box(box, width, height) for box in boxes)
+    image_path, label_path = images / f"{name}.jpg", labels / f"{name}.json"
+    taken = [path for path in (image_path, label_path) if path.exists() or path.is_symlink()]
+    if taken:
+        raise FileExistsError(f"{taken[0]} already exists; nothing was replaced")
     ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(frame_bgr), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ValueError("could not encode the frame as JPEG")
-    image_path, label_path = images / f"{name}.jpg", labels / f"{name}.json"
-    # The label goes first: a crash between the two writes then leaves a label without an image
-    # (reported and skipped), never an unlabelled image that would read as a no-face sample.
-    atomic.write_text(label_path, labelme_json(f"../images/{image_path.name}", width, height, box,
-                                               f"pre-label: {source}"))
+    if clipped is not None:
+        # The label goes first: a crash between the two writes then leaves a label without an image
+        # (reported and skipped), never an unlabelled image that would read as a no-face sample.
+        faces = [(box, f"pre-label: {source}") for box in clipped]
+        atomic.write_text(label_path, labelme_faces_json(f"../images/{image_path.name}", width, height, faces))
     atomic.write_bytes(image_path, encoded.tobytes())
-    return Capture(image_path, label_path, width, height, box)
+    return Capture(image_path, label_path if clipped is not None else None, width, height,
+                   clipped[0] if clipped else None, clipped or ())
 
 
 def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected by hand", *,
@@ -130,6 +153,7 @@ def discard(capture: Capture, *, root: str | Path | None = None) -> None:
 
     With a `root`, files whose real path leaves it are refused and nothing is deleted."""
     image = _inside(capture.image, root, "the photo")
-    label = _inside(capture.label, root, "the label")
+    label = None if capture.label is None else _inside(capture.label, root, "the label")
     image.unlink(missing_ok=True)
-    label.unlink(missing_ok=True)
+    if label is not None:
+        label.unlink(missing_ok=True)

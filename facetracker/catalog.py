@@ -21,7 +21,7 @@ BACKBONE_WEIGHT_FILES: dict[str, str] = {
     "mobilenetv3small": "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5",
 }
 BACKBONE_NAMES: tuple[str, ...] = tuple(BACKBONE_WEIGHT_FILES)
-HEADS: tuple[str, ...] = ("design", "spatial", "grid")
+HEADS: tuple[str, ...] = ("design", "spatial", "grid", "dense")
 BOX_LOSS_NAMES: tuple[str, ...] = ("corner_size", "giou")
 WEIGHTS: tuple[str, ...] = ("imagenet", "none")
 

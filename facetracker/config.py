@@ -170,6 +170,16 @@ PRESETS: dict[str, dict] = {
                  lr=1e-3, schedule="cosine", warmup_epochs=1, freeze_backbone_epochs=3, copies=2,
                  early_stopping=8, best_from_epoch=5, box_weight=5.0, flip_average=True,
                  augment={"crop_min_scale": 0.5, "crop_max_scale": 1.0, "vflip_p": 0.0}),
+    # Every face at any size: the dense detector (model.build_dense_network) on a 256x256
+    # letterboxed input, MobileNetV2 alpha 0.5 from ImageNet, heads first on a frozen backbone;
+    # trained on scenes that teach small faces and crowds (zoom-out onto other photos, mosaics of
+    # up to 4x4 photos) besides the photos themselves.
+    "multi": dict(backbone="mobilenetv2-0.5", weights="imagenet", head="dense", image_size=256, cache_size=320,
+                  epochs=24, batch_size=16, lr=1e-3, schedule="cosine", warmup_epochs=1,
+                  freeze_backbone_epochs=2, finetune_lr_scale=0.3, copies=1, early_stopping=0,
+                  box_weight=2.0, class_weight=1.0,
+                  augment={"crop_p": 0.5, "crop_min_scale": 0.4, "crop_max_scale": 1.0, "vflip_p": 0.0,
+                           "zoom_out_p": 0.35, "zoom_out_max": 5.0, "mosaic_p": 0.35, "mosaic_max": 4}),
 }
 
 

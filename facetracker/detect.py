@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from facetracker.data import model_input
+from facetracker.dense import decode, letterbox
 from facetracker.runs import find_model
 
 HAAR = "haar"
@@ -37,6 +38,16 @@ REFERENCE_LABELS = {YUNET: YUNET_LABEL, HAAR: HAAR_LABEL}
 """The detectors that need no training, best first: what a trained model is compared with."""
 
 ModelKey = tuple[str, int, int]
+SINGLE_BOX_THRESHOLD = 0.5
+"""The face probability from which a single-box model's face counts, unless told otherwise."""
+
+
+def default_threshold(runtime) -> float:
+    """The threshold a model's faces are counted from unless told otherwise: its kind's."""
+    from facetracker.dense import DEFAULT_THRESHOLD
+
+    return DEFAULT_THRESHOLD if getattr(runtime, "dense", False) else SINGLE_BOX_THRESHOLD
+
 
 
 def model_file_key(path: str | Path) -> ModelKey:
@@ -93,6 +104,7 @@ class KerasRuntime:
 
         self.model = path_or_model if hasattr(path_or_model, "net") else load_model(path_or_model)
         self.input_size = int(self.model.net.input_shape[1])
+        self.dense = len(self.model.net.output_shape) == 3
         spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32, name="image")
         self._call = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
 
@@ -161,6 +173,7 @@ class TFLiteRuntime:
         self._interpreter = chosen
         self.num_threads = num_threads
         self.input_size = chosen.input_size
+        self.dense = len(chosen.interpreter.get_output_details()[0]["shape"]) == 3
         self.interpreter = chosen.interpreter
         if Path(path).name.endswith(".int8.tflite"):
             self.name = "tflite-int8"
@@ -223,6 +236,7 @@ class OnnxRuntime:
             chosen = _OnnxCall(self._session(num_threads))
         self._call = chosen
         self.num_threads = num_threads
+        self.dense = len(probe.get_outputs()[0].shape) == 3
 
     def _session(self, threads: int):
         import onnxruntime as ort
@@ -271,9 +285,12 @@ def load_runtime(path: str | Path, num_threads: int | None = None):
             raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a usable {kind} FaceTracker model ({reason[:300]})") from None
-    if output.shape != (1, 5):
+    cells = (runtime.input_size // 8) ** 2
+    if output.shape not in ((1, 5), (1, cells, 5)):
         raise ValueError(f"{path}: not a FaceTracker model: it gives an output of shape {output.shape[1:]} per "
-                         "image, not the 5 numbers [face probability, x0, y0, x1, y1]")
+                         "image, not the 5 numbers [face probability, x0, y0, x1, y1] (or a row of them "
+                         f"for each of the {cells} cells of a dense model)")
+    runtime.dense = output.ndim == 3
     return runtime
 
 
@@ -285,15 +302,18 @@ class Detector:
     must; the lock here guards only this detector's smoothing state.
     """
 
-    def __init__(self, runtime_or_path, threshold: float = 0.5, smoothing: float = 0.0):
+    def __init__(self, runtime_or_path, threshold: float | None = None, smoothing: float = 0.0):
         self.runtime = runtime_or_path if hasattr(runtime_or_path, "predict") else load_runtime(runtime_or_path)
-        self.threshold = threshold
+        self.threshold = default_threshold(self.runtime) if threshold is None else threshold
+        """A face counts from this probability; None: the model kind's (`default_threshold`)."""
         self.smoothing = smoothing
         """0 draws each frame's box as it is; towards 1 the box follows the face more slowly but steadily."""
         self._lock = threading.Lock()
         self._smoothed: np.ndarray | None = None
 
     def detect(self, frame_bgr: np.ndarray) -> Detection:
+        if getattr(self.runtime, "dense", False):
+            return self._detect_every_face(frame_bgr)
         height, width = frame_bgr.shape[:2]
         image = model_input(frame_bgr, self.runtime.input_size, bgr=True)[None]
         start = time.perf_counter()
@@ -310,6 +330,19 @@ class Detector:
             self._smoothed = box
         x0, y0, x1, y1 = (box * [width, height, width, height]).round().astype(int)
         return Detection(probability, (int(x0), int(y0), int(x1), int(y1)), model_ms)
+
+
+    def _detect_every_face(self, frame_bgr: np.ndarray) -> Detection:
+        """A dense model: the frame letterboxed, every cell's face decoded, overlaps suppressed."""
+        image, placed = letterbox(frame_bgr, self.runtime.input_size, bgr=True)
+        start = time.perf_counter()
+        rows = self.runtime.predict(image[None])[0]
+        model_ms = (time.perf_counter() - start) * 1000
+        boxes, scores = decode(rows, threshold=self.threshold)
+        faces = tuple(FaceBox(tuple(int(v) for v in box.round()), float(score))
+                      for box, score in zip(placed.to_frame(boxes), scores))
+        top = float(np.nanmax(rows[:, 0])) if len(rows) else 0.0
+        return Detection(top, faces[0].box if faces else None, model_ms, faces)
 
 
 class HaarDetector:

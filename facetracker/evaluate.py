@@ -84,17 +84,29 @@ class Evaluation:
 
 def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[data_lib.Sample], size: int,
                      threshold: float = 0.5, batch_size: int = 32,
-                     progress: Callable[[int, int], None] | None = None) -> Evaluation:
-    """Run `predict` (uint8 [N, size, size, 3] -> [N, 5]) over samples, fed whole as at inference."""
+                     progress: Callable[[int, int], None] | None = None, dense: bool = False) -> Evaluation:
+    """Run `predict` (uint8 [N, size, size, 3] -> [N, 5]) over samples, fed whole as at inference.
+
+    `dense`: the model answers per cell ([N, cells, 5]) on letterboxed photos; its most confident
+    cell is scored as its answer, mapped back to the photo."""
+    from facetracker.dense import letterbox
+
     kept, skipped, outputs = [], [], []
-    batch, batch_samples = [], []
+    batch, batch_samples, placements = [], [], []
 
     def flush():
         if batch:
-            outputs.append(np.asarray(predict(np.stack(batch)), np.float32))
+            out = np.asarray(predict(np.stack(batch)), np.float32)
+            if dense:
+                top = out[np.arange(len(out)), np.argmax(out[:, :, 0], axis=1)]
+                scale = [[p.width, p.height, p.width, p.height] for p in placements]
+                boxes = np.concatenate([p.to_frame(row[1:]) for p, row in zip(placements, top)]) / scale
+                out = np.concatenate([top[:, :1], boxes], axis=1).astype(np.float32)
+            outputs.append(out)
             kept.extend(batch_samples)
             batch.clear()
             batch_samples.clear()
+            placements.clear()
 
     for i, sample in enumerate(samples):
         try:
@@ -102,7 +114,12 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
         except (ValueError, OSError) as error:
             skipped.append(data_lib.Skipped(sample.image, str(error)))
             continue
-        batch.append(data_lib.model_input(pixels, size))
+        if dense:
+            image, placed = letterbox(pixels, size)
+            batch.append(image)
+            placements.append(placed)
+        else:
+            batch.append(data_lib.model_input(pixels, size))
         batch_samples.append(sample)
         if len(batch) == batch_size:
             flush()
@@ -117,38 +134,49 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
     return Evaluation(metrics, kept, out[:, 0], out[:, 1:], ious, skipped)
 
 
-def evaluate(model: str | Path, data: str | Path, split: str | None = None, threshold: float = 0.5,
+def evaluate(model: str | Path, data: str | Path, split: str | None = None, threshold: float | None = None,
              progress: Callable[[int, int], None] | None = None, root: str | Path | None = None) -> Evaluation:
     """Evaluate a model file or run folder on a dataset folder (one split, or all of it).
 
     With a `root` (the app's data root), images and labels linking out of it are skipped."""
-    from facetracker.detect import load_runtime
+    from facetracker.detect import default_threshold, load_runtime
 
     runtime = load_runtime(model)
+    threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
-    result = evaluate_samples(runtime.predict, samples, runtime.input_size, threshold, progress=progress)
+    result = evaluate_samples(runtime.predict, samples, runtime.input_size, threshold, progress=progress,
+                              dense=runtime.dense)
     result.skipped = dataset.skipped + result.skipped
     return result
 
 
 REFERENCE_SCORE_FLOOR = 0.3
 """A reference detector reports faces from this score up when scored: its AP ranks them all."""
+DENSE_SCORE_FLOOR = 0.05
+"""Likewise for a dense model's cells."""
 
 
-def evaluate_faces(model: str | Path, data: str | Path, split: str | None = None, threshold: float = 0.5,
-                   progress: Callable[[int, int], None] | None = None, root: str | Path | None = None
-                   ) -> tuple[dict[str, float], list[data_lib.Skipped]]:
+def evaluate_faces(model: str | Path, data: str | Path, split: str | None = None, threshold: float | None = None,
+                   progress: Callable[[int, int], None] | None = None, root: str | Path | None = None,
+                   far: bool = False) -> tuple[dict[str, float], list[data_lib.Skipped]]:
     """Per-face metrics (see `facetracker.face_metrics`) of a model file, run folder or reference
-    detector key (`yunet`, `haar`) on a dataset folder: every box it gives against every labelled face."""
-    from facetracker.detect import REFERENCE_LABELS, Detector, load_runtime, reference_detector
+    detector key (`yunet`, `haar`) on a dataset folder: every box it gives against every labelled face.
+    `far`: each photo shrunk onto a larger canvas first (`face_metrics.far_away`)."""
+    from facetracker.detect import REFERENCE_LABELS, SINGLE_BOX_THRESHOLD, Detector, default_threshold, load_runtime
+    from facetracker.detect import reference_detector
     from facetracker.face_metrics import score_detector
 
     if str(model) in REFERENCE_LABELS:
+        threshold = SINGLE_BOX_THRESHOLD if threshold is None else threshold
         detector = reference_detector(str(model), threshold=min(threshold, REFERENCE_SCORE_FLOOR), max_side=None)
     else:
-        detector = Detector(load_runtime(model), threshold=0.0)  # every box, ranked by its probability
+        runtime = load_runtime(model)
+        # Every box, ranked by its probability (a dense model's from a low floor: its empty cells
+        # would only fill the suppression with a thousand near-zero boxes).
+        detector = Detector(runtime, threshold=DENSE_SCORE_FLOOR if runtime.dense else 0.0)
+        threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
-    metrics, _, skipped = score_detector(detector.detect, samples, threshold, progress=progress)
+    metrics, _, skipped = score_detector(detector.detect, samples, threshold, progress=progress, far=far)
     return metrics, dataset.skipped + skipped
 
 

@@ -106,14 +106,38 @@ def score_photos(photos: Iterable[PhotoResult], threshold: float = 0.5) -> dict[
     return metrics
 
 
+FAR_CANVAS = (640, 480)
+FAR_FACE_WIDTHS = (0.05, 0.20)
+"""`far_away`: the largest face ends up this share of the canvas's width (32 to 128 px of 640)."""
+
+
+def far_away(rgb: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The photo shrunk onto a 640x480 canvas of smooth random texture, at a random place, so that its
+    largest face is 5-20% of the canvas's width: the faces a webcam sees across a room, made from
+    close-ups. Returns the canvas and the labelled faces [n, 4] moved with the photo (pixels)."""
+    canvas_w, canvas_h = FAR_CANVAS
+    noise = rng.integers(0, 256, (canvas_h // 32 + 1, canvas_w // 32 + 1, 3)).astype(np.uint8)
+    canvas = cv2.resize(noise, (canvas_w, canvas_h), interpolation=cv2.INTER_CUBIC)
+    height, width = rgb.shape[:2]
+    truth = np.asarray(truth, np.float64).reshape(-1, 4)
+    largest = float((truth[:, 2] - truth[:, 0]).max()) if len(truth) else width / 3
+    scale = rng.uniform(*FAR_FACE_WIDTHS) * canvas_w / max(largest, 1.0)
+    scale = min(scale, canvas_w / width, canvas_h / height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    left, top = int(rng.integers(0, canvas_w - new_w + 1)), int(rng.integers(0, canvas_h - new_h + 1))
+    canvas[top:top + new_h, left:left + new_w] = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return canvas, truth * [new_w / width, new_h / height, new_w / width, new_h / height] + [left, top, left, top]
+
+
 def score_detector(detect: Callable[[np.ndarray], "object"], samples: list[data_lib.Sample], threshold: float = 0.5,
-                   max_side: int = 640, progress: Callable[[int, int], None] | None = None
+                   max_side: int = 640, progress: Callable[[int, int], None] | None = None, far: bool = False,
                    ) -> tuple[dict[str, float], list[PhotoResult], list[data_lib.Skipped]]:
     """Run `detect` (BGR frame -> detect.Detection) on each sample's photo, as a camera frame of at
     most `max_side` pixels, and score every face it gives against every labelled face. The detector
     should report its weak faces too (a low threshold of its own): AP ranks them; recall and precision
-    count those at `threshold`."""
+    count those at `threshold`. `far`: each photo is first moved far away (`far_away`, seeded)."""
     photos, skipped = [], []
+    rng = np.random.default_rng(0)
     for index, sample in enumerate(samples):
         try:
             rgb = data_lib.sample_pixels(sample, max_side=max_side)
@@ -121,8 +145,10 @@ def score_detector(detect: Callable[[np.ndarray], "object"], samples: list[data_
             skipped.append(data_lib.Skipped(sample.image, str(error)))
             continue
         height, width = rgb.shape[:2]
-        detection = detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         truth = [np.array(face) * [width, height, width, height] for face in sample.faces]
+        if far:
+            rgb, truth = far_away(rgb, np.array(truth), rng)
+        detection = detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
         photos.append(PhotoResult.of([f.box for f in detection.faces], [f.score for f in detection.faces], truth))
         if progress:
             progress(index + 1, len(samples))

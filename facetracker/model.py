@@ -16,6 +16,10 @@ which a global max-pool throws away (see `build_network`).
 
 The network outputs one (batch, 5) tensor `[p, x0, y0, x1, y1]`: a single output keeps its order in
 every export format (TFLite may reorder several outputs).
+
+The dense head (the `multi` preset) finds every face instead of one (see `build_dense_network`,
+`DenseFaceTracker` and `facetracker.dense`): a square letterboxed input, and one row
+`[p, x0, y0, x1, y1]` for each cell of its stride-8 grid, (batch, cells, 5).
 """
 
 from __future__ import annotations
@@ -193,8 +197,9 @@ def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, 
     see `GridBox`; the same weights serve every position, so a face the model saw in one place is
     found in another, which matters most when few photos train the features from scratch.
     """
-    if head not in HEADS:
-        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEADS)}")
+    if head not in HEADS or head == "dense":
+        raise ValueError(f"unknown head {head!r}; choose one of {', '.join(h for h in HEADS if h != 'dense')}"
+                         " (the dense head is build_dense_network)")
     features_net = build_backbone(backbone, weights, size)
     if head != "design":
         features_net = _with_finer_map(features_net)
@@ -229,6 +234,78 @@ def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, 
 
     out = layers.Concatenate(name="face_and_box")([face, box])
     return keras.Model(images, out, name=f"facetracker_{backbone.replace('.', '_')}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The dense detector (head "dense", the `multi` preset): every face, at any size
+
+
+def _tap(backbone: keras.Model, stride: int, size: int, preferred: str) -> keras.KerasTensor:
+    """The backbone's feature map at `stride`: the named layer when the backbone has it (for
+    MobileNetV2, the last residual sum of that resolution), else the last layer at that stride."""
+    names = {layer.name: layer for layer in backbone.layers}
+    if preferred in names:
+        return names[preferred].output
+    found = [layer.output for layer in backbone.layers[1:]
+             if len(layer.output.shape) == 4 and layer.output.shape[1] == size // stride
+             and not isinstance(layer, layers.ZeroPadding2D)]
+    if not found:
+        raise ValueError(f"backbone {backbone.name} has no feature map at stride {stride}")
+    return found[-1]
+
+
+@keras.saving.register_keras_serializable(package="facetracker")
+class DecodeCells(layers.Layer):
+    """Each cell's score and box, as rows `[score, x0, y0, x1, y1]` (box in 0..1 of the input).
+
+    Inputs: `logit` (batch, H, W, 1) and `distances` (batch, H, W, 4), the log of each edge's
+    distance from the cell's centre in units of 4 cells (0 means 4 cells, about a 32 px face at
+    stride 8). Output (batch, H*W, 5), cells row by row as in `dense.grid_centres`. The box decoding
+    lives in the network, so an exported model carries it; only NMS is left (`dense.decode`).
+    """
+
+    def call(self, inputs):
+        logit, distances = inputs
+        h, w = logit.shape[1], logit.shape[2]
+        cy, cx = np.meshgrid((np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w, indexing="ij")
+        centres = np.stack([cx, cy, cx, cy], axis=-1).reshape(1, h * w, 4).astype("float32")
+        unit = np.array([4.0 / w, 4.0 / h, 4.0 / w, 4.0 / h], "float32")
+        signs = np.array([-1, -1, 1, 1], "float32")
+        reach = ops.exp(ops.clip(ops.reshape(distances, (-1, h * w, 4)), -6.0, 4.0)) * unit
+        boxes = centres + signs * reach
+        score = ops.sigmoid(ops.reshape(logit, (-1, h * w, 1)))
+        return ops.concatenate([score, boxes], axis=-1)
+
+
+def build_dense_network(backbone: str = "mobilenetv2-0.5", weights: str | None = "imagenet", *,
+                        size: int = 256, width: int = 64) -> keras.Model:
+    """The dense network: backbone maps at strides 8, 16 and 32, merged top-down (as a feature
+    pyramid does) into one stride-8 map, then two small convolution heads on every cell.
+
+    The stride-8 grid (32x32 cells at 256 px) resolves faces of 8 px; the coarser maps bring the
+    context a 200 px face needs. Depthwise-separable convolutions keep the head to a few tenths of
+    a millisecond on a CPU.
+    """
+    base = build_backbone(backbone, weights, size)
+    taps = [_tap(base, 8, size, "block_5_add"), _tap(base, 16, size, "block_12_add"),
+            _tap(base, 32, size, "block_15_add")]
+    features_net = keras.Model(base.input, taps, name=base.name)
+    images = keras.Input((size, size, 3), name="image")
+    x = ImagenetPreprocess(BACKBONES[backbone].preprocessing, name="preprocess")(images)
+    c8, c16, c32 = features_net(x)
+    p = layers.Conv2D(width, 1, activation="relu", name="lateral_32")(c32)
+    p = layers.UpSampling2D(2, name="up_32")(p)
+    p = layers.Add(name="merge_16")([p, layers.Conv2D(width, 1, activation="relu", name="lateral_16")(c16)])
+    p = layers.UpSampling2D(2, name="up_16")(p)
+    p = layers.Add(name="merge_8")([p, layers.Conv2D(width, 1, activation="relu", name="lateral_8")(c8)])
+    p = layers.SeparableConv2D(width, 3, padding="same", activation="relu", name="head_conv1")(p)
+    p = layers.SeparableConv2D(width, 3, padding="same", activation="relu", name="head_conv2")(p)
+    # A prior of 1% face per cell at the start (the focal loss paper's), so the many empty cells
+    # do not swamp the first steps.
+    logit = layers.Conv2D(1, 1, name="cell_logit", bias_initializer=keras.initializers.Constant(-4.595))(p)
+    distances = layers.Conv2D(4, 1, name="cell_distances")(p)
+    rows = DecodeCells(name="cells")([logit, distances])
+    return keras.Model(images, rows, name=f"facetracker_dense_{backbone.replace('.', '_')}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,6 +416,39 @@ class FaceTracker(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="facetracker")
+class DenseFaceTracker(FaceTracker):
+    """The dense detector, trained with one loss over every cell of the grid.
+
+    Targets per cell (see `dense.cell_targets`): `has_face` (batch, cells) and `true_box`
+    (batch, cells, 4). The face term is the focal loss (RetinaNet's, alpha 0.25, gamma 2): a photo
+    has a thousand cells and a few faces, and plain cross-entropy would spend the training on
+    easy empty cells. The box term is 1 - GIoU over the cells that learn a face: scale-free, so a
+    10 px face counts as much as a 200 px one. Both are divided by the number of those cells in
+    the global batch (at least 1).
+    """
+
+    def compute_losses(self, has_face, true_box, output):
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        positive = ops.cast(has_face, "float32")
+        prob = ops.clip(output[..., 0], 1e-6, 1.0 - 1e-6)
+        p_true = positive * prob + (1.0 - positive) * (1.0 - prob)
+        alpha = positive * 0.25 + (1.0 - positive) * 0.75
+        focal = -alpha * ops.square(1.0 - p_true) * ops.log(p_true)
+        global_faces = ops.maximum(ops.sum(positive) * replicas, 1.0)
+        class_loss = ops.sum(focal) / global_faces
+        per_cell_box = giou_loss(ops.reshape(ops.cast(true_box, "float32"), (-1, 4)),
+                                 ops.reshape(output[..., 1:], (-1, 4)))
+        box_loss = ops.sum(per_cell_box * ops.reshape(positive, (-1,))) / global_faces
+        total = self.class_weight * class_loss + self.box_weight * box_loss
+        return total, class_loss, box_loss
+
+
+def is_dense(model: keras.Model) -> bool:
+    """Whether the model answers per cell ([cells, 5] rows per image) rather than with one box."""
+    return isinstance(model, DenseFaceTracker)
+
+
+@keras.saving.register_keras_serializable(package="facetracker")
 class PhasedCosine(keras.optimizers.schedules.LearningRateSchedule):
     """Warm-up then cosine decay, once for the frozen-backbone steps at `lr` and once more for
     fine-tuning at `lr * finetune_scale` (it lives here so loading a checkpoint knows it)."""
@@ -372,8 +482,12 @@ def build_model(backbone: str = "vgg16", weights: str | None = "imagenet", *, he
                 box_loss: str = "corner_size", box_weight: float = 1.0, class_weight: float = 0.5,
                 size: int = INPUT_SIZE) -> FaceTracker:
     """The face tracker. `weights="imagenet"` raises `WeightsUnavailable` offline with an empty cache."""
-    net = build_network(backbone, weights if weights != "none" else None, head=head, size=size)
-    model = FaceTracker(net, box_loss=box_loss, box_weight=box_weight, class_weight=class_weight)
+    if head == "dense":
+        net = build_dense_network(backbone, weights if weights != "none" else None, size=size)
+        model = DenseFaceTracker(net, box_loss="giou", box_weight=box_weight, class_weight=class_weight)
+    else:
+        net = build_network(backbone, weights if weights != "none" else None, head=head, size=size)
+        model = FaceTracker(net, box_loss=box_loss, box_weight=box_weight, class_weight=class_weight)
     model.build((None, size, size, 3))
     return model
 
@@ -430,8 +544,8 @@ def with_flip_average(net: keras.Model) -> keras.Model:
 
 def inference_copy(model: FaceTracker, flip_average: bool = False) -> FaceTracker:
     """The same network without optimiser state: what `model.keras` and exports hold."""
-    net = with_flip_average(model.net) if flip_average else model.net
-    copy = FaceTracker(net, box_loss=model.box_loss, box_weight=model.box_weight,
+    net = with_flip_average(model.net) if flip_average and not is_dense(model) else model.net
+    copy = type(model)(net, box_loss=model.box_loss, box_weight=model.box_weight,
                        class_weight=model.class_weight)
     size = int(model.net.input_shape[1])
     copy.build((None, size, size, 3))

@@ -12,7 +12,7 @@ from facetracker.labelme import labelme_faces_json
 from facetracker.runs import atomic_write_text
 
 
-def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, threshold: float = 0.5,
+def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, threshold: float | None = None,
                     overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Write `<out>/<stem>.json` for every image in `images`, a rectangle for every face the model (a
     model file, run folder, or `yunet` / `haar`) finds; existing labels are kept unless `overwrite`."""
@@ -23,7 +23,7 @@ def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, thre
         raise data_lib.DatasetError(f"{images_dir}: no such folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     if str(model) in REFERENCE_LABELS:  # full resolution: pre-labels of group photos need the small faces
-        detector = reference_detector(str(model), threshold=threshold, max_side=None)
+        detector = reference_detector(str(model), threshold=0.5 if threshold is None else threshold, max_side=None)
     else:
         detector = Detector(model, threshold=threshold)
     summary = {"written": 0, "faces": 0, "kept": 0, "skipped": 0}

@@ -44,17 +44,25 @@ import tensorflow as tf  # noqa: E402
 
 @dataclasses.dataclass
 class ImageCache:
-    """Decoded images stretched to a square, with their labels: decoded once, augmented many times."""
+    """Decoded images made square, with their labels: decoded once, augmented many times.
+
+    For the single-box heads each photo is stretched to the square, as `data.model_input` does at
+    inference; for the dense head it is letterboxed (`dense.letterbox`), as the live path does, and
+    the boxes are moved with it."""
 
     images: np.ndarray  # uint8 [N, S, S, 3]
-    boxes: np.ndarray  # float32 [N, 4] (zeros for no-face)
+    boxes: np.ndarray  # float32 [N, 4], the largest face (zeros for no-face)
     has_face: np.ndarray  # float32 [N]
     samples: list[data_lib.Sample]
+    faces: list[np.ndarray] = dataclasses.field(default_factory=list)
+    """Every face of each image [n_i, 4], in the same coordinates as `boxes`."""
 
 
 def build_cache(samples: list[data_lib.Sample], size: int, log: Callable[[str], None] = print,
-                skipped: list | None = None) -> ImageCache:
-    images, kept = [], []
+                skipped: list | None = None, letterboxed: bool = False) -> ImageCache:
+    from facetracker.dense import letterbox
+
+    images, kept, faces = [], [], []
     for sample in samples:
         try:
             pixels = data_lib.sample_pixels(sample, max_side=size * 2)
@@ -64,12 +72,19 @@ def build_cache(samples: list[data_lib.Sample], size: int, log: Callable[[str], 
             if skipped is not None:
                 skipped.append(item)
             continue
-        images.append(data_lib.model_input(pixels, size))
+        boxes = np.array(sample.faces, np.float32).reshape(-1, 4)
+        if letterboxed:
+            image, placed = letterbox(pixels, size)
+            boxes = placed.to_input(boxes).astype(np.float32)
+        else:
+            image = data_lib.model_input(pixels, size)
+        images.append(image)
+        faces.append(boxes)
         kept.append(sample)
-    boxes = np.array([s.box or (0.0, 0.0, 0.0, 0.0) for s in kept], np.float32).reshape(-1, 4)
+    boxes = np.array([f[0] if len(f) else (0.0, 0.0, 0.0, 0.0) for f in faces], np.float32).reshape(-1, 4)
     has_face = np.array([s.has_face for s in kept], np.float32)
     stacked = np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8)
-    return ImageCache(stacked, boxes, has_face, kept)
+    return ImageCache(stacked, boxes, has_face, kept, faces)
 
 
 def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int, shard: tuple[int, int] = (1, 0)):
@@ -109,6 +124,46 @@ def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int, sh
     # Endless, so Keras keeps one iterator for the whole run: a finite one is torn down and rebuilt
     # at every epoch, which cost 2-40 s each time while augmentation workers wound down.
     # `steps_per_epoch` marks the epochs; every pass over the copies is shuffled anew.
+    return (image_order(len(cache.images), config, shard).batch(batch_size, drop_remainder=False)
+            .map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def dense_training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int, shard: tuple[int, int] = (1, 0)):
+    """As `training_dataset`, for the dense head: each sample is a scene (`augment.make_scene`: the
+    photo, a mosaic or the photo zoomed out), augmented with all its faces, and the targets are
+    per cell (`dense.cell_targets`)."""
+    from facetracker.augment import augment_faces, make_scene
+    from facetracker.dense import cell_targets
+
+    local = threading.local()
+    size = config.image_size
+    cells = (size // 8) ** 2
+    backgrounds = np.flatnonzero(cache.has_face < 0.5)
+
+    def augment_batch(indices):
+        if getattr(local, "transform", None) is None:
+            seed = config.seed * 1000 + threading.get_ident() % 1000
+            local.transform = build_transform(config.augment, size, seed=seed)
+            local.rng = np.random.default_rng(seed)
+        images = np.empty((len(indices), size, size, 3), np.uint8)
+        has_face = np.zeros((len(indices), cells), np.float32)
+        boxes = np.zeros((len(indices), cells, 4), np.float32)
+        for row, index in enumerate(indices):
+            scene, scene_faces = make_scene(local.rng, config.augment, cache.images, cache.faces, int(index),
+                                            backgrounds)
+            images[row], kept = augment_faces(local.transform, scene, scene_faces)
+            targets = cell_targets(kept, size)
+            has_face[row], boxes[row] = targets[:, 0], targets[:, 1:]
+        return images, has_face, boxes
+
+    def map_fn(indices):
+        images, has_face, boxes = tf.numpy_function(augment_batch, [indices], (tf.uint8, tf.float32, tf.float32))
+        images.set_shape((None, size, size, 3))
+        has_face.set_shape((None, cells))
+        boxes.set_shape((None, cells, 4))
+        return tf.cast(images, tf.float32), (has_face, boxes)
+
     return (image_order(len(cache.images), config, shard).batch(batch_size, drop_remainder=False)
             .map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
             .prefetch(tf.data.AUTOTUNE))
@@ -242,8 +297,9 @@ def _training_data(cache: ImageCache, config: TrainConfig, global_batch: int, st
 
     Left to Keras, every worker would augment every whole global batch and keep its part of it.
     """
+    make = dense_training_dataset if config.head == "dense" else training_dataset
     if config.strategy != "multiworker":
-        return training_dataset(cache, config, global_batch)
+        return make(cache, config, global_batch)
 
     def worker_dataset(context):
         try:
@@ -251,7 +307,7 @@ def _training_data(cache: ImageCache, config: TrainConfig, global_batch: int, st
         except ValueError:
             raise ConfigError(f"batch_size {global_batch} must be a multiple of the {context.num_replicas_in_sync} "
                               "replicas of the cluster") from None
-        return training_dataset(cache, config, batch, shard=(context.num_input_pipelines, context.input_pipeline_id))
+        return make(cache, config, batch, shard=(context.num_input_pipelines, context.input_pipeline_id))
 
     return strategy.distribute_datasets_from_function(worker_dataset)
 
@@ -325,6 +381,24 @@ def _save_checkpoint(model, path: Path) -> None:
 LOSS_KEYS = ("loss", "class_loss", "box_loss")
 
 
+def dense_validation_metrics(out: np.ndarray, has_face: np.ndarray, largest: np.ndarray,
+                             faces: list[np.ndarray]) -> dict:
+    """A dense model's validation metrics: the single-box ones (`evaluate.score`) of its most
+    confident cell against each photo's largest face, so runs of every preset compare and the
+    best epoch is chosen alike; and `ap50`, `recall` over every face (`face_metrics`)."""
+    from facetracker.dense import DEFAULT_THRESHOLD, decode
+    from facetracker.evaluate import score
+    from facetracker.face_metrics import PhotoResult, score_photos
+
+    top = out[np.arange(len(out)), np.argmax(out[:, :, 0], axis=1)] if len(out) else np.zeros((0, 5))
+    metrics = score(top[:, 0], top[:, 1:], has_face, largest, DEFAULT_THRESHOLD)
+    if len(faces) == len(out):
+        photos = [PhotoResult.of(*decode(rows, threshold=0.05), truth) for rows, truth in zip(out, faces)]
+        every = score_photos(photos, DEFAULT_THRESHOLD)
+        metrics.update(ap50=every["ap50"], face_recall=every["recall"])
+    return metrics
+
+
 class RunFolderCallback(keras.callbacks.Callback):
     """Writes metrics and status, validates, checkpoints, keeps the best model, obeys STOP.
 
@@ -340,8 +414,10 @@ class RunFolderCallback(keras.callbacks.Callback):
     def __init__(self, run_dir: Path, *, epochs: int, steps_per_epoch: int, batch_size: int,
                  stop: StopRequested, val_inputs: np.ndarray, val_has_face: np.ndarray, val_boxes: np.ndarray,
                  state: dict, save_best: Callable, save_checkpoint: Callable, early_stopping: int = 0,
-                 best_from_epoch: int = 1, log: Callable[[str], None] = print):
+                 best_from_epoch: int = 1, log: Callable[[str], None] = print,
+                 val_faces: list[np.ndarray] | None = None):
         super().__init__()
+        self.val_faces = val_faces or []
         self.run_dir = run_dir
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -392,6 +468,8 @@ class RunFolderCallback(keras.callbacks.Callback):
         outputs = [np.asarray(self.predict(self.val_inputs[i:i + 64].astype(np.float32)))
                    for i in range(0, len(self.val_inputs), 64)]
         out = np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
+        if out.ndim == 3:  # a dense model: its most confident cell is its answer for the photo
+            return dense_validation_metrics(out, self.val_has_face > 0.5, self.val_boxes, self.val_faces)
         return score(out[:, 0], out[:, 1:], self.val_has_face > 0.5, self.val_boxes)
 
     @staticmethod
@@ -407,7 +485,8 @@ class RunFolderCallback(keras.callbacks.Callback):
         metrics = self.validation_metrics()
         record = {"kind": "epoch", "epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
                   "time": time.time(), **{k: float(v) for k, v in (logs or {}).items() if k in LOSS_KEYS},
-                  **{f"val_{k}": v for k, v in metrics.items() if k in ("mean_iou", "iou50", "accuracy", "ap50")}}
+                  **{f"val_{k}": v for k, v in metrics.items()
+                     if k in ("mean_iou", "iou50", "accuracy", "ap50", "face_recall")}}
         runs.append_metrics(self.run_dir, record)
         val_iou = metrics["mean_iou"] if not math.isnan(metrics["mean_iou"]) else 0.0
         # A stop in the middle of an epoch must not count that epoch as done on resume.
@@ -647,8 +726,9 @@ def _caches(config: TrainConfig, run_dir: Path, dataset, samples, log: Callable[
     """Step 3: the training and validation images decoded once into memory."""
     _stage(run_dir, f"decoding {sum(s.split in ('train', 'val') for s in samples)} photos into memory", log)
     skipped: list = []
-    train_cache = build_cache([s for s in samples if s.split == "train"], config.cache_size, log, skipped)
-    val_cache = build_cache([s for s in samples if s.split == "val"], config.cache_size, log, skipped)
+    letterboxed = config.head == "dense"
+    train_cache = build_cache([s for s in samples if s.split == "train"], config.cache_size, log, skipped, letterboxed)
+    val_cache = build_cache([s for s in samples if s.split == "val"], config.cache_size, log, skipped, letterboxed)
     if len(train_cache.images) == 0:
         raise data_lib.DatasetError(f"{config.data}: no usable training image; nothing to train on")
     if train_cache.has_face.sum() == 0:
@@ -764,7 +844,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     callback = RunFolderCallback(
         run_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, stop=stop,
         val_inputs=validation_inputs(val_cache, config.image_size), val_has_face=val_cache.has_face,
-        val_boxes=val_cache.boxes, state=state, early_stopping=config.early_stopping,
+        val_boxes=val_cache.boxes, val_faces=val_cache.faces, state=state, early_stopping=config.early_stopping,
         best_from_epoch=config.best_from_epoch, log=log,
         save_best=lambda m: _save_model(m, run_dir / runs.MODEL, include_optimizer=False,
                                         flip_average=config.flip_average),

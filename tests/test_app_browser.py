@@ -1,7 +1,7 @@
 """The whole app in a real browser: headless Chromium with a fake webcam showing real faces.
 
-One journey, as a newcomer would make it: open every page; take a photo with the webcam and drag
-its box over the face; move an augmentation slider and see the
+One journey, as a newcomer would make it: open every page; turn the webcam on, take one photo and
+drag its box over the face; move an augmentation slider and see the
 preview change; train a short run on the webcam-tutorial frames and watch the charts fill; run the
 trained model on the webcam and see frames come back through the server, then see the Haar
 baseline box the face. Prints the figures it measured (frames/s, times).
@@ -97,7 +97,9 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
 
         # -- Dataset: a photo from the webcam, pre-labelled, then a box dragged over the face and saved
         open_page(page, url, "dataset", "Dataset")
-        page.get_by_role("button", name="Take Photo").click()
+        bt.start_webrtc(page, timeout=45)
+        bt.wait_for_app(page)
+        page.get_by_role("button", name="Take one photo").click()
         page.get_by_text("Correct the box if it is wrong").wait_for()
         bt.wait_for_app(page)
         editor = page.locator(".js-plotly-plot").first

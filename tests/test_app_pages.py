@@ -194,9 +194,23 @@ def test_dataset_path_outside_the_data_root_is_refused(faces, tmp_path):
     assert not at.metric
 
 
-def test_webcam_capture_is_prelabelled_then_corrected(faces):
+def click(at: AppTest, label: str) -> AppTest:
+    return at.button[[b.label for b in at.button].index(label)].click().run()
+
+
+def test_one_webcam_photo_is_prelabelled_then_corrected(faces):
     at = open_page("app_pages/dataset.py")
-    at.camera_input(key="capture_camera").set_value(("shot.jpg", face_jpeg(), "image/jpeg")).run()
+    recorder = at.session_state["dataset_recorder"]
+    click(at, "Take one photo")
+    assert any("press START" in w for w in texts(at, "warning")), "a click that cannot act says why"
+    frame = bt.face_frames_from_dataset(n=1)[0]
+    recorder.feed(frame.copy())  # the camera is on
+    click(at, "Take one photo")
+    assert_no_exception(at)
+    assert any("waiting for a frame" in i for i in texts(at, "info"))
+    recorder.feed(np.zeros_like(frame))  # a black frame is passed over
+    recorder.feed(frame.copy())
+    at.run()
     assert_no_exception(at)
     labels = sorted((faces / "labels").glob("capture-*.json"))
     images = sorted((faces / "images").glob("capture-*.jpg"))
@@ -211,15 +225,58 @@ def test_webcam_capture_is_prelabelled_then_corrected(faces):
 
     at.slider(key=f"fix_x_{images[0].stem}").set_value((100, 300)).run()
     at.slider(key=f"fix_y_{images[0].stem}").set_value((50, 350)).run()
-    at.button[[b.label for b in at.button].index("Save this box")].click().run()
+    click(at, "Save this box")
     assert_no_exception(at)
     assert json.loads(labels[0].read_text())["shapes"][0]["points"] == [[100.0, 50.0], [300.0, 350.0]]
 
-    at.button[[b.label for b in at.button].index("No face in this photo")].click().run()
+    click(at, "No face in this photo")
     assert json.loads(labels[0].read_text())["shapes"] == []
     assert {m.label: m.value for m in at.metric}["No face"] == str(N_EMPTY + 1)
-    # the same photo still shown by the camera widget is not saved twice
-    assert len(list((faces / "images").glob("capture-*.jpg"))) == 1
+    recorder.feed(frame.copy())
+    at.run()
+    assert len(list((faces / "images").glob("capture-*.jpg"))) == 1, "one click, one photo"
+
+
+def test_a_recording_on_the_page_shows_its_counts_and_warnings(faces, root):
+    from facetracker.recording import Recorder
+
+    clock = mock.Mock(return_value=0.0)
+    at = AppTest.from_file(ENTRY, default_timeout=90)
+    at.session_state["dataset_recorder"] = recorder = Recorder(root=root, clock=clock)
+    at.switch_page("app_pages/dataset.py")
+    at.run()
+    at.number_input(key="record_face_s").set_value(2).run()
+    at.number_input(key="record_no_face_s").set_value(1).run()
+    click(at, "Stop recording")
+    assert any("No recording is running" in w for w in texts(at, "warning"))
+    frame = bt.face_frames_from_dataset(n=1)[0]
+    recorder.feed(frame.copy())
+    click(at, "Record")
+    assert_no_exception(at)
+    assert any("Recording starts in 3 s" in i for i in texts(at, "info"))
+    click(at, "Record")
+    assert any("A recording is running" in w for w in texts(at, "warning"))
+
+    def feed(t: float, image: np.ndarray) -> None:
+        clock.return_value = t
+        recorder.feed(image)
+
+    feed(3.0, frame.copy())  # face phase (3 to 5 s), a photo every 0.5 s
+    feed(3.5, np.zeros_like(frame))  # black
+    feed(4.0, frame.copy())  # the same as the kept one: frozen
+    feed(4.5, np.roll(frame, 40, axis=1))
+    at.run()
+    assert any("Recording your face: 1 s left" in i for i in texts(at, "info"))
+    feed(8.0, frame.copy())  # no-face phase (8 to 9 s), but the face is still there
+    feed(9.5, frame.copy())
+    at.run()
+    assert_no_exception(at)
+    caption = next(c for c in texts(at, "caption") if c.startswith("saved:"))
+    assert caption == "saved: 3 · with your face: 2 (2 pre-labelled) · without: 1 · dropped: 2 (black: 1, frozen: 1)"
+    assert any("A face was seen in 1 frame(s) of the step-out phase" in w for w in texts(at, "warning"))
+    assert any("Recording finished: 3 photos saved" in s for s in texts(at, "success"))
+    assert {m.label: m.value for m in at.metric}["Images"] == str(N_FACES + N_EMPTY + 3), "counts refreshed"
+    assert len(list((faces / "labels").glob("rec-*.json"))) == 2
 
 
 def test_a_rectangle_dragged_on_the_photo_becomes_a_pixel_box():
@@ -269,7 +326,8 @@ def test_a_zipped_dataset_is_unpacked_and_a_zip_slip_refused(faces, root):
 def test_augment_preview_follows_the_sliders_and_saves_the_config(faces):
     at = open_page("app_pages/augment.py")
     labels = {s.label for s in at.slider}
-    assert len(labels) == 15  # every AugmentConfig field, plus the number of samples
+    assert len(labels) == 19  # every AugmentConfig field, plus the number of samples
+    at.radio(key="aug_kind").set_value(at.radio(key="aug_kind").options[1]).run()  # as a one-face model trains
     assert len(at.image) == 1 + at.slider(key="aug_count").value
     # with nothing saved the sliders start from the preset the Train page offers first (no upside-down faces)
     assert at.slider(key="aug_vflip_p").value == 0.0 and at.slider(key="aug_crop_min_scale").value == 0.5
@@ -293,6 +351,25 @@ def test_augment_preview_follows_the_sliders_and_saves_the_config(faces):
     again.slider(key="aug_crop_min_scale").set_value(0.9)
     again.slider(key="aug_crop_max_scale").set_value(0.5).run()
     assert any("crop_min_scale" in e for e in texts(again, "error")) and not again.image
+
+
+def test_augment_preview_shows_mosaics_and_zoom_outs_with_every_face_boxed(faces):
+    at = open_page("app_pages/augment.py")
+    at.radio(key="aug_kind").set_value(at.radio(key="aug_kind").options[0])
+    at.slider(key="aug_zoom_out_p").set_value(0.0)
+    at.slider(key="aug_crop_p").set_value(0.0)
+    at.slider(key="aug_mosaic_max").set_value(2)
+    at.slider(key="aug_mosaic_p").set_value(1.0).run()
+    assert_no_exception(at)
+    captions = [c for img in at.image for c in img.captions]
+    counts = [int(c.split("· ")[1].split()[0]) for c in captions if c.startswith("sample ")]
+    # 2x2 mosaics of photos with one face each (or none): several faces in most samples, all kept
+    assert counts and max(counts) >= 2, counts
+    at.slider(key="aug_mosaic_p").set_value(0.0)
+    at.slider(key="aug_zoom_out_p").set_value(1.0).run()
+    assert_no_exception(at)
+    before = [img.value for img in at.image]
+    assert len(before) == 1 + at.slider(key="aug_count").value
 
 
 # ----------------------------------------------------------------------------------------------

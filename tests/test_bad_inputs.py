@@ -281,8 +281,12 @@ def test_train_refuses_a_folder_with_no_usable_image_before_it_starts(helen, tmp
 
 
 def test_the_dataset_page_lists_each_skipped_file_with_its_reason(corpus, data_root_dir, monkeypatch):
+    from unittest import mock
+
     from streamlit.testing.v1 import AppTest
 
+    # The page's webcam component looks up a browser session, which AppTest does not have.
+    monkeypatch.setattr("streamlit_webrtc.component.get_this_session_info", mock.Mock(return_value=None))
     page = REPO / "app_pages" / "dataset.py"
     monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(data_root_dir))
     monkeypatch.chdir(REPO)

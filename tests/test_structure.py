@@ -4,6 +4,7 @@ modules the command line's parser and the pages read do not load TensorFlow."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 
@@ -45,7 +46,8 @@ def test_pages_do_not_import_the_model_or_the_training_loop(page):
     assert forbidden_imports((REPO / "app_pages" / page).read_text(encoding="utf-8")) == []
 
 
-@pytest.mark.parametrize("module", ["facetracker.cli", "facetracker.config", "facetracker.catalog"])
+@pytest.mark.parametrize("module", ["facetracker.cli", "facetracker.config", "facetracker.catalog",
+                                    "facetracker.recording"])
 def test_light_modules_do_not_load_tensorflow(module):
     code = (f"import sys, {module}\n"
             + ("facetracker.cli.build_parser()\n" if module == "facetracker.cli" else "")
@@ -78,4 +80,21 @@ def test_help_and_inspect_do_not_load_tensorflow(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "usage: python -m facetracker" in result.stdout and "error" not in result.stderr, result.stderr
     assert "1 images (0 with a face, 1 without)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_the_dataset_page_with_its_webcam_recorder_does_not_load_tensorflow(tmp_path):
+    (tmp_path / "mine" / "images").mkdir(parents=True)
+    code = ("import sys\nfrom unittest import mock\nimport streamlit_webrtc\n"
+            "from streamlit.testing.v1 import AppTest\n"
+            "with mock.patch('streamlit_webrtc.component.get_this_session_info', return_value=None):\n"
+            "    at = AppTest.from_file('streamlit_app.py', default_timeout=120)\n"
+            "    at.switch_page('app_pages/dataset.py')\n"
+            "    at.run()\n"
+            "assert not at.exception, [e.value for e in at.exception]\n"
+            "assert 'Record' in [b.label for b in at.button]\n"
+            "print('LOADED', sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=180,
+                            env={**os.environ, "FACETRACKER_DATA_ROOT": str(tmp_path)})
+    assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "LOADED []"
