@@ -614,9 +614,10 @@ def fresh_state() -> dict:
     return {"epochs_done": 0, "best_val_iou": 0.0, "best_epoch": None, "since_best": 0}
 
 
-def recovered_state(run_dir: Path) -> dict:
+def recovered_state(run_dir: Path, best_from_epoch: int = 1) -> dict:
     """The checkpoint's bookkeeping rebuilt from metrics.jsonl and status.json, for when
-    checkpoint/state.json is lost or unreadable beside a checkpoint model.
+    checkpoint/state.json is lost or unreadable beside a checkpoint model. The best epoch is looked
+    for as the run chose it: from `best_from_epoch` on (or the last epoch done, if sooner).
 
     An epoch counts as done when its last step was logged: its epoch record then carries that step
     number (a stop mid-epoch also logs an epoch record, but not the epoch's last step). Raises
@@ -636,7 +637,8 @@ def recovered_state(run_dir: Path) -> dict:
         value = record.get("val_mean_iou")
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
-    best = max((r for r in done if r["epoch"] <= epochs_done), key=lambda r: (val_iou(r), -r["epoch"]))
+    counted_from = min(best_from_epoch, epochs_done)
+    best = max((r for r in done if counted_from <= r["epoch"] <= epochs_done), key=lambda r: (val_iou(r), -r["epoch"]))
     status = runs.read_json(run_dir / runs.STATUS, {}) or {}
     early = status.get("state") == "finished" and str(status.get("message") or "").startswith("stopped early")
     state = {"epochs_done": epochs_done, "best_val_iou": val_iou(best), "best_epoch": best["epoch"],
@@ -669,7 +671,7 @@ def _resume_state(config: TrainConfig, run_dir: Path, resume: bool, log: Callabl
     if resume and (run_dir / runs.CHECKPOINT_MODEL).exists():
         state = runs.read_json(run_dir / runs.CHECKPOINT_STATE)
         if not isinstance(state, dict):
-            state = recovered_state(run_dir)
+            state = recovered_state(run_dir, config.best_from_epoch)
             log(f"note: {run_dir / runs.CHECKPOINT_STATE} was missing or unreadable; rebuilt from "
                 f"{runs.METRICS}: {state['epochs_done']} epochs done, best at epoch {state['best_epoch']}")
             runs.write_json(run_dir / runs.CHECKPOINT_STATE, state)

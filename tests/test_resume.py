@@ -142,6 +142,16 @@ def test_rebuilt_bookkeeping_skips_an_epoch_cut_short_and_says_when_nothing_fini
         recovered_state(run)
 
 
+def test_rebuilt_bookkeeping_looks_for_the_best_epoch_where_the_run_did(tmp_path):
+    from facetracker.train import recovered_state
+
+    run = past_run(tmp_path / "run", tmp_path / "missing", epochs_done=3)  # validation 0.2, 0.5, 0.4
+    assert recovered_state(run)["best_epoch"] == 2
+    assert recovered_state(run, best_from_epoch=3) == {"epochs_done": 3, "best_val_iou": 0.4, "best_epoch": 3,
+                                                       "since_best": 0}
+    assert recovered_state(run, best_from_epoch=5)["best_epoch"] == 3  # not there yet: the last epoch
+
+
 def test_a_run_killed_before_its_first_epoch_ended_starts_over_on_resume(tiny_data, tmp_path, capfd,
                                                                          restore_signals):
     run = tmp_path / "run"
