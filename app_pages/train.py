@@ -61,13 +61,13 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
     be used)."""
     names = list(PRESETS) + [CUSTOM]
     preset_label = st.selectbox("Preset", names, index=names.index(DEFAULT_PRESET),
-                                help="quick: a few dozen webcam photos, about two minutes. fast: MobileNetV2 for "
+                                help="quick: a few dozen webcam photos, two to three minutes. fast: MobileNetV2 for "
                                      "real time on a CPU, from a few hundred photos. multi: every face of a group "
                                      "photo. original: VGG16 as in the tutorial.")
     if suggested_preset(n_photos) != DEFAULT_PRESET and preset_label != suggested_preset(n_photos):
         st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{suggested_preset(n_photos)}** preset "
                 "suits this dataset: it keeps the ImageNet backbone frozen, which too few photos would otherwise "
-                "only teach by heart, and trains in about two minutes.")
+                "only teach by heart, and trains in two to three minutes.")
     preset = None if preset_label == CUSTOM else preset_label
     values = option_values(preset)
     key = preset_label.split()[0]
