@@ -66,8 +66,8 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
                                      "photo. original: VGG16 as in the tutorial.")
     if suggested_preset(n_photos) != DEFAULT_PRESET and preset_label != suggested_preset(n_photos):
         st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{suggested_preset(n_photos)}** preset "
-                "suits this dataset: it keeps the ImageNet backbone frozen, which too few photos would otherwise "
-                "only teach by heart, and trains in two to three minutes.")
+                "suits this dataset: it keeps the ImageNet backbone frozen (fine-tuning it on so few photos only "
+                "learns them by heart) and trains in two to three minutes.")
     preset = None if preset_label == CUSTOM else preset_label
     values = option_values(preset)
     key = preset_label.split()[0]
