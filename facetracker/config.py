@@ -154,9 +154,9 @@ PRESETS: dict[str, dict] = {
     # at the average box's 0.45), at 160 px (validation 0.78 against 0.61 at 120 px, 40 epochs at
     # 1e-3). An epoch holds at least 256 augmented images however few the photos,
     # validation gets at least 10 photos, and the best model is chosen from epoch 10 on.
-    # webcam-tutorial (63 training photos), test split: mean IoU 0.840 and 0.786 in two runs, 12/12
-    # faces found, 2/2 no-face photos right; 164 s and 199 s from start to finish (126 s of CPU
-    # time) on 2 cores shared with other trainings.
+    # webcam-tutorial (63 training photos), test split: mean IoU 0.840, 0.786 and 0.819 in three
+    # runs, 12/12 faces found, 2/2 no-face photos right; 143-199 s from start to finish (100-126 s
+    # of CPU time) on 2 cores shared with other trainings.
     # The rate: at 1e-3 the grid head stalled on 16 training photos (validation 0.09-0.23 against
     # 0.54 at 5e-4); at 3e-4 the test mean IoU above was 0.805.
     "quick": dict(backbone="mobilenetv2-0.35", weights="imagenet", head="grid", image_size=160, epochs=30,
