@@ -10,8 +10,10 @@ import streamlit as st
 from facetracker import launcher, runs, workspace
 from facetracker.augment import AugmentConfig
 from facetracker.catalog import BACKBONE_NAMES, WEIGHTS, cached_weights_file
-from facetracker.config import DEFAULT_PRESET, PRESETS, TrainConfig, config_for, default_augment
+from facetracker.config import (DEFAULT_PRESET, PRESETS, SMALL_DATASET_PHOTOS, TrainConfig, config_for,
+                                default_augment, suggested_preset)
 from facetracker.jsonconfig import ConfigError
+from facetracker.verdict import comparison_line
 from app_pages import ui
 
 REFRESH_S = 2
@@ -54,12 +56,18 @@ def augment_choice(folder: Path, preset: str | None) -> AugmentConfig | None:
     return options[label]
 
 
-def training_options(folder: Path) -> tuple[TrainConfig, str] | None:
+def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | None:
     """The run's config and name as `launcher.start_run` takes them (None after showing why they cannot
     be used)."""
     names = list(PRESETS) + [CUSTOM]
     preset_label = st.selectbox("Preset", names, index=names.index(DEFAULT_PRESET),
-                                help="fast: MobileNetV2 for real time on a CPU. original: VGG16 as in the tutorial.")
+                                help="quick: a few dozen webcam photos, two to three minutes. fast: MobileNetV2 for "
+                                     "real time on a CPU, from a few hundred photos. multi: every face of a group "
+                                     "photo. original: VGG16 as in the tutorial.")
+    if suggested_preset(n_photos) != DEFAULT_PRESET and preset_label != suggested_preset(n_photos):
+        st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{suggested_preset(n_photos)}** preset "
+                "suits this dataset: it keeps the ImageNet backbone frozen (fine-tuning it on so few photos only "
+                "learns them by heart) and trains in two to three minutes.")
     preset = None if preset_label == CUSTOM else preset_label
     values = option_values(preset)
     key = preset_label.split()[0]
@@ -97,21 +105,22 @@ def training_options(folder: Path) -> tuple[TrainConfig, str] | None:
     return config, name or launcher.new_run_name(ui.runs_root(), folder, backbone)
 
 
-def trainable(folder: Path) -> bool:
-    """Whether the folder holds something to train on; if not, the page says what is missing (a run
-    started on it would only fail)."""
+def photos_to_train_on(folder: Path) -> int | None:
+    """How many photos the folder holds to train on (None when nothing: the page then says what is
+    missing, since a run started on it would only fail)."""
     dataset = ui.load_dataset(folder)  # says itself why a folder cannot be read
     if dataset is None:
-        return False
+        return None
     if not any(sample.has_face for sample in dataset.samples):
         st.warning(f"{ui.shown_path(folder)} has no photo with a labelled face yet: label some (or capture them "
                    "on the Dataset page, pre-labelled for you) before training.")
-        return False
-    return True
+        return None
+    return len(dataset.samples)
 
 
 def start_section(folder: Path, live: list[workspace.RunSummary]) -> None:
-    chosen = training_options(folder) if trainable(folder) else None
+    n_photos = photos_to_train_on(folder)
+    chosen = training_options(folder, n_photos) if n_photos is not None else None
     if live:
         st.info(f"**{live[0].name}** is training now. One run at a time shares this machine's cores: "
                 "stop it below or wait for it to finish.")
@@ -212,9 +221,8 @@ def finished_words(summary: workspace.RunSummary, status: dict) -> None:
     said = (f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}"
             if isinstance(best, (int, float)) else "Finished")
     verdict = status.get("verdict") if isinstance(status.get("verdict"), dict) else {}
-    guess = verdict.get("mean_box_val_iou")
-    if isinstance(guess, (int, float)) and not isinstance(guess, bool):
-        said += f" (drawing the average box on every photo: {guess:.3f})"
+    if "model_val_iou" in verdict:
+        said += f". {comparison_line(verdict)[0].upper()}{comparison_line(verdict)[1:]}"
     warnings = [w for w in verdict.get("warnings", []) if isinstance(w, str)] \
         if isinstance(verdict.get("warnings"), list) else []
     if warnings:

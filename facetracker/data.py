@@ -790,5 +790,31 @@ def assign_splits(samples: list[Sample], seed: int = 0, val: float = 0.1, test: 
     return out
 
 
+def top_up_validation(samples: list[Sample], minimum: int) -> tuple[list[Sample], list[Sample]]:
+    """Move training photos to the validation split until it holds `minimum` photos (or a third of
+    the training photos have moved, whichever comes first); returns the samples and those moved.
+
+    Photos from a recording are near-duplicates of their neighbours, so the ones moved are spread
+    evenly over the training photos in name order (the order they were recorded in), not picked at
+    random: each stands for a different stretch of the recording. When the dataset has no-face
+    photos and validation holds none, one of them is among those moved.
+    """
+    val = [s for s in samples if s.split == "val"]
+    train = sorted((s for s in samples if s.split == "train"), key=lambda s: Path(s.image).name)
+    wanted = min(minimum - len(val), len(train) // 3)
+    if wanted <= 0:
+        return samples, []
+    positions = [int((i + 0.5) * len(train) / wanted) for i in range(wanted)]
+    no_face = [i for i, s in enumerate(train) if not s.has_face]
+    if no_face and not any(not s.has_face for s in val + [train[i] for i in positions]):
+        # The pick nearest a no-face photo gives way to it: the spread barely changes.
+        _, pick, photo = min((abs(p - i), n, i) for n, p in enumerate(positions) for i in no_face)
+        positions[pick] = photo
+    chosen = [train[i] for i in positions]
+    moved = {s.image for s in chosen}
+    out = [dataclasses.replace(s, split="val") if s.image in moved and s.split == "train" else s for s in samples]
+    return out, chosen
+
+
 def split_manifest(samples: list[Sample]) -> dict[str, list[str]]:
     return {split: [s.image for s in samples if s.split == split] for split in SPLITS}

@@ -17,6 +17,7 @@ import numpy as np
 from facetracker import data as data_lib
 from facetracker.convention import BoxConvention, fit_convention
 from facetracker.detect import Detection, PixelBox
+from facetracker.evaluate import iou
 from facetracker.tracking import iou_matrix
 
 CONVENTION_PHOTOS = 40
@@ -61,6 +62,41 @@ def prelabel_boxes(frame_bgr: np.ndarray, detect: Callable[[np.ndarray], Detecti
         if x1 - x0 >= 2 and y1 - y0 >= 2:
             boxes.append((int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))))
     return boxes
+
+
+def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
+                  detect: Callable[[np.ndarray], Detection]) -> np.ndarray:
+    """How well pre-labels fit the labelled faces of `photos`: per photo with a face, the IoU of the
+    most confident pre-label (placed in the convention learnt from `labelled`, as `label_dataset`
+    places it) with the labelled box; 0 where no face is found or the photo cannot be read."""
+    convention = learn_convention(labelled, detect)
+    scores = []
+    for sample in photos:
+        if not sample.has_face:
+            continue
+        try:
+            rgb = data_lib.sample_pixels(sample, max_side=640)
+        except (ValueError, OSError):
+            scores.append(0.0)
+            continue
+        height, width = rgb.shape[:2]
+        boxes = prelabel_boxes(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), detect, convention)
+        if not boxes:
+            scores.append(0.0)
+            continue
+        found = np.array(boxes[0], float) / [width, height, width, height]
+        scores.append(float(iou(found, np.array(sample.box, float))))
+    return np.array(scores, float)
+
+
+def yunet_prelabel_iou(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
+                       threshold: float = 0.6) -> float | None:
+    """The mean IoU of YuNet's pre-labels on the faces of `photos`, in `labelled`'s convention (None
+    when no photo has a face): what a trained model has to beat to be worth more than pre-labelling."""
+    from facetracker.detect import YUNET, reference_detector
+
+    scores = prelabel_ious(labelled, photos, reference_detector(YUNET, threshold=threshold, max_side=None).detect)
+    return float(scores.mean()) if len(scores) else None
 
 
 def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,

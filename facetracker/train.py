@@ -29,7 +29,8 @@ from facetracker import runs
 from facetracker.augment import augment, build_transform
 from facetracker.config import TrainConfig
 from facetracker.jsonconfig import ConfigError
-from facetracker.verdict import run_verdict
+from facetracker.prelabel import yunet_prelabel_iou
+from facetracker.verdict import comparison_line, run_verdict
 from facetracker.model import (PhasedCosine, WeightsUnavailable, backbone_layer, batchnorm_layers, build_model,
                                inference_copy, load_model, set_backbone_trainable)
 
@@ -404,12 +405,17 @@ class RunFolderCallback(keras.callbacks.Callback):
     `state` is the run's bookkeeping (`epochs_done`, `best_val_iou`, `best_epoch`, `since_best`),
     updated in place and written to checkpoint/state.json after every epoch. `save_best(model)`
     and `save_checkpoint(model)` write model.keras and the checkpoint.
+
+    Up to `best_from_epoch` (or the run's last epoch, if sooner) every epoch replaces model.keras,
+    so a stopped run still has a model; from it on only a better one does, and only then does the
+    early-stopping patience count.
     """
 
     def __init__(self, run_dir: Path, *, epochs: int, steps_per_epoch: int, batch_size: int,
                  stop: StopRequested, val_inputs: np.ndarray, val_has_face: np.ndarray, val_boxes: np.ndarray,
                  state: dict, save_best: Callable, save_checkpoint: Callable, early_stopping: int = 0,
-                 log: Callable[[str], None] = print, val_faces: list[np.ndarray] | None = None):
+                 best_from_epoch: int = 1, log: Callable[[str], None] = print,
+                 val_faces: list[np.ndarray] | None = None):
         super().__init__()
         self.val_faces = val_faces or []
         self.run_dir = run_dir
@@ -424,6 +430,7 @@ class RunFolderCallback(keras.callbacks.Callback):
         self.save_best = save_best
         self.save_checkpoint = save_checkpoint
         self.early_stopping = early_stopping
+        self.best_from_epoch = best_from_epoch
         self.log = log
         self.epoch = 0
 
@@ -465,6 +472,14 @@ class RunFolderCallback(keras.callbacks.Callback):
             return dense_validation_metrics(out, self.val_has_face > 0.5, self.val_boxes, self.val_faces)
         return score(out[:, 0], out[:, 1:], self.val_has_face > 0.5, self.val_boxes)
 
+    @staticmethod
+    def _saved_words(saved: bool, epoch: int, counted_from: int) -> str:
+        if not saved:
+            return ""
+        if epoch < counted_from:
+            return f" (saved model.keras until epoch {counted_from}, from which the best is kept)"
+        return " (best, saved model.keras)"
+
     def on_epoch_end(self, epoch, logs=None):
         state = self.state
         metrics = self.validation_metrics()
@@ -477,7 +492,8 @@ class RunFolderCallback(keras.callbacks.Callback):
         # A stop in the middle of an epoch must not count that epoch as done on resume.
         finished_epoch = not (self.stop.check() and self.model.stop_training and
                               self.steps_done_here % self.steps_per_epoch != 0)
-        improved = val_iou > state["best_val_iou"] or state["best_epoch"] is None
+        counted_from = min(self.best_from_epoch, self.epochs)
+        improved = epoch + 1 <= counted_from or val_iou > state["best_val_iou"] or state["best_epoch"] is None
         if improved:
             state.update(best_val_iou=val_iou, best_epoch=epoch + 1, best_metrics=metrics)
             self.save_best(self.model)
@@ -490,7 +506,7 @@ class RunFolderCallback(keras.callbacks.Callback):
                            best_epoch=state["best_epoch"], last_val=metrics)
         self.log(f"epoch {epoch + 1}/{self.epochs}: loss {record.get('loss', float('nan')):.4f}, "
                  f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
-                 f"accuracy {metrics['accuracy']:.3f}" + (" (best, saved model.keras)" if improved else ""))
+                 f"accuracy {metrics['accuracy']:.3f}" + self._saved_words(improved, epoch + 1, counted_from))
         # The workers' validation IoU can differ slightly (0.0036 against 0.0035 in one run):
         # all of them follow any that stops.
         if self.early_stopping and self.stop.on_any_worker(self.model.distribute_strategy,
@@ -598,9 +614,10 @@ def fresh_state() -> dict:
     return {"epochs_done": 0, "best_val_iou": 0.0, "best_epoch": None, "since_best": 0}
 
 
-def recovered_state(run_dir: Path) -> dict:
+def recovered_state(run_dir: Path, best_from_epoch: int = 1) -> dict:
     """The checkpoint's bookkeeping rebuilt from metrics.jsonl and status.json, for when
-    checkpoint/state.json is lost or unreadable beside a checkpoint model.
+    checkpoint/state.json is lost or unreadable beside a checkpoint model. The best epoch is looked
+    for as the run chose it: from `best_from_epoch` on (or the last epoch done, if sooner).
 
     An epoch counts as done when its last step was logged: its epoch record then carries that step
     number (a stop mid-epoch also logs an epoch record, but not the epoch's last step). Raises
@@ -620,7 +637,8 @@ def recovered_state(run_dir: Path) -> dict:
         value = record.get("val_mean_iou")
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else 0.0
 
-    best = max((r for r in done if r["epoch"] <= epochs_done), key=lambda r: (val_iou(r), -r["epoch"]))
+    counted_from = min(best_from_epoch, epochs_done)
+    best = max((r for r in done if counted_from <= r["epoch"] <= epochs_done), key=lambda r: (val_iou(r), -r["epoch"]))
     status = runs.read_json(run_dir / runs.STATUS, {}) or {}
     early = status.get("state") == "finished" and str(status.get("message") or "").startswith("stopped early")
     state = {"epochs_done": epochs_done, "best_val_iou": val_iou(best), "best_epoch": best["epoch"],
@@ -653,7 +671,7 @@ def _resume_state(config: TrainConfig, run_dir: Path, resume: bool, log: Callabl
     if resume and (run_dir / runs.CHECKPOINT_MODEL).exists():
         state = runs.read_json(run_dir / runs.CHECKPOINT_STATE)
         if not isinstance(state, dict):
-            state = recovered_state(run_dir)
+            state = recovered_state(run_dir, config.best_from_epoch)
             log(f"note: {run_dir / runs.CHECKPOINT_STATE} was missing or unreadable; rebuilt from "
                 f"{runs.METRICS}: {state['epochs_done']} epochs done, best at epoch {state['best_epoch']}")
             runs.write_json(run_dir / runs.CHECKPOINT_STATE, state)
@@ -680,7 +698,15 @@ def _split_samples(config: TrainConfig, run_dir: Path, resumed: bool, log: Calla
         log(f"note: {note}")
     samples = dataset.samples if dataset.has_splits else data_lib.assign_splits(
         dataset.samples, config.seed, config.val_fraction, config.test_fraction)
-    if resumed and (run_dir / runs.SPLIT).exists():
+    recorded = resumed and (run_dir / runs.SPLIT).exists()
+    if not dataset.has_splits and config.min_val_photos and not recorded:
+        before = sum(s.split == "val" for s in samples)
+        samples, moved = data_lib.top_up_validation(samples, config.min_val_photos)
+        if moved:
+            log(f"validation: the split by name left {before} photos; {len(moved)} more taken from the training "
+                f"photos, spread over them in name order, to make {before + len(moved)} "
+                f"(at least {config.min_val_photos} wanted)")
+    if recorded:
         manifest = runs.read_json(run_dir / runs.SPLIT, {})
         if not (isinstance(manifest, dict) and all(isinstance(v, list) for v in manifest.values())):
             raise ConfigError(f"{run_dir / runs.SPLIT}: not a split manifest (expected lists of images per split)")
@@ -775,6 +801,31 @@ def _fit_phases(model, config: TrainConfig, strategy, weights_used: str, state: 
                   callbacks=[callback], verbose=verbose)
 
 
+def _with_enough_copies(config: TrainConfig, n_train: int, log: Callable[[str], None]) -> TrainConfig:
+    """The config with as many augmented passes as `min_images_per_epoch` asks of these training images
+    (worked out again on resume from the same images, so config.json keeps what was asked)."""
+    copies = max(config.copies, math.ceil(config.min_images_per_epoch / max(n_train, 1)))
+    if copies == config.copies:
+        return config
+    log(f"{n_train} training photos: {copies} augmented copies of each per epoch instead of {config.copies}, "
+        f"so that an epoch holds at least {config.min_images_per_epoch} images")
+    return config.replace(copies=copies)
+
+
+def _prelabel_val_iou(train_cache: ImageCache, val_cache: ImageCache, run_dir: Path, stop: StopRequested,
+                      log: Callable[[str], None]) -> float | None:
+    """Step 6: YuNet's pre-labels on the validation photos, placed as the training labels place their
+    boxes, for the verdict (a few seconds; skipped after a stop, and a failure only costs the figure)."""
+    if stop.check():
+        return None
+    _stage(run_dir, "comparing with YuNet's pre-labels on the validation photos", log)
+    try:
+        return yunet_prelabel_iou(train_cache.samples, val_cache.samples)
+    except Exception as error:  # the model is trained and saved: the comparison must not fail the run
+        log(f"note: could not compare with YuNet's pre-labels ({_describe_error(error)})")
+        return None
+
+
 def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
     state = _resume_state(config, run_dir, resume, log)
     resumed = state is not None
@@ -782,6 +833,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     dataset, samples = _split_samples(config, run_dir, resumed, log)
     train_cache, val_cache = _caches(config, run_dir, dataset, samples, log)
 
+    config = _with_enough_copies(config, len(train_cache.images), log)
     strategy = _strategy(config.strategy)
     steps_per_epoch = math.ceil(len(train_cache.images) * config.copies / config.batch_size)
     _stage(run_dir, f"{'loading the checkpoint' if resumed else 'building the model'} ({config.backbone})", log)
@@ -794,7 +846,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     callback = RunFolderCallback(
         run_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, stop=stop,
         val_inputs=validation_inputs(val_cache, config.image_size), val_has_face=val_cache.has_face,
-        val_boxes=val_cache.boxes, val_faces=val_cache.faces, state=state, early_stopping=config.early_stopping, log=log,
+        val_boxes=val_cache.boxes, val_faces=val_cache.faces, state=state, early_stopping=config.early_stopping,
+        best_from_epoch=config.best_from_epoch, log=log,
         save_best=lambda m: _save_model(m, run_dir / runs.MODEL, include_optimizer=False,
                                         flip_average=config.flip_average),
         save_checkpoint=lambda m: _save_checkpoint(m, run_dir / runs.CHECKPOINT_MODEL))
@@ -808,7 +861,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         final = "finished"
         message = "stopped early: validation IoU stopped improving" if state.get("early_stopped") else None
     verdict = run_verdict(state["best_val_iou"], val_cache.has_face, val_cache.boxes, train_cache.has_face,
-                          train_cache.boxes, validated_on_training=val_cache is train_cache)
+                          train_cache.boxes, validated_on_training=val_cache is train_cache,
+                          prelabel_val_iou=_prelabel_val_iou(train_cache, val_cache, run_dir, stop, log))
+    log(comparison_line(verdict))
     for warning in verdict["warnings"]:
         log(f"warning: {warning}")
     status = runs.update_status(run_dir, state=final, message=message, eta_s=0, verdict=verdict,

@@ -31,6 +31,9 @@ def fast_values(**changes) -> dict:
     ({"freeze_backbone_epochs": 10**9}, "freeze_backbone_epochs must be from 0 to 10000, got 1000000000"),
     ({"early_stopping": -1}, "early_stopping must be from 0 to 10000, got -1"),
     ({"early_stopping": 10**9}, "early_stopping must be from 0 to 10000"),
+    ({"best_from_epoch": 0}, "best_from_epoch must be from 1 to 10000, got 0"),
+    ({"min_val_photos": -1}, "min_val_photos must be from 0 to 10000, got -1"),
+    ({"min_images_per_epoch": -5}, "min_images_per_epoch must be from 0 to 1000000, got -5"),
 ])
 def test_out_of_range_values_are_refused_where_the_config_is_read(changes, message):
     with pytest.raises(ConfigError, match="config.json: .*" + __import__("re").escape(message)):
@@ -38,9 +41,20 @@ def test_out_of_range_values_are_refused_where_the_config_is_read(changes, messa
 
 
 def test_the_presets_and_the_defaults_pass_the_checks():
-    for preset in (None, "fast", "original"):
+    for preset in (None, "quick", "fast", "original"):
         for weights in ("imagenet", "none"):
             assert config_for("d", preset, weights=weights).weights == weights
+
+
+def test_quick_keeps_the_backbone_frozen_however_long_it_trains_and_guards_its_validation():
+    from facetracker.config import suggested_preset
+
+    quick = config_for("d", "quick")
+    assert quick.weights == "imagenet" and quick.backbone.startswith("mobilenetv2")
+    assert config_for("d", "quick", epochs=500).freeze_backbone_epochs >= 500
+    assert quick.min_val_photos >= 10 and 1 < quick.best_from_epoch < quick.epochs and quick.min_images_per_epoch > 0
+    assert config_for("d", "original").best_from_epoch == 1 and config_for("d", "original").min_val_photos == 0
+    assert suggested_preset(40) == "quick" and suggested_preset(600) == "fast"
 
 
 def test_a_short_run_of_a_preset_shrinks_its_warm_up_but_an_explicit_one_is_checked():

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import shutil
@@ -45,6 +46,40 @@ def test_seeded_split_is_deterministic_and_stable_when_images_are_added(tmp_path
     assert set(first.values()) == {"train", "val", "test"}
     fewer = {s.image: s.split for s in data.assign_splits(samples[:25], seed=3)}
     assert all(first[k] == v for k, v in fewer.items())
+
+
+def recording(n: int, no_face: set[int]) -> list[data.Sample]:
+    """Frames of one recording, named in the order they were taken (listed here out of order)."""
+    frames = [data.Sample(f"/rec/frame_{i:03d}.jpg", None if i in no_face else (0.3, 0.2, 0.6, 0.7))
+              for i in range(n)]
+    return frames[::-1]
+
+
+def test_a_small_validation_split_is_topped_up_with_frames_spread_over_the_recording():
+    samples = data.assign_splits(recording(30, no_face={4, 11, 19, 26}), seed=0)
+    before = {s.image: s.split for s in samples}
+    assert sum(v == "val" for v in before.values()) < 10
+    topped, moved = data.top_up_validation(samples, minimum=10)
+    after = {s.image: s.split for s in topped}
+    assert sum(v == "val" for v in after.values()) == 10
+    assert all(before[s.image] == "train" for s in moved) and len(moved) == 10 - sum(
+        v == "val" for v in before.values())
+    assert {k: v for k, v in after.items() if before[k] != "train"} == {
+        k: v for k, v in before.items() if v != "train"}  # validation and test photos stay where they were
+    assert any(s.split == "val" and not s.has_face for s in topped)  # the no-face photos are represented
+    # Spread over the recording, not bunched: no stretch of it is more than twice the even spacing.
+    train_order = sorted(k for k, v in before.items() if v == "train")
+    positions = [-1] + sorted(train_order.index(s.image) for s in moved) + [len(train_order)]
+    spacing = len(train_order) / len(moved)
+    assert max(b - a for a, b in zip(positions, positions[1:])) <= 2 * spacing
+
+
+def test_validation_is_topped_up_by_at_most_a_third_of_the_training_photos():
+    samples = [dataclasses.replace(s, split="train") for s in recording(12, no_face=set())]
+    topped, moved = data.top_up_validation(samples, minimum=10)
+    assert len(moved) == 4 and sum(s.split == "train" for s in topped) == 8
+    enough = data.assign_splits(recording(300, no_face={5}), seed=0)
+    assert data.top_up_validation(enough, minimum=10) == (enough, [])
 
 
 def test_embedded_image_data_without_an_image_file(tmp_path):

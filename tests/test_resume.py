@@ -142,6 +142,16 @@ def test_rebuilt_bookkeeping_skips_an_epoch_cut_short_and_says_when_nothing_fini
         recovered_state(run)
 
 
+def test_rebuilt_bookkeeping_looks_for_the_best_epoch_where_the_run_did(tmp_path):
+    from facetracker.train import recovered_state
+
+    run = past_run(tmp_path / "run", tmp_path / "missing", epochs_done=3)  # validation 0.2, 0.5, 0.4
+    assert recovered_state(run)["best_epoch"] == 2
+    assert recovered_state(run, best_from_epoch=3) == {"epochs_done": 3, "best_val_iou": 0.4, "best_epoch": 3,
+                                                       "since_best": 0}
+    assert recovered_state(run, best_from_epoch=5)["best_epoch"] == 3  # not there yet: the last epoch
+
+
 def test_a_run_killed_before_its_first_epoch_ended_starts_over_on_resume(tiny_data, tmp_path, capfd,
                                                                          restore_signals):
     run = tmp_path / "run"
@@ -248,3 +258,51 @@ def test_a_run_resumed_in_its_frozen_phase_unfreezes_with_its_optimiser_state(ti
     assert status["state"] == "finished"
     resumed = load_model(tmp_path / "run" / runs.CHECKPOINT_MODEL)
     assert int(resumed.optimizer.iterations.numpy()) == 2 * steps
+
+
+def test_the_best_model_is_chosen_and_patience_counted_only_from_best_from_epoch(tmp_path):
+    """An untrained first epoch that happens to score best on a few validation photos is not the
+    model kept, and the run does not stop early because later epochs fail to beat it."""
+    from facetracker.train import RunFolderCallback, fresh_state
+
+    scores = iter([0.9, 0.1, 0.3, 0.5, 0.4, 0.45, 0.2])
+    saved: list[int] = []
+    state = fresh_state()
+    callback = RunFolderCallback(
+        tmp_path, epochs=7, steps_per_epoch=1, batch_size=4, stop=Stop(),
+        val_inputs=np.zeros((1, 4, 4, 3), np.uint8), val_has_face=np.ones(1, np.float32),
+        val_boxes=np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), state=state, early_stopping=2, best_from_epoch=3,
+        log=lambda line: None, save_best=lambda model: saved.append(callback.epoch + 1),
+        save_checkpoint=lambda model: None)
+    callback.validation_metrics = lambda: dict(mean_iou=next(scores), iou50=0.0, accuracy=1.0, ap50=0.0)
+    callback.set_model(tiny_model())
+    callback.on_train_begin()
+    for epoch in range(7):
+        if state.get("early_stopped"):
+            break
+        callback.on_epoch_begin(epoch)
+        callback.on_train_batch_end(0, {"loss": 1.0})
+        callback.on_epoch_end(epoch, {"loss": 1.0})
+    assert saved == [1, 2, 3, 4]  # each epoch until the third replaces model.keras; then only a better one
+    assert state["best_epoch"] == 4 and state["best_val_iou"] == 0.5
+    assert state["epochs_done"] == 6 and state.get("early_stopped")  # patience 2 counted after epoch 4
+
+
+def test_a_run_shorter_than_best_from_epoch_keeps_its_last_epoch(tmp_path):
+    from facetracker.train import RunFolderCallback, fresh_state
+
+    scores = iter([0.9, 0.1])
+    state = fresh_state()
+    callback = RunFolderCallback(
+        tmp_path, epochs=2, steps_per_epoch=1, batch_size=4, stop=Stop(),
+        val_inputs=np.zeros((1, 4, 4, 3), np.uint8), val_has_face=np.ones(1, np.float32),
+        val_boxes=np.array([[0.1, 0.1, 0.5, 0.5]], np.float32), state=state, best_from_epoch=5,
+        log=lambda line: None, save_best=lambda model: None, save_checkpoint=lambda model: None)
+    callback.validation_metrics = lambda: dict(mean_iou=next(scores), iou50=0.0, accuracy=1.0, ap50=0.0)
+    callback.set_model(tiny_model())
+    callback.on_train_begin()
+    for epoch in range(2):
+        callback.on_epoch_begin(epoch)
+        callback.on_train_batch_end(0, {"loss": 1.0})
+        callback.on_epoch_end(epoch, {"loss": 1.0})
+    assert state["best_epoch"] == 2 and state["best_val_iou"] == 0.1

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -166,4 +167,47 @@ def test_presets_train_longer_from_random_weights_and_explicit_options_win():
     assert config_for("d", "fast", weights="none", epochs=3).epochs == 3
     assert TrainConfig.from_dict(random.to_dict()) == random  # recorded complete in config.json
     with pytest.raises(ConfigError, match="unknown preset"):
-        config_for("d", "quick")
+        config_for("d", "slowest")
+
+
+def few_webcam_photos(webcam, target, every: int = 3):
+    """Every `every`-th frame of the webcam recording in one images/ + labels/ folder, split by name as
+    a person's own recording would be: 30 photos, about a fifth of them without a face."""
+    (target / "images").mkdir(parents=True)
+    (target / "labels").mkdir()
+    frames = sorted((path for split in ("train", "val", "test") for path in (webcam / split / "images").glob("*.jpg")),
+                    key=lambda path: path.name)[::every]
+    for frame in frames:
+        shutil.copy(frame, target / "images" / frame.name)
+        label = frame.parent.parent / "labels" / f"{frame.stem}.json"
+        if label.exists():
+            shutil.copy(label, target / "labels" / label.name)
+    return target
+
+
+def test_quick_learns_a_few_dozen_webcam_photos_and_says_how_it_compares(webcam, keras_home, tmp_path,
+                                                                       restore_signals):
+    """30 real webcam photos: validation is topped up to 10 photos, an epoch still holds 256 images,
+    the backbone stays frozen, the model kept comes from epoch 10 on, and the verdict sets it beside
+    YuNet's pre-labels and says so plainly when it is clearly worse."""
+    from facetracker.config import config_for
+    from facetracker.train import train
+    from facetracker.verdict import PRELABEL_MARGIN
+
+    data = few_webcam_photos(webcam, tmp_path / "few")
+    lines: list[str] = []
+    config = config_for(data, "quick", epochs=11)  # the best model is chosen from epoch 10
+    assert config.freeze_backbone_epochs >= config.epochs and config.weights == "imagenet"
+    status = train(config, tmp_path / "run", log=lines.append)
+    log = "\n".join(lines)
+    assert status["state"] == "finished" and status["weights_used"] == "imagenet"
+    assert status["n_val"] == 10 and "more taken from the training photos" in log, log
+    split = json.loads((tmp_path / "run" / runs.SPLIT).read_text())
+    assert any(not (data / "labels" / f"{Path(p).stem}.json").exists() for p in split["val"])  # a no-face photo
+    assert "training the whole model" not in log  # the backbone stays frozen
+    assert status["best_epoch"] >= 10 and "16 augmented copies of each per epoch" in log
+    verdict = status["verdict"]
+    assert verdict["val_photos"] == 10 and verdict["prelabel_val_iou"] > 0.5
+    assert f"your model: mean IoU {verdict['model_val_iou']:.3f}; YuNet pre-labels: " in log
+    behind = verdict["model_val_iou"] < verdict["prelabel_val_iou"] - PRELABEL_MARGIN
+    assert behind == any("worse than the pre-labels" in w for w in verdict["warnings"]), log

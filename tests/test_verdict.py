@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from facetracker.verdict import MIN_VALIDATION_PHOTOS, run_verdict
+from facetracker.verdict import MIN_VALIDATION_PHOTOS, comparison_line, run_verdict
 
 
 def photos(n, box=(0.3, 0.2, 0.7, 0.8), jitter=0.0, seed=0):
@@ -36,3 +36,30 @@ def test_too_few_or_no_validation_photos_are_said_plainly():
     assert any("no validation photos" in w for w in verdict["warnings"])
     empty = run_verdict(0.0, np.zeros(12), np.zeros((12, 4)), train_has, train_boxes)  # no face to measure
     assert empty["mean_box_val_iou"] is None and empty["val_faces"] == 0
+
+
+def test_a_model_clearly_worse_than_the_pre_labels_is_told_so_in_plain_words():
+    val_has, val_boxes = photos(20, jitter=0.1, seed=1)
+    train_has, train_boxes = photos(60, jitter=0.1, seed=2)
+    worse = run_verdict(0.62, val_has, val_boxes, train_has, train_boxes, prelabel_val_iou=0.85)
+    assert worse["prelabel_val_iou"] == 0.85
+    assert any("worse than the pre-labels" in w and "0.85" in w and "0.62" in w for w in worse["warnings"])
+    close = run_verdict(0.80, val_has, val_boxes, train_has, train_boxes, prelabel_val_iou=0.85)
+    assert close["warnings"] == []  # a few hundredths apart on 20 photos is not a clear difference
+    line = comparison_line(worse)
+    assert line.startswith("your model: mean IoU 0.620; YuNet pre-labels: 0.850; always-the-average-box: 0.")
+    assert "20 validation photos" in line
+    unmeasured = run_verdict(0.8, val_has, val_boxes, train_has, train_boxes)
+    assert unmeasured["prelabel_val_iou"] is None and "YuNet pre-labels: not measured" in comparison_line(unmeasured)
+
+
+def test_yunet_pre_labels_on_real_webcam_photos_fit_their_labels(webcam):
+    """On real faces the pre-labeller is a strong reference: a model must come near it to be worth having."""
+    from facetracker.data import load_dataset
+    from facetracker.prelabel import yunet_prelabel_iou
+
+    dataset = load_dataset(webcam, check_pixels=False)
+    val = dataset.split("val")
+    score = yunet_prelabel_iou(dataset.split("train"), val)
+    assert score is not None and score > 0.6  # found on 8 of the 10 faces, each with an IoU above 0.75
+    assert yunet_prelabel_iou(dataset.split("train"), [s for s in val if not s.has_face]) is None

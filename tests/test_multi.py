@@ -1,0 +1,99 @@
+"""The `multi` preset end to end on real photos: train on portraits, find several faces per group photo.
+
+The training photos are faces-helen portraits (one face each); the group photos are faces-afw-groups,
+which no model here trains on.
+"""
+
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from facetracker import runs
+from facetracker.config import PRESETS
+from facetracker.data import load_dataset, sample_pixels
+from facetracker.face_metrics import PhotoResult, match
+from tests.test_train import cached_weights_env, cli  # noqa: F401  (a fixture)
+
+pytestmark = pytest.mark.slow
+
+TRAIN_FACES = 200
+TRAIN_EMPTY = 40
+
+
+@pytest.fixture(scope="module")
+def portraits(helen, tmp_path_factory):
+    """A few hundred helen portraits and no-face photos, copied: the run writes nothing into ../shared."""
+    dataset = load_dataset(helen, check_pixels=False)
+    faces = [s for s in dataset.samples if s.has_face][:TRAIN_FACES]
+    empty = [s for s in dataset.samples if not s.has_face][:TRAIN_EMPTY]
+    folder = tmp_path_factory.mktemp("portraits")
+    (folder / "images").mkdir()
+    (folder / "labels").mkdir()
+    for sample in faces + empty:
+        shutil.copy(sample.image, folder / "images")
+        if sample.label:
+            shutil.copy(sample.label, folder / "labels")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def multi_run(portraits, cached_weights_env, tmp_path_factory):  # noqa: F811
+    run_dir = tmp_path_factory.mktemp("runs") / "multi"
+    result = cli("train", "--data", portraits, "--run-dir", run_dir, "--preset", "multi", "--epochs", "6", "--copies", "2",
+                 env=cached_weights_env)
+    return run_dir, result
+
+
+def test_a_short_multi_run_finds_several_faces_in_real_group_photos(multi_run, data_root):
+    from facetracker.detect import Detector, load_runtime
+
+    run_dir, result = multi_run
+    status = runs.read_status(run_dir)
+    assert status["state"] == "finished", result.stdout[-2000:]
+    epochs = [r for r in runs.read_metrics(run_dir) if r["kind"] == "epoch"]
+    assert len(epochs) == 6 and all("val_ap50" in r and "val_face_recall" in r for r in epochs)
+    groups = load_dataset(data_root / "faces-afw-groups", check_pixels=False).samples
+    crowded = [s for s in groups if len(s.faces) >= 3][:12]
+    assert len(crowded) == 12
+    detector = Detector(load_runtime(run_dir), threshold=0.3)
+    found_per_photo = []
+    for sample in crowded:
+        rgb = sample_pixels(sample, max_side=640)
+        height, width = rgb.shape[:2]
+        detection = detector.detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        truth = np.array(sample.faces) * [width, height, width, height]
+        photo = PhotoResult.of([f.box for f in detection.faces], [f.score for f in detection.faces], truth)
+        found_per_photo.append(int((match(photo, 0.5)[1] >= 0.5).sum()))
+    print(f"\n[multi] faces found at IoU 0.5 in {len(crowded)} group photos: {found_per_photo} "
+          f"(labelled: {[len(s.faces) for s in crowded]})")
+    # Faces found at IoU 0.5 against the labels, not merely boxes drawn.
+    assert np.mean(found_per_photo) > 1.5, found_per_photo
+    assert sum(found >= 2 for found in found_per_photo) >= 6, found_per_photo
+
+
+def test_a_multi_model_exports_with_its_decoding_and_predicts_every_face(multi_run, data_root, tmp_path):
+    from facetracker.detect import Detector, load_runtime
+
+    run_dir, _ = multi_run
+    group = next(s for s in load_dataset(data_root / "faces-afw-groups", check_pixels=False).samples
+                 if len(s.faces) >= 4)
+    frame = cv2.cvtColor(sample_pixels(group, max_side=640), cv2.COLOR_RGB2BGR)
+    answers = {}
+    for fmt in ("tflite", "onnx"):
+        cli("export", "--model", run_dir, "--format", fmt)
+        runtime = load_runtime(run_dir / f"model.{fmt}")
+        assert runtime.dense and runtime.input_size == PRESETS["multi"]["image_size"]
+        answers[fmt] = Detector(runtime, threshold=0.3).detect(frame).faces
+    keras_faces = Detector(load_runtime(run_dir), threshold=0.3).detect(frame).faces
+    for faces in answers.values():
+        assert [f.box for f in faces] == pytest.approx([f.box for f in keras_faces], abs=2)
+    # predict writes every face it finds into the labelme file, for pre-labelling group photos
+    images = tmp_path / "group"
+    images.mkdir()
+    shutil.copy(group.image, images)
+    cli("predict", "--model", run_dir, "--images", images, "--out", tmp_path / "labels", "--threshold", "0.3")
+    written = json.loads(next((tmp_path / "labels").glob("*.json")).read_text())
+    assert len(written["shapes"]) == len(keras_faces) >= 2
