@@ -61,9 +61,9 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
     be used)."""
     names = list(PRESETS) + [CUSTOM]
     preset_label = st.selectbox("Preset", names, index=names.index(DEFAULT_PRESET),
-                                help="quick: a few dozen webcam photos, two to three minutes. fast: MobileNetV2 for "
-                                     "real time on a CPU, from a few hundred photos. multi: every face of a group "
-                                     "photo. original: VGG16 as in the tutorial.")
+                                help="multi: every face at any size, live on a CPU, from a few hundred photos. "
+                                     "quick: a few dozen webcam photos, two to three minutes. fast: one face, "
+                                     "MobileNetV2. original: VGG16 as in the tutorial.")
     if suggested_preset(n_photos) != DEFAULT_PRESET and preset_label != suggested_preset(n_photos):
         st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{suggested_preset(n_photos)}** preset "
                 "suits this dataset: it keeps the ImageNet backbone frozen (fine-tuning it on so few photos only "

@@ -231,8 +231,8 @@ def config_for(data: str | Path, preset: str | None = None, **overrides: Any) ->
     return TrainConfig.from_dict(values, source="training options")
 
 
-DEFAULT_PRESET = "fast"
-"""What the app offers first: the real-time preset."""
+DEFAULT_PRESET = "multi"
+"""What the app offers first: the preset that finds every face, in real time."""
 SMALL_DATASET_PHOTOS = 150
 """Below this many photos a backbone cannot be fine-tuned without learning the photos by heart: the
 `quick` preset, which keeps it frozen, suits such a dataset better."""

@@ -145,7 +145,7 @@ def evaluate(model: str | Path, data: str | Path, split: str | None = None, thre
     threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
     result = evaluate_samples(runtime.predict, samples, runtime.input_size, threshold, progress=progress,
-                              dense=runtime.dense)
+                              dense=getattr(runtime, "dense", False))
     result.skipped = dataset.skipped + result.skipped
     return result
 
@@ -193,7 +193,7 @@ def evaluate_every_face(model: str | Path, data: str | Path, split: str | None =
         runtime = load_runtime(model)
         # Every box, ranked by its probability (a dense model's from a low floor: its empty cells
         # would only fill the suppression with a thousand near-zero boxes).
-        detector = Detector(runtime, threshold=DENSE_SCORE_FLOOR if runtime.dense else 0.0)
+        detector = Detector(runtime, threshold=DENSE_SCORE_FLOOR if getattr(runtime, "dense", False) else 0.0)
         threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
     metrics, photos, skipped = score_detector(detector.detect, samples, threshold, progress=progress, far=far)

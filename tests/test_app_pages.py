@@ -341,7 +341,8 @@ def test_augment_preview_follows_the_sliders_and_saves_the_config(faces):
     at.radio(key="aug_kind").set_value(at.radio(key="aug_kind").options[1]).run()  # as a one-face model trains
     assert len(at.image) == 1 + at.slider(key="aug_count").value
     # with nothing saved the sliders start from the preset the Train page offers first (no upside-down faces)
-    assert at.slider(key="aug_vflip_p").value == 0.0 and at.slider(key="aug_crop_min_scale").value == 0.5
+    assert at.slider(key="aug_vflip_p").value == 0.0 and at.slider(key="aug_crop_min_scale").value == 0.4
+    assert at.slider(key="aug_mosaic_p").value == 0.4  # the multi preset's: it finds every face
     before = [img.value for img in at.image]
     at.number_input(key="aug_seed").set_value(7).run()
     after_seed = [img.value for img in at.image]
@@ -466,6 +467,9 @@ def test_start_is_refused_on_a_dataset_with_nothing_to_train_on(faces, root, sle
 
 def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, sleeper_command):
     at = open_page("app_pages/train.py")
+    preset = at.selectbox[[s.label for s in at.selectbox].index("Preset")]
+    assert preset.value == "multi", "the preset that finds every face comes first"
+    preset.set_value("fast").run()
     at.radio(key="tr_weights_fast").set_value("none").run()
     from facetracker.config import RANDOM_INIT
     assert at.number_input(key="tr_epochs_fast_none").value == RANDOM_INIT["fast"]["epochs"]  # the longer schedule

@@ -54,7 +54,7 @@ def test_quick_keeps_the_backbone_frozen_however_long_it_trains_and_guards_its_v
     assert config_for("d", "quick", epochs=500).freeze_backbone_epochs >= 500
     assert quick.min_val_photos >= 10 and 1 < quick.best_from_epoch < quick.epochs and quick.min_images_per_epoch > 0
     assert config_for("d", "original").best_from_epoch == 1 and config_for("d", "original").min_val_photos == 0
-    assert suggested_preset(40) == "quick" and suggested_preset(600) == "fast"
+    assert suggested_preset(40) == "quick" and suggested_preset(600) == "multi"
 
 
 def test_a_short_run_of_a_preset_shrinks_its_warm_up_but_an_explicit_one_is_checked():
