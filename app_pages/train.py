@@ -278,8 +278,9 @@ def main() -> None:
         if folder is not None:
             start_section(folder, live)
     if not summaries:
-        st.info("No training run yet: choose the options above and press Start. The `fast` preset with "
-                "1-3 epochs gives a first model in a few minutes on a CPU.")
+        st.info("No training run yet: choose the options above and press Start. With a few dozen webcam "
+                "photos the `quick` preset gives a first model in two to three minutes on a CPU; `multi` finds "
+                "every face and wants a few hundred photos.")
         return
     names = [s.name for s in summaries]
     wanted = live[0].name if live else st.session_state.get("train_run")
