@@ -497,3 +497,21 @@ def video_frame_png(page: "Page") -> np.ndarray:
     if img is None or img.size == 0:
         raise RuntimeError("could not decode the video frame grab")
     return img
+
+
+def green_pixels(img) -> int:
+    """Pixels of the box colour the live path draws (BGR 0, 200, 0), as they survive VP8."""
+    b, g, r = (img[..., i].astype(int) for i in range(3))
+    return int(((g > 150) & (r < 100) & (b < 100)).sum())
+
+
+def read_caption(page, pattern) -> tuple[int, ...] | None:
+    """The numbers a caption matching `pattern` (a compiled regex with groups) shows now, if any."""
+    locator = page.get_by_text(pattern)
+    if locator.count() == 0:
+        return None
+    try:
+        match = pattern.search(locator.first.inner_text(timeout=2000))
+    except Exception:  # re-rendered between count() and inner_text()
+        return None
+    return tuple(int(g) for g in match.groups()) if match else None

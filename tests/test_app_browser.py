@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import browser as bt
+from tests.browser import green_pixels, read_caption
 from tests.conftest import REPO
 
 pytestmark = [bt.browser_mark]
@@ -28,23 +29,6 @@ if importlib.util.find_spec("pytest_timeout") is not None:
 STEPS_CAPTION = re.compile(r"(\d+) training steps and (\d+) validated epochs logged")
 FRAMES_CAPTION = re.compile(r"processed frames: (\d+) · with a face: (\d+) · errors: (\d+)")
 CAMERA_CAPTION = re.compile(r"processed frames: (\d+) ·.* frames from the camera: (\d+)")
-
-
-def green_pixels(img) -> int:
-    """Pixels of the box colour draw_detection uses (BGR 0, 200, 0), as they survive VP8."""
-    b, g, r = (img[..., i].astype(int) for i in range(3))
-    return int(((g > 150) & (r < 100) & (b < 100)).sum())
-
-
-def read_caption(page, pattern: re.Pattern) -> tuple[int, ...] | None:
-    locator = page.get_by_text(pattern)
-    if locator.count() == 0:
-        return None
-    try:
-        match = pattern.search(locator.first.inner_text(timeout=2000))
-    except Exception:  # re-rendered between count() and inner_text()
-        return None
-    return tuple(int(g) for g in match.groups()) if match else None
 
 
 def caption_update(page, after: float) -> tuple[int, float]:

@@ -46,6 +46,7 @@ import numpy as np
 import pytest
 
 from tests import browser as bt
+from tests.browser import green_pixels, read_caption
 from tests.conftest import REPO
 
 pytestmark = [bt.browser_mark]
@@ -201,23 +202,6 @@ def go_to(page, title: str) -> None:
     click_and_expect(page, link, page.get_by_role("heading", name=title, exact=True), f"the sidebar's {title}", 120)
     bt.wait_for_app(page, timeout=120)
     assert bt.page_exceptions(page) == [], f"the {title} page shows an exception"
-
-
-def read_caption(page, pattern: re.Pattern) -> tuple[int, ...] | None:
-    locator = page.get_by_text(pattern)
-    if locator.count() == 0:
-        return None
-    try:
-        match = pattern.search(locator.first.inner_text(timeout=2000))
-    except Exception:  # re-rendered between count() and inner_text()
-        return None
-    return tuple(int(g) for g in match.groups()) if match else None
-
-
-def green_pixels(img) -> int:
-    """Pixels of the box colour the live path draws (BGR 0, 200, 0), as they survive VP8."""
-    b, g, r = (img[..., i].astype(int) for i in range(3))
-    return int(((g > 150) & (r < 100) & (b < 100)).sum())
 
 
 def video_seconds(page, video: CameraVideo) -> float | None:
@@ -434,7 +418,7 @@ def test_from_a_webcam_to_a_face_tracker_by_clicks(tmp_path: Path, webcam, keras
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print("\n[journey] " + " · ".join(f"{name} {seconds:.0f} s" for name, seconds in times.items())
           + f" (targets: total <= {JOURNEY_TARGET_S} s, train <= {TRAIN_TARGET_S} s)")
-    print(f"[journey] photo sizes: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(photos["sizes"].items(), reverse=True)))
+    print("[journey] photo sizes: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(photos["sizes"].items(), reverse=True)))
     print(f"[journey] photos: {face} with the face (from {photos['face_phase_from_s']:.1f} s into the video, "
           f"whose face stretch ends at {video.face_s:.1f} s), {no_face} without; "
           + "; ".join(notes))
