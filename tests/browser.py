@@ -515,3 +515,14 @@ def read_caption(page, pattern) -> tuple[int, ...] | None:
     except Exception:  # re-rendered between count() and inner_text()
         return None
     return tuple(int(g) for g in match.groups()) if match else None
+
+
+def wait_for(what: str, check, timeout: float, page, interval_ms: int = 500):
+    """The first truthy value of `check()`, polled every `interval_ms` until `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        page.wait_for_timeout(interval_ms)
+    raise AssertionError(f"{what} not seen within {timeout:.0f} s")

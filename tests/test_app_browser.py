@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import browser as bt
-from tests.browser import green_pixels, read_caption
+from tests.browser import green_pixels, read_caption, wait_for
 from tests.conftest import REPO
 
 pytestmark = [bt.browser_mark]
@@ -39,16 +39,6 @@ def caption_update(page, after: float) -> tuple[int, float]:
     found = wait_for("a refresh of the figures",
                      lambda: (c := read_caption(page, FRAMES_CAPTION)) and c != before and c, 10, page, 50)
     return found[0], time.monotonic()
-
-
-def wait_for(what: str, check, timeout: float, page, interval_ms: int = 500):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        page.wait_for_timeout(interval_ms)
-    raise AssertionError(f"{what} not seen within {timeout:.0f} s")
 
 
 def open_page(page, url: str, path: str, title: str) -> None:

@@ -168,13 +168,8 @@ def camera_video(folder: Path, webcam: Path) -> CameraVideo:
 
 
 def wait_for(what: str, check, timeout: float, page, interval_ms: int = 250):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        page.wait_for_timeout(interval_ms)
-    raise AssertionError(f"{what} not seen within {timeout:.0f} s")
+    """`browser.wait_for`, polling every 250 ms unless told otherwise, as this test always has."""
+    return bt.wait_for(what, check, timeout, page, interval_ms)
 
 
 def click_and_expect(page, target, answer, what: str, timeout: float = 30) -> None:
