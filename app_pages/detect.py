@@ -200,7 +200,7 @@ def upload_section(model_key: str, threshold: float, smooth: bool) -> None:
     kind = safety.sniff_kind(content[:64])
     try:
         version = ui.model_version(model_key)  # the webcam's model too: the newest of a run still training
-        detector = ui.make_detector(model_key, threshold, version)
+        detector = ui.make_detector(model_key, threshold, version, look_closer=kind in IMAGE_KINDS)
     except (ValueError, OSError, RuntimeError) as error:
         st.error(ui.readable(error))
         return

@@ -25,6 +25,7 @@ class State:
     SPLIT_PREFIX = "eval_split_"
     """The split picker, one per dataset folder (its splits differ)."""
     THRESHOLD = "eval_threshold"
+    LOOK_CLOSER = "eval_look_closer"
     DATASET_OF = "eval_dataset_of"
     """The run whose dataset the picker was last set to: choosing another model moves it to that one's."""
 
@@ -66,10 +67,11 @@ def follow_the_models_dataset(run: workspace.RunSummary) -> None:
 
 
 def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
-                   threshold: float) -> tuple[Evaluation, FaceEvaluation] | None:
+                   threshold: float, look_closer: bool) -> tuple[Evaluation, FaceEvaluation] | None:
     """The per-photo evaluation and the per-face figures, after the Evaluate button (kept for reruns)."""
     model = run.path / runs.MODEL
-    key = (str(run.path), model.stat().st_mtime_ns, str(folder), ui.folder_signature(folder), split, threshold)
+    key = (str(run.path), model.stat().st_mtime_ns, str(folder), ui.folder_signature(folder), split, threshold,
+           look_closer)
     held = st.session_state.get(State.RESULT)
     if held is not None and held[0] == key:
         return held[1]
@@ -81,7 +83,7 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
                           progress=lambda done, total: bar.progress(done / max(total, 1),
                                                                     text=f"image {done} of {total}"))
         faces = evaluate_every_face(run.path, folder, split=split, threshold=threshold, root=ui.data_root(),
-                                    progress=lambda done, total: bar.progress(
+                                    look_closer=look_closer, progress=lambda done, total: bar.progress(
                                         done / max(total, 1), text=f"every face: image {done} of {total}"))
     except (data_lib.DatasetError, ValueError, OSError, RuntimeError) as error:
         bar.empty()
@@ -218,7 +220,12 @@ def main() -> None:
                    "'all images' measures it fairly.")
     default = ui.model_threshold(str(run.path))
     threshold = c2.slider("Threshold", 0.05, 0.95, default, 0.05, key=f"{State.THRESHOLD}_{default}")
-    evaluated = run_evaluation(run, folder, SPLITS[split_label], threshold)
+    look_closer = ui.finds_every_face(str(run.path)) and st.checkbox(
+        "Look closer, as for photos", value=True, key=State.LOOK_CLOSER,
+        help="Every face is also searched in tiles of the photo at twice the scale, as the Detect page does "
+             "for an uploaded photo: faces half as small are found, for about seven times the model's work. "
+             "Off: the photo is scored as live video runs the model, whole in one pass.")
+    evaluated = run_evaluation(run, folder, SPLITS[split_label], threshold, look_closer)
     if evaluated is None:
         return
     result, faces = evaluated

@@ -192,16 +192,20 @@ def model_name(model_key: str) -> str:
     return detect.REFERENCE_LABELS.get(model_key) or Path(model_key).name
 
 
+def finds_every_face(model_key: str) -> bool:
+    """Whether a run's model is a dense one (every face, not one box), read from its config without loading it."""
+    if is_reference(model_key):
+        return False
+    config = runs.read_json(Path(model_key) / runs.CONFIG)
+    return isinstance(config, dict) and config.get("head") == "dense"
+
+
 def model_threshold(model_key: str) -> float:
     """The threshold a model's faces count from by default: its kind's (a model that finds every face
     scores lower, see `dense.DEFAULT_THRESHOLD`), read from its run's config without loading it."""
     from facetracker.dense import DEFAULT_THRESHOLD
 
-    if is_reference(model_key):
-        return detect.SINGLE_BOX_THRESHOLD
-    config = runs.read_json(Path(model_key) / runs.CONFIG)
-    dense = isinstance(config, dict) and config.get("head") == "dense"
-    return DEFAULT_THRESHOLD if dense else detect.SINGLE_BOX_THRESHOLD
+    return DEFAULT_THRESHOLD if finds_every_face(model_key) else detect.SINGLE_BOX_THRESHOLD
 
 
 def model_version(model_key: str) -> tuple:
@@ -232,17 +236,18 @@ def _reference(model_key: str):
     return detect.reference_detector(model_key)
 
 
-def make_detector(model_key: str, threshold: float = 0.5, version: tuple | None = None):
+def make_detector(model_key: str, threshold: float = 0.5, version: tuple | None = None, look_closer: bool = False):
     """A new Detector over the cached runtime of `version` (default: the model as it is now), or the
     shared reference detector (YuNet or Haar, which keep their own thresholds). Its boxes are not
-    averaged: the tracker of the webcam and of videos steadies them.
+    averaged: the tracker of the webcam and of videos steadies them. `look_closer`: for photos (see
+    `detect.Detector.look_closer`).
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
     if is_reference(model_key):
         return _reference(model_key)
     version = version or model_version(model_key)
-    return detect.Detector(_tflite_runtime(version), threshold=threshold)
+    return detect.Detector(_tflite_runtime(version), threshold=threshold, look_closer=look_closer)
 
 
 def session_detector(slot: str, model_key: str, threshold: float):

@@ -10,6 +10,11 @@ network, in NumPy, so training, the live path, evaluation and every exported mod
 `decode` is also the reference post-processing for exported models (TFLite, ONNX), which carry
 the network and the box decoding but not the non-maximum suppression: see `decode`.
 
+Photos are also searched closer (`closer_tiles`): the whole frame squeezed into one input loses
+small faces (a 32 px face of a 640 px group photo is 16 px of a 320 input), so the photo is also
+seen at twice that scale, cut into overlapping input-sized tiles, and the faces of every pass are
+merged by the same suppression. Live video keeps the one whole-frame pass: it must be fast.
+
 Cell assignment (`cell_targets`): a cell learns a face when its centre lies inside the face box
 and within `CENTRE_RADIUS` strides of the face's centre (FCOS's centre sampling); the cell nearest
 the centre always does, so a face smaller than a cell is still learnt. A cell inside two faces
@@ -151,3 +156,89 @@ def decode(rows: np.ndarray, threshold: float = DEFAULT_THRESHOLD, nms_iou: floa
     boxes = np.clip(rows[:, 1:], 0.0, 1.0)
     keep = nms(boxes, rows[:, 0], nms_iou, max_faces)
     return boxes[keep].reshape(-1, 4), rows[keep, 0]
+
+
+TILE_EDGE_PX = 4
+"""A tile's box this close to a side the tile shares with a neighbour is a face cut by the tile."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Tile:
+    """One size x size input cut from the frame scaled by `scale`, its top-left corner at (x, y)
+    of the scaled frame; `width` x `height` of it is frame, the rest grey."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+    scale: float
+    cut_left: bool
+    cut_top: bool
+    cut_right: bool
+    cut_bottom: bool
+
+    def to_frame(self, boxes: np.ndarray, size: int) -> np.ndarray:
+        """Boxes in 0..1 of the tile's input -> frame pixels, clipped to the frame the tile holds."""
+        pixels = np.clip(np.asarray(boxes, np.float64).reshape(-1, 4) * size, 0,
+                         [self.width, self.height, self.width, self.height])
+        return (pixels + [self.x, self.y, self.x, self.y]) / self.scale
+
+    def whole(self, boxes: np.ndarray, size: int) -> np.ndarray:
+        """Which boxes (0..1 of the input) are not cut by a side shared with a neighbouring tile: a
+        face cut there lies whole in the neighbour, as the tiles overlap by half a tile."""
+        pixels = np.asarray(boxes, np.float64).reshape(-1, 4) * size
+        cut = ((self.cut_left & (pixels[:, 0] <= TILE_EDGE_PX))
+               | (self.cut_top & (pixels[:, 1] <= TILE_EDGE_PX))
+               | (self.cut_right & (pixels[:, 2] >= self.width - TILE_EDGE_PX))
+               | (self.cut_bottom & (pixels[:, 3] >= self.height - TILE_EDGE_PX)))
+        return ~cut
+
+
+def _tile_starts(length: int, size: int) -> list[int]:
+    """Tile origins along one side: `size` long, overlapping by at least half, the last at the end."""
+    if length <= size:
+        return [0]
+    count = int(np.ceil((length - size) / (size / 2))) + 1
+    return [int(v) for v in np.linspace(0, length - size, count).round()]
+
+
+def closer_tiles(width: int, height: int, size: int) -> list[Tile]:
+    """Where to look closer at a frame of `width` x `height`: the frame at twice the scale of the
+    whole-frame pass (never beyond its own pixels), cut into size x size tiles that overlap by half
+    a tile, so any face up to half a tile wide lies whole in one of them. None when the whole-frame
+    pass already sees every pixel. A 640x480 photo at size 320: 6 tiles at its own scale."""
+    longer = max(width, height)
+    if longer <= size:
+        return []
+    scale = min(1.0, 2 * size / longer)
+    scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
+    xs, ys = _tile_starts(scaled_w, size), _tile_starts(scaled_h, size)
+    return [Tile(x, y, min(size, scaled_w - x), min(size, scaled_h - y), scale, x > 0, y > 0,
+                 x + size < scaled_w, y + size < scaled_h) for y in ys for x in xs]
+
+
+def tile_inputs(image: np.ndarray, tiles: list[Tile], size: int, *, bgr: bool = False) -> np.ndarray:
+    """[tiles, size, size, 3] RGB inputs: each tile of the scaled frame, grey beyond the frame."""
+    if not tiles:
+        return np.zeros((0, size, size, 3), np.uint8)
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if bgr else cv2.COLOR_GRAY2RGB)
+    height, width = image.shape[:2]
+    scale = tiles[0].scale
+    scaled = image if scale == 1.0 else cv2.resize(
+        image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
+    if bgr:
+        scaled = cv2.cvtColor(scaled, cv2.COLOR_BGR2RGB)
+    out = np.full((len(tiles), size, size, 3), PAD_VALUE, np.uint8)
+    for index, tile in enumerate(tiles):
+        out[index, :tile.height, :tile.width] = scaled[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
+    return out
+
+
+def merge_faces(boxes: list[np.ndarray], scores: list[np.ndarray], nms_iou: float = NMS_IOU,
+                max_faces: int = MAX_FACES) -> tuple[np.ndarray, np.ndarray]:
+    """The faces of several passes over one frame (boxes in frame pixels), overlaps suppressed, best first."""
+    every_box = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in boxes])
+    every_score = np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in scores])
+    keep = nms(every_box, every_score, nms_iou, max_faces)
+    return every_box[keep].reshape(-1, 4), every_score[keep]

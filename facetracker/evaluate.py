@@ -170,17 +170,20 @@ class FaceEvaluation:
 
 def evaluate_faces(model: str | Path, data: str | Path, split: str | None = None, threshold: float | None = None,
                    progress: Callable[[int, int], None] | None = None, root: str | Path | None = None,
-                   far: bool = False) -> tuple[dict[str, float], list[data_lib.Skipped]]:
+                   far: bool = False, look_closer: bool = True) -> tuple[dict[str, float], list[data_lib.Skipped]]:
     """Per-face metrics (see `facetracker.face_metrics`) of a model file, run folder or reference
     detector key (`yunet`, `haar`) on a dataset folder: every box it gives against every labelled face.
-    `far`: each photo shrunk onto a larger canvas first (`face_metrics.far_away`)."""
-    result = evaluate_every_face(model, data, split, threshold, progress, root, far)
+    `far`: each photo shrunk onto a larger canvas first (`face_metrics.far_away`).
+    `look_closer`: a dense model also searches each photo in tiles (`detect.Detector.look_closer`),
+    as the app does for photos, and as YuNet sees them here (at their own resolution); False scores
+    it as live video runs it, the whole frame in one pass."""
+    result = evaluate_every_face(model, data, split, threshold, progress, root, far, look_closer)
     return result.metrics, result.skipped
 
 
 def evaluate_every_face(model: str | Path, data: str | Path, split: str | None = None, threshold: float | None = None,
                         progress: Callable[[int, int], None] | None = None, root: str | Path | None = None,
-                        far: bool = False) -> FaceEvaluation:
+                        far: bool = False, look_closer: bool = True) -> FaceEvaluation:
     """As `evaluate_faces`, with each photo's boxes and faces kept (to show the faces missed)."""
     from facetracker.detect import REFERENCE_LABELS, SINGLE_BOX_THRESHOLD, Detector, default_threshold, load_runtime
     from facetracker.detect import reference_detector
@@ -193,7 +196,8 @@ def evaluate_every_face(model: str | Path, data: str | Path, split: str | None =
         runtime = load_runtime(model)
         # Every box, ranked by its probability (a dense model's from a low floor: its empty cells
         # would only fill the suppression with a thousand near-zero boxes).
-        detector = Detector(runtime, threshold=DENSE_SCORE_FLOOR if getattr(runtime, "dense", False) else 0.0)
+        detector = Detector(runtime, threshold=DENSE_SCORE_FLOOR if getattr(runtime, "dense", False) else 0.0,
+                            look_closer=look_closer)
         threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
     metrics, photos, skipped = score_detector(detector.detect, samples, threshold, progress=progress, far=far)

@@ -25,7 +25,7 @@ def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, thre
     if str(model) in REFERENCE_LABELS:  # full resolution: pre-labels of group photos need the small faces
         detector = reference_detector(str(model), threshold=0.5 if threshold is None else threshold, max_side=None)
     else:
-        detector = Detector(model, threshold=threshold)
+        detector = Detector(model, threshold=threshold, look_closer=True)
     summary = {"written": 0, "faces": 0, "kept": 0, "skipped": 0}
     skipped: list[data_lib.Skipped] = []
     files = data_lib.list_files(images_dir, data_lib.IMAGE_EXTENSIONS, skipped)

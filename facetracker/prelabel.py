@@ -121,7 +121,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     if model in REFERENCE_LABELS:
         detector = reference_detector(model, threshold=threshold, max_side=None)
     else:
-        detector = Detector(model, threshold=threshold)
+        detector = Detector(model, threshold=threshold, look_closer=True)
     done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
     if video is not None:
         done["frames"] = _add_video_frames(Path(video), images, every_s)

@@ -637,6 +637,7 @@ def tiny_run(faces, root) -> Path:
 def test_evaluate_shows_metrics_histogram_and_worst_and_best(tiny_run):
     at = open_page("app_pages/evaluate.py")
     assert not any("new to the model" in c for c in texts(at, "caption"))  # its own dataset: splits offered
+    assert not at.checkbox, "one box a photo: nothing to look closer for"
     at.selectbox(key="eval_split_faces").set_value("all images").run()
     at.button[[b.label for b in at.button].index("Evaluate")].click().run()
     assert_no_exception(at)
@@ -673,6 +674,12 @@ def test_evaluate_and_detect_take_a_model_that_finds_every_face(faces, root):
     assert_no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert all(v == "–" or 0.0 <= float(v) <= 1.0 for v in metrics.values()) and "Faces found" in metrics
+    # photos are searched closer by default, as the Detect page does for an uploaded photo
+    assert at.checkbox(key="eval_look_closer").value is True
+    at.checkbox(key="eval_look_closer").uncheck().run()
+    at.button[[b.label for b in at.button].index("Evaluate")].click().run()
+    assert_no_exception(at)
+    assert "Faces found" in {m.label for m in at.metric}
     detect_page = open_page("app_pages/detect.py")
     assert detect_page.slider[0].value == DEFAULT_THRESHOLD
     assert any("on 128 px input" in c for c in texts(detect_page, "caption"))

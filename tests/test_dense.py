@@ -5,7 +5,8 @@ import pytest
 
 from facetracker import data
 from facetracker.augment import AugmentConfig, augment_faces, build_transform, make_scene
-from facetracker.dense import STRIDE, cell_targets, decode, grid_centres, letterbox, nms
+from facetracker.dense import (STRIDE, cell_targets, closer_tiles, decode, grid_centres, letterbox, merge_faces, nms,
+                               tile_inputs)
 
 
 def test_letterbox_keeps_the_aspect_and_maps_boxes_both_ways():
@@ -55,6 +56,91 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30]], np.float64)
     assert list(nms(boxes, np.array([0.5, 0.9, 0.8]), 0.4, 10)) == [1, 2]
     assert list(nms(boxes, np.array([0.5, 0.9, 0.8]), 0.4, 1)) == [1]
+
+
+def test_closer_tiles_cover_the_frame_at_twice_the_scale_and_hold_every_small_face_whole():
+    tiles = closer_tiles(640, 480, 320)
+    assert len(tiles) == 6 and {t.scale for t in tiles} == {1.0}  # twice 0.5: the photo's own pixels
+    assert sorted({t.x for t in tiles}) == [0, 160, 320] and sorted({t.y for t in tiles}) == [0, 160]
+    assert closer_tiles(320, 240, 320) == []  # the whole-frame pass already sees every pixel
+    big = closer_tiles(1920, 1080, 320)
+    assert big[0].scale == pytest.approx(640 / 1920)
+    covered = np.zeros((round(1080 * big[0].scale), 640), bool)
+    for tile in big:
+        covered[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = True
+    assert covered.all()
+    rng = np.random.default_rng(0)
+    for _ in range(200):  # any face up to half a tile wide lies whole in a tile, away from its cut sides
+        side = rng.uniform(4, 160)
+        x, y = rng.uniform(0, 640 - side), rng.uniform(0, 480 - side)
+        box = np.array([[x, y, x + side, y + side]])
+        inside = [t for t in tiles if t.x <= x and t.y <= y and x + side <= t.x + t.width and y + side <= t.y + t.height
+                  and t.whole((box - [t.x, t.y, t.x, t.y]) / 320, 320)[0]]
+        assert inside, box
+
+
+def test_tiles_hold_the_frames_pixels_and_map_boxes_back_to_it():
+    frame = np.random.default_rng(1).integers(0, 255, (300, 700, 3), np.uint8)
+    tiles = closer_tiles(700, 300, 320)
+    inputs = tile_inputs(frame, tiles, 320)
+    scale = tiles[0].scale
+    assert scale == pytest.approx(640 / 700) and inputs.shape == (len(tiles), 320, 320, 3)
+    import cv2
+
+    scaled = cv2.resize(frame, (640, round(300 * scale)), interpolation=cv2.INTER_AREA)
+    last = tiles[-1]
+    np.testing.assert_array_equal(inputs[-1, :last.height, :last.width],
+                                  scaled[last.y:last.y + last.height, last.x:last.x + last.width])
+    assert (inputs[-1, last.height:] == 127).all()  # grey below the frame
+    on_tile = np.array([[0.25, 0.25, 0.5, 0.5]])
+    expected = (np.array([80, 80, 160, 160]) + [last.x, last.y, last.x, last.y]) / scale
+    np.testing.assert_allclose(last.to_frame(on_tile, 320), [expected])
+    cut = np.array([[0.0, 0.3, 0.1, 0.4], [0.5, 0.3, 0.6, 0.4]])  # the first touches the shared left side
+    assert list(last.whole(cut, 320)) == [not last.cut_left, True]
+
+
+def test_merging_passes_keeps_the_best_box_of_each_face():
+    boxes, scores = merge_faces([np.array([[10, 10, 50, 50]]), np.array([[12, 11, 51, 52], [200, 200, 220, 220]])],
+                                [np.array([0.6]), np.array([0.8, 0.4])])
+    np.testing.assert_allclose(boxes, [[12, 11, 51, 52], [200, 200, 220, 220]])
+    assert list(scores) == pytest.approx([0.8, 0.4])
+
+
+class BrightSquareFinder:
+    """A stand-in dense runtime that 'detects' bright squares of at least 12 input pixels."""
+
+    dense = True
+    input_size = 320
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        import cv2
+
+        self.calls += 1
+        rows = np.zeros((len(images), (320 // STRIDE) ** 2, 5), np.float32)
+        for index, image in enumerate(images):
+            mask = (np.asarray(image).min(axis=-1) > 250).astype(np.uint8)
+            count, _, stats, _ = cv2.connectedComponentsWithStats(mask)
+            for row, (x, y, w, h, _) in enumerate(stats[1:count]):
+                if min(w, h) >= 12:
+                    rows[index, row] = [0.9, x / 320, y / 320, (x + w) / 320, (y + h) / 320]
+        return rows
+
+
+def test_looking_closer_finds_a_face_too_small_for_the_whole_frame_pass_where_it_is():
+    from facetracker.detect import Detector
+
+    frame = np.zeros((960, 1280, 3), np.uint8)
+    frame[500:530, 900:930] = 255  # 7 px of the whole-frame input, 15 px of a tile
+    frame[100:400, 100:400] = 255  # too big for any tile: the whole-frame pass finds it
+    runtime = BrightSquareFinder()
+    whole = Detector(runtime, threshold=0.5).detect(frame)
+    assert [f.box for f in whole.faces] == [(100, 100, 400, 400)] and runtime.calls == 1
+    closer = Detector(runtime, threshold=0.5, look_closer=True).detect(frame)
+    assert runtime.calls == 1 + 1 + len(closer_tiles(1280, 960, 320))
+    assert sorted(f.box for f in closer.faces) == [(100, 100, 400, 400), (900, 500, 930, 530)]
 
 
 def _face_patch(image: np.ndarray, box, side: int = 24) -> np.ndarray:
