@@ -157,7 +157,10 @@ def _run_evaluate(args) -> int:
     if args.model in REFERENCE_LABELS:
         for item in skipped:
             print(item)
-    how = "whole frame, as live video" if args.whole_frame else "looking closer, as for photos"
+    if args.model in REFERENCE_LABELS:
+        how = "at the photo's own resolution"
+    else:
+        how = "whole frame, as live video" if args.whole_frame else "looking closer, as for photos"
     print(f"every face ({how}): " + format_metrics(faces))
     if args.far:  # camera frames of a room: scored as the live video runs
         far, _ = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold, far=True,

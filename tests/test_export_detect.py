@@ -151,6 +151,30 @@ def test_tflite_runtime_threads_and_batches(exported, photos):
     assert np.abs(two.predict(photos[:3]) - batch).max() < 1e-5
 
 
+class SleepingRuntime:
+    """A stand-in runtime whose call takes `ms` split perfectly over its threads (plus a fixed cost)."""
+
+    def __init__(self, one_thread_ms: float, threads: int, fixed_ms: float = 0.0):
+        self.ms = one_thread_ms / threads + fixed_ms
+
+    def predict(self, images):
+        import time
+
+        time.sleep(self.ms / 1000)
+        return np.zeros((len(images), 5), np.float32)
+
+
+@pytest.mark.parametrize("one_thread_ms, fixed_ms, expected", [(1.0, 0.0, 1), (10.0, 0.0, 2), (10.0, 30.0, 1)])
+def test_a_runtime_takes_both_cores_only_for_calls_worth_splitting(monkeypatch, one_thread_ms, fixed_ms, expected):
+    """A dense model's 10 ms call takes both cores; a 1 ms call, or one that splitting does not
+    speed up, keeps one thread and leaves the other core to the video."""
+    from facetracker import detect
+
+    monkeypatch.setattr(detect, "usable_cores", lambda: 2)
+    runtime, threads = detect.pick_threads(lambda n: SleepingRuntime(one_thread_ms, n, fixed_ms), 32)
+    assert threads == expected and runtime.ms == pytest.approx(one_thread_ms / expected + fixed_ms)
+
+
 def test_viewers_share_one_tflite_runtime_from_several_threads(exported, helen_samples):
     """Each viewer has its own Detector over one runtime; the interpreter is not re-entrant, and the
     runtime alone serialises the calls (the frame path holds no other model lock)."""
