@@ -232,20 +232,22 @@ def _tflite_runtime(version: tuple):
 
 
 @st.cache_resource(show_spinner=False)
-def _reference(model_key: str):
-    return detect.reference_detector(model_key)
+def _reference(model_key: str, whole_photo: bool = False):
+    """The shared reference detector: at the live path's size, or for photos at their own resolution."""
+    return detect.reference_detector(model_key, max_side=None if whole_photo else 320)
 
 
 def make_detector(model_key: str, threshold: float = 0.5, version: tuple | None = None, look_closer: bool = False):
     """A new Detector over the cached runtime of `version` (default: the model as it is now), or the
     shared reference detector (YuNet or Haar, which keep their own thresholds). Its boxes are not
-    averaged: the tracker of the webcam and of videos steadies them. `look_closer`: for photos (see
-    `detect.Detector.look_closer`).
+    averaged: the tracker of the webcam and of videos steadies them. `look_closer`, for photos: a
+    trained dense model also searches tiles (`detect.Detector.look_closer`), YuNet sees the photo at
+    its own resolution.
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
     if is_reference(model_key):
-        return _reference(model_key)
+        return _reference(model_key, whole_photo=look_closer)
     version = version or model_version(model_key)
     return detect.Detector(_tflite_runtime(version), threshold=threshold, look_closer=look_closer)
 

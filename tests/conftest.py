@@ -5,6 +5,8 @@ import streamlit_webrtc  # noqa: F401  (must come before anything that imports t
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,40 @@ def helen(data_root) -> Path:
 @pytest.fixture(scope="session")
 def webcam(data_root) -> Path:
     return require(data_root / "webcam-tutorial", "webcam-tutorial")
+
+
+MULTI_TRAIN_FACES = 200
+MULTI_TRAIN_EMPTY = 40
+MULTI_EPOCHS = 6
+
+
+@pytest.fixture(scope="session")
+def short_multi_run(helen, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One short `multi` run from the cached ImageNet weights on a few hundred helen portraits and
+    no-face photos (copied: a run writes nothing into ../shared), trained once for every test that
+    needs a model that finds every face: (run folder, the training command's result)."""
+    from facetracker.data import load_dataset
+
+    require(SHARED_WEIGHTS, "the cached Keras ImageNet weights")
+    home = tmp_path_factory.mktemp("multi-keras-home")
+    shutil.copytree(SHARED_WEIGHTS, home / "models")
+    dataset = load_dataset(helen, check_pixels=False)
+    faces = [s for s in dataset.samples if s.has_face][:MULTI_TRAIN_FACES]
+    empty = [s for s in dataset.samples if not s.has_face][:MULTI_TRAIN_EMPTY]
+    folder = tmp_path_factory.mktemp("portraits")
+    (folder / "images").mkdir()
+    (folder / "labels").mkdir()
+    for sample in faces + empty:
+        shutil.copy(sample.image, folder / "images")
+        if sample.label:
+            shutil.copy(sample.label, folder / "labels")
+    run_dir = tmp_path_factory.mktemp("runs") / "portraits-multi"
+    command = [sys.executable, "-m", "facetracker", "train", "--data", str(folder), "--run-dir", str(run_dir),
+               "--preset", "multi", "--epochs", str(MULTI_EPOCHS), "--copies", "2"]
+    result = subprocess.run(command, cwd=REPO, env={**os.environ, "KERAS_HOME": str(home)}, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, f"the multi run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return run_dir, result
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ COUNTS = re.compile(r"saved: (\d+) · with your face: (\d+) \((\d+) pre-labelled
                     r"dropped: (\d+) \(black: (\d+), frozen: (\d+)\)")
 SUGGESTION = re.compile(r"the (\S+) preset suits this dataset")
 FRAMES_CAPTION = re.compile(r"processed frames: (\d+) · with a face: (\d+) · errors: (\d+)")
+STEPS_CAPTION = re.compile(r"(\d+) training steps and (\d+) validated epochs logged")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,10 +381,16 @@ def test_from_a_webcam_to_a_face_tracker_by_clicks(tmp_path: Path, webcam, keras
         mark = lap("train page and preset", mark)
         click_and_expect(page, page.get_by_role("button", name="Start training"),
                          page.get_by_text("is training now"), "Start training", 60)
+        bt.wait_for_app(page)
+        assert page.get_by_role("button", name="Start training", include_hidden=True).is_disabled(), \
+            "a second run cannot start"
         page.get_by_text("Finished").first.wait_for(timeout=600_000)
         mark = lap("train", mark)
         bt.wait_for_app(page)
         assert bt.page_exceptions(page) == []
+        steps, epochs = wait_for("the run's step counts", lambda: read_caption(page, STEPS_CAPTION), 30, page)
+        assert steps >= 2 and epochs >= 1, (steps, epochs)
+        wait_for("the loss and validation charts", lambda: page.get_by_test_id("stVegaLiteChart").count() >= 2, 20, page)
         (run_dir,) = [p for p in (root / "runs").iterdir() if p.is_dir()]
         status = json.loads((run_dir / "status.json").read_text())
         assert status.get("state") == "finished", status

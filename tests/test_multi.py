@@ -15,36 +15,15 @@ from facetracker import runs
 from facetracker.config import PRESETS
 from facetracker.data import load_dataset, sample_pixels
 from facetracker.face_metrics import PhotoResult, match
-from tests.test_train import cached_weights_env, cli  # noqa: F401  (a fixture)
+from tests.test_train import cli
 
 pytestmark = pytest.mark.slow
 
-TRAIN_FACES = 200
-TRAIN_EMPTY = 40
-
 
 @pytest.fixture(scope="module")
-def portraits(helen, tmp_path_factory):
-    """A few hundred helen portraits and no-face photos, copied: the run writes nothing into ../shared."""
-    dataset = load_dataset(helen, check_pixels=False)
-    faces = [s for s in dataset.samples if s.has_face][:TRAIN_FACES]
-    empty = [s for s in dataset.samples if not s.has_face][:TRAIN_EMPTY]
-    folder = tmp_path_factory.mktemp("portraits")
-    (folder / "images").mkdir()
-    (folder / "labels").mkdir()
-    for sample in faces + empty:
-        shutil.copy(sample.image, folder / "images")
-        if sample.label:
-            shutil.copy(sample.label, folder / "labels")
-    return folder
-
-
-@pytest.fixture(scope="module")
-def multi_run(portraits, cached_weights_env, tmp_path_factory):  # noqa: F811
-    run_dir = tmp_path_factory.mktemp("runs") / "multi"
-    result = cli("train", "--data", portraits, "--run-dir", run_dir, "--preset", "multi", "--epochs", "6", "--copies", "2",
-                 env=cached_weights_env)
-    return run_dir, result
+def multi_run(short_multi_run):
+    """The session's short multi run (see conftest): 200 helen portraits and 40 no-face photos, 6 epochs."""
+    return short_multi_run
 
 
 def test_a_short_multi_run_finds_several_faces_in_real_group_photos(multi_run, data_root):
