@@ -46,6 +46,27 @@ def webcam(data_root) -> Path:
     return require(data_root / "webcam-tutorial", "webcam-tutorial")
 
 
+SERIAL_GROUP = "browser-and-trained-multi"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items) -> None:
+    """The suite runs on two worker processes (pytest-xdist, `--dist loadgroup`). A test module goes
+    to one worker whole, so its module-scoped fixtures (trained runs) are made once. The
+    real-browser tests each start a Streamlit server and Chromium, and two at once would measure
+    each other's load: they and the tests sharing the session's trained `multi` run (made once per
+    worker) go to one worker, one after another, while the other worker takes other modules. That
+    group is the longest, so it comes first: started last, it would leave the other worker idle."""
+    serial = []
+    for item in items:
+        if item.get_closest_marker("browser") or "short_multi_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(SERIAL_GROUP))
+            serial.append(item)
+        else:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items[:] = serial + [item for item in items if item not in serial]
+
+
 MULTI_TRAIN_FACES = 200
 MULTI_TRAIN_EMPTY = 40
 MULTI_EPOCHS = 6
