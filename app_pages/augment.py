@@ -226,7 +226,7 @@ def main() -> None:
         seed = c2.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="aug_seed",
                                help="The same seed gives the same samples")
         count = c3.slider("Samples", 3, 15, 7, key="aug_count")
-        kinds = [f"finds every face ({DENSE_PRESET})", "one face (fast, original)"]
+        kinds = [f"finds every face ({DENSE_PRESET}, quick)", "one face (fast, original)"]
         kind = st.radio("Preview as training makes it for a model that", kinds, horizontal=True, key="aug_kind",
                         index=0 if DEFAULT_PRESET == DENSE_PRESET else 1,
                         help="Zoom-out and mosaics teach small faces and crowds to the models that find every "
