@@ -26,6 +26,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from facetracker import runs
+from facetracker.config import PRESETS
 from app_pages import ui
 from tests import browser as bt
 from tests.conftest import REPO
@@ -435,7 +436,7 @@ def test_a_small_dataset_is_pointed_to_the_quick_preset_with_the_reason(faces, r
                for i in texts(at, "info")), texts(at, "info")
     at.selectbox[[s.label for s in at.selectbox].index("Preset")].set_value("quick").run()
     assert not any("**quick** preset" in i for i in texts(at, "info"))
-    assert at.number_input(key="tr_epochs_quick_imagenet").value == 30
+    assert at.number_input(key="tr_epochs_quick_imagenet").value == PRESETS["quick"]["epochs"]
 
 
 def test_a_model_worse_than_the_pre_labels_finishes_with_a_warning(faces, root):
