@@ -232,7 +232,7 @@ def main() -> None:
         st.error(f"Cannot load this model: {ui.readable(error)}")
     else:
         runtime = getattr(processor.detector, "runtime", None)
-        st.caption(f"Running {ui.model_name(model_key)} as {runtime.name.upper()} on {runtime.input_size} px input"
+        st.caption(f"Running {ui.model_name(model_key)} as {runtime.name.upper()} on a {runtime.input_wh[0]}x{runtime.input_wh[1]} px input"
                    if runtime is not None else f"Running the {ui.model_name(model_key)} on the grey frame")
     rtc, warning = rtc_configuration()
     if warning:

@@ -20,6 +20,7 @@ import streamlit as st
 
 from facetracker import data as data_lib
 from facetracker import capture, detect, runs, safety, workspace
+from facetracker.dense import LIVE_FRAME
 from facetracker.detect import draw_labelled_box
 
 log = logging.getLogger("facetracker.app")
@@ -223,12 +224,12 @@ def model_version(model_key: str) -> tuple:
 
 @st.cache_resource(show_spinner="Converting the model to TFLite for real-time speed (once per model)…",
                    max_entries=8)
-def _tflite_runtime(version: tuple):
+def _tflite_runtime(version: tuple, frame: tuple[int, int] | None = None):
     from facetracker.export import export
 
     # Exported afresh once per app process and model version: a model.tflite left by an older
     # exporter is never trusted. One runtime serves every viewer (it serialises its own calls).
-    return detect.load_runtime(export(version[0], "tflite"))
+    return detect.load_runtime(export(version[0], "tflite", frame=frame))
 
 
 @st.cache_resource(show_spinner=False)
@@ -249,7 +250,11 @@ def make_detector(model_key: str, threshold: float = 0.5, version: tuple | None 
     if is_reference(model_key):
         return _reference(model_key, whole_photo=look_closer)
     version = version or model_version(model_key)
-    return detect.Detector(_tflite_runtime(version), threshold=threshold, look_closer=look_closer)
+    # Video from a model that finds every face runs shaped for the webcam's 640x480 frames (320x256
+    # rather than 320x320: the same faces from a fifth fewer pixels). Photos keep the square input it
+    # trained at, as `evaluate` scores it: its tiles cover a 640x480 photo in 6 calls, not 9.
+    frame = LIVE_FRAME if finds_every_face(model_key) and not look_closer else None
+    return detect.Detector(_tflite_runtime(version, frame), threshold=threshold, look_closer=look_closer)
 
 
 def session_detector(slot: str, model_key: str, threshold: float):

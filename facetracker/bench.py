@@ -45,6 +45,9 @@ preset (its dense detector, named by the preset). Each costs ~20 s of tracing an
 MobileNetV2-0.35 and MobileNetV3-Small sit between the two MobileNets here, through TFLite and in
 training."""
 RUNTIMES = ("keras", "tflite", "tflite-int8")
+SQUARE_RUNTIME = "tflite-square"
+"""The dense model's TFLite at the square input it trains at, timed beside the `tflite` row, which is
+shaped for the frames (as the Detect page runs it, see `export.input_for`)."""
 DATA_ENV = "FACETRACKER_DATA"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 BATCH = 32
@@ -243,19 +246,26 @@ def build_detectors(backbone: str, workdir: Path, log: Callable[[str], None]):
     averages each frame with its mirror image.
 
     The TFLite files are what `export(run, "tflite")` and `"tflite-int8"` write for a trained model
-    (`to_tflite_bytes` on the same frozen function); the Keras runtime calls the model in memory.
+    (`to_tflite_bytes` on the same frozen function), for a dense model shaped for the 640x480
+    frames as the Detect page runs it (and also at its square input, `SQUARE_RUNTIME`); the Keras
+    runtime calls the model in memory.
     """
     from facetracker.detect import Detector, KerasRuntime, TFLiteRuntime
-    from facetracker.export import frozen_function, to_tflite_bytes
+    from facetracker.export import frozen_function, input_for, to_tflite_bytes
 
     started = time.perf_counter()
     model, saved, flip = saved_form(backbone)
-    frozen = frozen_function(saved)
+    shaped = input_for(saved, (FRAME_WIDTH, FRAME_HEIGHT)) if is_dense(backbone) else None
+    frozen = frozen_function(saved, shaped)
     detectors = {"keras": Detector(KerasRuntime(saved))}
     for runtime, quantize in (("tflite", False), ("tflite-int8", True)):
         path = workdir / f"{backbone}{'.int8' if quantize else ''}.tflite"
         path.write_bytes(to_tflite_bytes(saved, quantize=quantize, frozen=frozen))
         detectors[runtime] = Detector(TFLiteRuntime(path))
+    if shaped:
+        path = workdir / f"{backbone}.square.tflite"
+        path.write_bytes(to_tflite_bytes(saved))
+        detectors[SQUARE_RUNTIME] = Detector(TFLiteRuntime(path))
     log(f"{backbone}: model built and converted to TFLite fp32 and int8 in {time.perf_counter() - started:.0f} s")
     return model, detectors, flip
 
@@ -405,6 +415,13 @@ def augmentation_rate(cache, batches: int) -> float:
 # The report
 
 
+def _dense_live_input() -> tuple[int, int]:
+    from facetracker.config import PRESETS
+    from facetracker.dense import input_for_frame
+
+    return input_for_frame(PRESETS[DENSE_PRESET]["image_size"], FRAME_WIDTH, FRAME_HEIGHT)
+
+
 def ratio_text(haar_ms: float, ms: float) -> str:
     if ms <= haar_ms:
         return f"{haar_ms / ms:5.1f}x faster"
@@ -451,8 +468,9 @@ def format_report(report: Report) -> str:
         "models    randomly initialised (build_model(backbone, \"none\")): speed does not depend on the weights",
         "          each as its preset saves it: vgg16 as 'original', the MobileNets as 'fast'"
         + (", whose saved model averages each frame with its mirror image (twice the model work)" if report.flipped else ""),
-        f"          and {DENSE_PRESET} as itself: every face, {PRESETS[DENSE_PRESET]['image_size']} px letterboxed, "
-        "its cells decoded and suppressed (NMS)",
+        f"          and {DENSE_PRESET} as itself: every face, its cells decoded and suppressed (NMS), letterboxed "
+        f"into {'x'.join(map(str, _dense_live_input()))} as the Detect page runs it "
+        f"({SQUARE_RUNTIME}: the square {PRESETS[DENSE_PRESET]['image_size']} px input it trains at)",
         f"frames    {report.frames} face photos from {report.folder} letterboxed to {FRAME_WIDTH}x{FRAME_HEIGHT} BGR; per detector "
         f"{settings.warmup_frames} warm-up frames, then up to {settings.frames} timed "
         f"(at most ~{settings.frame_budget_s:g} s, at least {settings.min_frames}), detectors taking turns",

@@ -7,6 +7,12 @@ network, in NumPy, so training, the live path, evaluation and every exported mod
     frame (any size) --letterbox--> size x size input --network--> [cells, 5] rows
       [score, x0, y0, x1, y1] (box in 0..1 of the input) --decode--> faces in frame pixels
 
+The network trains on square inputs, but every layer is a convolution, so the same weights run on
+any input whose sides are multiples of 32. Live video uses that (`input_for_frame`): a 640x480
+camera frame fills only 320x240 of a 320x320 input, so the live network is built 320x256 and finds
+the same faces in a fifth fewer pixels. Every function here that takes an input `size` also takes a
+(width, height) pair for such an input.
+
 `decode` is also the reference post-processing for exported models (TFLite, ONNX), which carry
 the network and the box decoding but not the non-maximum suppression: see `decode`.
 
@@ -36,45 +42,81 @@ CENTRE_RADIUS = 1.5
 """How far (in strides) from a face's centre a cell may be and still learn that face."""
 PAD_VALUE = 127
 """Grey fill outside the letterboxed image: it scales to 0 in the backbone's input range."""
+INPUT_MULTIPLE = 32
+"""An input side the dense network takes is a multiple of its coarsest stride."""
+LIVE_FRAME = (640, 480)
+"""The camera frame (width, height) the live network is shaped for: what browsers give a webcam
+stream by default. Other frames still work; they are letterboxed into it."""
+
+InputSize = int | tuple[int, int]
+"""A network input: the side of a square, or (width, height)."""
+
+
+def input_wh(size: InputSize) -> tuple[int, int]:
+    """(width, height) of an input given as a square side or a (width, height) pair."""
+    return (size, size) if isinstance(size, (int, np.integer)) else (int(size[0]), int(size[1]))
+
+
+def input_for_frame(size: int, frame_width: int, frame_height: int) -> tuple[int, int]:
+    """(width, height) of the smallest input, in multiples of 32, that holds a frame of this shape at
+    the scale a square `size` input gives it: (320, 256) for 640x480 frames and a 320 network."""
+    scale = size / max(frame_width, frame_height)
+
+    def up(pixels: float) -> int:
+        return max(INPUT_MULTIPLE, int(np.ceil(round(pixels, 6) / INPUT_MULTIPLE)) * INPUT_MULTIPLE)
+
+    return up(frame_width * scale), up(frame_height * scale)
 
 
 @dataclasses.dataclass(frozen=True)
 class Letterbox:
-    """Where a frame sits in the square input: scaled by `scale`, at the top-left corner."""
+    """Where a frame sits in the input: scaled by `scale`, at the top-left corner."""
 
     scale: float
-    size: int
+    input_width: int
+    input_height: int
     width: int
     height: int
 
     def to_frame(self, boxes: np.ndarray) -> np.ndarray:
         """Boxes in 0..1 of the input -> frame pixels, clipped to the frame."""
-        pixels = np.asarray(boxes, np.float64).reshape(-1, 4) * self.size / self.scale
+        inputs = [self.input_width, self.input_height, self.input_width, self.input_height]
+        pixels = np.asarray(boxes, np.float64).reshape(-1, 4) * inputs / self.scale
         return np.clip(pixels, 0, [self.width, self.height, self.width, self.height])
 
     def to_input(self, boxes: np.ndarray) -> np.ndarray:
         """Boxes normalised to the frame (0..1 of width and height) -> 0..1 of the input."""
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-        return boxes * [self.width, self.height, self.width, self.height] * self.scale / self.size
+        inputs = [self.input_width, self.input_height, self.input_width, self.input_height]
+        return boxes * [self.width, self.height, self.width, self.height] * self.scale / inputs
 
 
-def letterbox(image: np.ndarray, size: int, *, bgr: bool = False) -> tuple[np.ndarray, Letterbox]:
-    """The frame scaled to fit a size x size RGB input, keeping its aspect, grey to the right and below."""
+def scaled_rgb(image: np.ndarray, scale: float, *, bgr: bool = False) -> np.ndarray:
+    """The frame (grey, BGR or RGB) resized by `scale` as RGB. A large shrink goes bilinear to twice
+    the size, then INTER_AREA's exact 2x2 average: a fifth of INTER_AREA's cost over a whole camera
+    frame, for nearly the same pixels (see data.model_input)."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if bgr else cv2.COLOR_GRAY2RGB)
     height, width = image.shape[:2]
-    scale = size / max(height, width)
     new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    if min(height, width) > 2 * min(new_h, new_w):
-        # Bilinear to twice the size then INTER_AREA's exact 2x2 average: a fifth of INTER_AREA's
-        # cost over a whole camera frame, for nearly the same pixels (see data.model_input).
-        image = cv2.resize(image, (2 * new_w, 2 * new_h), interpolation=cv2.INTER_LINEAR)
-    resized = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
-    if bgr:
-        resized = cv2.cvtColor(resized, cv2.COLOR_BGR2RGB)
-    out = np.full((size, size, 3), PAD_VALUE, np.uint8)
-    out[:new_h, :new_w] = resized
-    return out, Letterbox(scale, size, width, height)
+    if (new_w, new_h) != (width, height):
+        if min(height, width) > 2 * min(new_h, new_w):
+            image = cv2.resize(image, (2 * new_w, 2 * new_h), interpolation=cv2.INTER_LINEAR)
+        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB) if bgr else image
+
+
+def letterbox(image: np.ndarray, size: InputSize, *, bgr: bool = False) -> tuple[np.ndarray, Letterbox]:
+    """The frame scaled to fit the RGB input (`size`: a square side or (width, height)), keeping its
+    aspect, grey to the right and below."""
+    input_width, input_height = input_wh(size)
+    height, width = image.shape[:2]
+    scale = min(input_width / width, input_height / height)
+    resized = scaled_rgb(image, scale, bgr=bgr)
+    new_h, new_w = resized.shape[:2]
+    out = np.full((input_height, input_width, 3), PAD_VALUE, np.uint8)
+    out[:new_h, :new_w] = resized[:input_height, :input_width]
+    return out, Letterbox(scale, input_width, input_height, width, height)
 
 
 def grid_centres(size: int, stride: int = STRIDE) -> np.ndarray:
@@ -164,8 +206,8 @@ TILE_EDGE_PX = 4
 
 @dataclasses.dataclass(frozen=True)
 class Tile:
-    """One size x size input cut from the frame scaled by `scale`, its top-left corner at (x, y)
-    of the scaled frame; `width` x `height` of it is frame, the rest grey."""
+    """One input cut from the frame scaled by `scale`, its top-left corner at (x, y) of the scaled
+    frame; `width` x `height` of it is frame, the rest grey."""
 
     x: int
     y: int
@@ -177,21 +219,25 @@ class Tile:
     cut_right: bool
     cut_bottom: bool
 
-    def to_frame(self, boxes: np.ndarray, size: int) -> np.ndarray:
+    def to_frame(self, boxes: np.ndarray, size: InputSize) -> np.ndarray:
         """Boxes in 0..1 of the tile's input -> frame pixels, clipped to the frame the tile holds."""
-        pixels = np.clip(np.asarray(boxes, np.float64).reshape(-1, 4) * size, 0,
-                         [self.width, self.height, self.width, self.height])
+        pixels = np.clip(_input_pixels(boxes, size), 0, [self.width, self.height, self.width, self.height])
         return (pixels + [self.x, self.y, self.x, self.y]) / self.scale
 
-    def whole(self, boxes: np.ndarray, size: int) -> np.ndarray:
+    def whole(self, boxes: np.ndarray, size: InputSize) -> np.ndarray:
         """Which boxes (0..1 of the input) are not cut by a side shared with a neighbouring tile: a
         face cut there lies whole in the neighbour, as the tiles overlap by half a tile."""
-        pixels = np.asarray(boxes, np.float64).reshape(-1, 4) * size
+        pixels = _input_pixels(boxes, size)
         cut = ((self.cut_left & (pixels[:, 0] <= TILE_EDGE_PX))
                | (self.cut_top & (pixels[:, 1] <= TILE_EDGE_PX))
                | (self.cut_right & (pixels[:, 2] >= self.width - TILE_EDGE_PX))
                | (self.cut_bottom & (pixels[:, 3] >= self.height - TILE_EDGE_PX)))
         return ~cut
+
+
+def _input_pixels(boxes: np.ndarray, size: InputSize) -> np.ndarray:
+    width, height = input_wh(size)
+    return np.asarray(boxes, np.float64).reshape(-1, 4) * [width, height, width, height]
 
 
 def _tile_starts(length: int, size: int) -> list[int]:
@@ -202,34 +248,29 @@ def _tile_starts(length: int, size: int) -> list[int]:
     return [int(v) for v in np.linspace(0, length - size, count).round()]
 
 
-def closer_tiles(width: int, height: int, size: int) -> list[Tile]:
-    """Where to look closer at a frame of `width` x `height`: the frame at twice the scale of the
-    whole-frame pass (never beyond its own pixels), cut into size x size tiles that overlap by half
-    a tile, so any face up to half a tile wide lies whole in one of them. None when the whole-frame
-    pass already sees every pixel. A 640x480 photo at size 320: 6 tiles at its own scale."""
-    longer = max(width, height)
-    if longer <= size:
+def closer_tiles(width: int, height: int, size: InputSize) -> list[Tile]:
+    """Where to look closer at a frame of `width` x `height`: the frame at twice the scale a square
+    input of the longer input side sees it (never beyond its own pixels), cut into input-sized tiles
+    that overlap by half a tile, so any face up to half a tile wide lies whole in one of them. None
+    when the frame fits the input at its own scale. A 640x480 photo at size 320: 6 tiles at its own
+    scale (4 of 320x256)."""
+    tile_w, tile_h = input_wh(size)
+    if width <= tile_w and height <= tile_h:
         return []
-    scale = min(1.0, 2 * size / longer)
+    scale = min(1.0, 2 * max(tile_w, tile_h) / max(width, height))
     scaled_w, scaled_h = max(1, round(width * scale)), max(1, round(height * scale))
-    xs, ys = _tile_starts(scaled_w, size), _tile_starts(scaled_h, size)
-    return [Tile(x, y, min(size, scaled_w - x), min(size, scaled_h - y), scale, x > 0, y > 0,
-                 x + size < scaled_w, y + size < scaled_h) for y in ys for x in xs]
+    xs, ys = _tile_starts(scaled_w, tile_w), _tile_starts(scaled_h, tile_h)
+    return [Tile(x, y, min(tile_w, scaled_w - x), min(tile_h, scaled_h - y), scale, x > 0, y > 0,
+                 x + tile_w < scaled_w, y + tile_h < scaled_h) for y in ys for x in xs]
 
 
-def tile_inputs(image: np.ndarray, tiles: list[Tile], size: int, *, bgr: bool = False) -> np.ndarray:
-    """[tiles, size, size, 3] RGB inputs: each tile of the scaled frame, grey beyond the frame."""
+def tile_inputs(image: np.ndarray, tiles: list[Tile], size: InputSize, *, bgr: bool = False) -> np.ndarray:
+    """[tiles, height, width, 3] RGB inputs: each tile of the scaled frame, grey beyond the frame."""
+    tile_w, tile_h = input_wh(size)
     if not tiles:
-        return np.zeros((0, size, size, 3), np.uint8)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if bgr else cv2.COLOR_GRAY2RGB)
-    height, width = image.shape[:2]
-    scale = tiles[0].scale
-    scaled = image if scale == 1.0 else cv2.resize(
-        image, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA)
-    if bgr:
-        scaled = cv2.cvtColor(scaled, cv2.COLOR_BGR2RGB)
-    out = np.full((len(tiles), size, size, 3), PAD_VALUE, np.uint8)
+        return np.zeros((0, tile_h, tile_w, 3), np.uint8)
+    scaled = scaled_rgb(image, tiles[0].scale, bgr=bgr)
+    out = np.full((len(tiles), tile_h, tile_w, 3), PAD_VALUE, np.uint8)
     for index, tile in enumerate(tiles):
         out[index, :tile.height, :tile.width] = scaled[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width]
     return out

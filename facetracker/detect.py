@@ -103,9 +103,10 @@ class KerasRuntime:
         from facetracker.model import load_model
 
         self.model = path_or_model if hasattr(path_or_model, "net") else load_model(path_or_model)
-        self.input_size = int(self.model.net.input_shape[1])
+        height, width = (int(v) for v in self.model.net.input_shape[1:3])
+        self.input_wh = (width, height)
         self.dense = len(self.model.net.output_shape) == 3
-        spec = tf.TensorSpec([None, self.input_size, self.input_size, 3], tf.float32, name="image")
+        spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="image")
         self._call = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -140,11 +141,11 @@ def _median_call_ms(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarr
     return float(np.median(times))
 
 
-def pick_threads(make: Callable[[int], Any], input_size: int) -> tuple[Any, int]:
+def pick_threads(make: Callable[[int], Any], input_wh: tuple[int, int]) -> tuple[Any, int]:
     """Build a runtime with one thread and, if its calls are long enough to split, with all cores;
     keep all cores only if clearly faster as measured here and now (the machine may be shared, and
     one thread leaves the other core to the video)."""
-    image = np.full((1, input_size, input_size, 3), 127.0, np.float32)
+    image = np.full((1, input_wh[1], input_wh[0], 3), 127.0, np.float32)
     single = make(1)
     cores = min(MAX_THREADS, usable_cores())
     if cores == 1:
@@ -168,12 +169,12 @@ class TFLiteRuntime:
         if num_threads is None:
             probe = _TFLiteInterpreter(content, 1)
             chosen, num_threads = pick_threads(lambda n: probe if n == 1 else _TFLiteInterpreter(content, n),
-                                               probe.input_size)
+                                               probe.input_wh)
         else:
             chosen = _TFLiteInterpreter(content, num_threads)
         self._interpreter = chosen
         self.num_threads = num_threads
-        self.input_size = chosen.input_size
+        self.input_wh = chosen.input_wh
         self.dense = len(chosen.interpreter.get_output_details()[0]["shape"]) == 3
         self.interpreter = chosen.interpreter
         if Path(path).name.endswith(".int8.tflite"):
@@ -200,7 +201,7 @@ class _TFLiteInterpreter:
         self._input = details["index"]
         self._input_shape = list(details["shape"])
         self._output = self.interpreter.get_output_details()[0]["index"]
-        self.input_size = int(details["shape"][1])
+        self.input_wh = (int(details["shape"][2]), int(details["shape"][1]))
         self._batch = int(details["shape"][0])
         self._lock = threading.Lock()
 
@@ -229,10 +230,11 @@ class OnnxRuntime:
                                "(pip install onnxruntime)") from None
         self._path = str(path)
         probe = self._session(1)
-        self.input_size = int(probe.get_inputs()[0].shape[1])
+        height, width = (int(v) for v in probe.get_inputs()[0].shape[1:3])
+        self.input_wh = (width, height)
         if num_threads is None:
             chosen, num_threads = pick_threads(lambda n: _OnnxCall(probe if n == 1 else self._session(n)),
-                                               self.input_size)
+                                               self.input_wh)
         else:
             chosen = _OnnxCall(self._session(num_threads))
         self._call = chosen
@@ -280,13 +282,14 @@ def load_runtime(path: str | Path, num_threads: int | None = None):
         raise ValueError(f"{path}: not a {kind} model: the file is empty (0 bytes)")
     try:
         runtime = TFLiteRuntime(path, num_threads) if suffix == ".tflite" else OnnxRuntime(path, num_threads)
-        output = np.asarray(runtime.predict(np.zeros((1, runtime.input_size, runtime.input_size, 3), np.uint8)))
+        width, height = runtime.input_wh
+        output = np.asarray(runtime.predict(np.zeros((1, height, width, 3), np.uint8)))
     except Exception as error:  # each runtime raises its own types for a file it cannot read
         if isinstance(error, RuntimeError) and "needs the onnxruntime package" in str(error):
             raise
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"{path}: not a usable {kind} FaceTracker model ({reason[:300]})") from None
-    cells = (runtime.input_size // 8) ** 2
+    cells = (width // 8) * (height // 8)
     if output.shape not in ((1, 5), (1, cells, 5)):
         raise ValueError(f"{path}: not a FaceTracker model: it gives an output of shape {output.shape[1:]} per "
                          "image, not the 5 numbers [face probability, x0, y0, x1, y1] (or a row of them "
@@ -320,7 +323,7 @@ class Detector:
         if getattr(self.runtime, "dense", False):
             return self._detect_every_face(frame_bgr)
         height, width = frame_bgr.shape[:2]
-        image = model_input(frame_bgr, self.runtime.input_size, bgr=True)[None]
+        image = model_input(frame_bgr, self.runtime.input_wh[0], bgr=True)[None]  # a single-box model is square
         start = time.perf_counter()
         out = self.runtime.predict(image)[0]
         model_ms = (time.perf_counter() - start) * 1000
@@ -339,7 +342,7 @@ class Detector:
 
     def _detect_every_face(self, frame_bgr: np.ndarray) -> Detection:
         """A dense model: the frame letterboxed, every cell's face decoded, overlaps suppressed."""
-        size = self.runtime.input_size
+        size = self.runtime.input_wh
         image, placed = letterbox(frame_bgr, size, bgr=True)
         tiles = closer_tiles(placed.width, placed.height, size) if self.look_closer else []
         tile_images = tile_inputs(frame_bgr, tiles, size, bgr=True)
@@ -355,7 +358,7 @@ class Detector:
             whole = tile.whole(boxes, size)
             every_box.append(tile.to_frame(boxes[whole], size))
             every_score.append(scores[whole])
-        boxes, scores = merge_faces(every_box, every_score) if tiles else (every_box[0], scores)
+        boxes, scores = merge_faces(every_box, every_score) if tiles else (every_box[0], every_score[0])
         faces = tuple(FaceBox(tuple(int(v) for v in box.round()), float(score)) for box, score in zip(boxes, scores))
         top = max(float(np.nanmax(r[:, 0])) if len(r) else 0.0 for r in [rows, *tile_rows])
         return Detection(top, faces[0].box if faces else None, model_ms, faces)
@@ -364,8 +367,6 @@ class Detector:
 class HaarDetector:
     """OpenCV's Haar cascade, the classical baseline: every face it finds, the largest first. It says
     face or no face (probability 1 or 0), so it has no threshold, and its boxes are not smoothed."""
-
-    input_size = None
 
     def __init__(self, min_size: int = 40):
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
@@ -393,8 +394,6 @@ class YuNetFrameDetector:
     """YuNet (see `facetracker.yunet`) behind the same `detect(frame) -> Detection` as the others:
     every face with its score, the most confident first."""
 
-    input_size = None
-
     def __init__(self, threshold: float = 0.6, max_side: int | None = 320):
         from facetracker.yunet import YuNetDetector
 
@@ -416,6 +415,16 @@ def reference_detector(key: str, threshold: float = 0.6, max_side: int | None = 
     if key == HAAR:
         return HaarDetector()
     raise ValueError(f"unknown reference detector {key!r}; choose one of {', '.join(REFERENCE_LABELS)}")
+
+
+def photo_detector(model: str | Path, threshold: float | None = None):
+    """The detector for photos, where the small faces of a group photo matter more than speed: a
+    reference key (YUNET or HAAR) at the photo's own resolution, else a trained model that looks
+    closer (`Detector.look_closer`). `threshold` None: the detector kind's default."""
+    if str(model) in REFERENCE_LABELS:
+        return reference_detector(str(model), threshold=SINGLE_BOX_THRESHOLD if threshold is None else threshold,
+                                  max_side=None)
+    return Detector(model, threshold=threshold, look_closer=True)
 
 
 BOX_COLOUR_BGR = (0, 200, 0)

@@ -82,14 +82,17 @@ class Evaluation:
     skipped: list[data_lib.Skipped]
 
 
-def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[data_lib.Sample], size: int,
-                     threshold: float = 0.5, batch_size: int = 32,
+def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[data_lib.Sample],
+                     size: int | tuple[int, int], threshold: float = 0.5, batch_size: int = 32,
                      progress: Callable[[int, int], None] | None = None, dense: bool = False) -> Evaluation:
-    """Run `predict` (uint8 [N, size, size, 3] -> [N, 5]) over samples, fed whole as at inference.
+    """Run `predict` (uint8 [N, height, width, 3] -> [N, 5]) over samples, fed whole as at inference;
+    `size` is the input's side, or (width, height) for a dense model's non-square input.
 
     `dense`: the model answers per cell ([N, cells, 5]) on letterboxed photos; its most confident
     cell is scored as its answer, mapped back to the photo."""
-    from facetracker.dense import letterbox
+    from facetracker.dense import input_wh, letterbox
+
+    width, height = input_wh(size)
 
     kept, skipped, outputs = [], [], []
     batch, batch_samples, placements = [], [], []
@@ -110,7 +113,7 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
 
     for i, sample in enumerate(samples):
         try:
-            pixels = data_lib.sample_pixels(sample, max_side=max(size * 4, 480))
+            pixels = data_lib.sample_pixels(sample, max_side=max(width * 4, height * 4, 480))
         except (ValueError, OSError) as error:
             skipped.append(data_lib.Skipped(sample.image, str(error)))
             continue
@@ -119,7 +122,7 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
             batch.append(image)
             placements.append(placed)
         else:
-            batch.append(data_lib.model_input(pixels, size))
+            batch.append(data_lib.model_input(pixels, width))  # a single-box model is square
         batch_samples.append(sample)
         if len(batch) == batch_size:
             flush()
@@ -144,7 +147,7 @@ def evaluate(model: str | Path, data: str | Path, split: str | None = None, thre
     runtime = load_runtime(model)
     threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
-    result = evaluate_samples(runtime.predict, samples, runtime.input_size, threshold, progress=progress,
+    result = evaluate_samples(runtime.predict, samples, runtime.input_wh, threshold, progress=progress,
                               dense=getattr(runtime, "dense", False))
     result.skipped = dataset.skipped + result.skipped
     return result

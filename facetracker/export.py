@@ -8,6 +8,11 @@
     onnx         ONNX, through Keras' exporter (tf2onnx); ONNX Runtime runs it (`detect.OnnxRuntime`)
 
 Every format takes uint8-range RGB of the model's input size and outputs `[p, x0, y0, x1, y1]`.
+
+A dense model (the `multi` preset) can be exported for camera frames of one shape (`frame`,
+`--frame 640x480`): its network is rebuilt, with the same weights, at the smallest input that holds
+such a frame at its usual scale (320x256 instead of 320x320), and the file is named for that input
+(`model.320x256.tflite`). The live video of the Detect page runs such a TFLite file.
 """
 
 from __future__ import annotations
@@ -25,26 +30,51 @@ SUFFIXES = {"keras": ".keras", "savedmodel": "_savedmodel", "tflite": ".tflite",
             "onnx": ".onnx"}
 
 
-def default_output(model_path: Path, fmt: str) -> Path:
+def default_output(model_path: Path, fmt: str, input_wh: tuple[int, int] | None = None) -> Path:
     stem = model_path.name[: -len(".keras")] if model_path.name.endswith(".keras") else model_path.stem
     if fmt == "keras":
         return model_path.with_name(f"{stem}.exported.keras")
-    return model_path.with_name(stem + SUFFIXES[fmt])
+    shaped = f".{input_wh[0]}x{input_wh[1]}" if input_wh else ""
+    return model_path.with_name(stem + shaped + SUFFIXES[fmt])
 
 
-def _serving_function(model):
+def input_for(model, frame: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The (width, height) input a dense model is exported at for frames of `frame` (width, height);
+    None keeps the square input it trained at. Raises ValueError for a single-box model."""
+    from facetracker.dense import input_for_frame
+    from facetracker.model import is_dense
+
+    if frame is None:
+        return None
+    if not is_dense(model):
+        raise ValueError("only a model that finds every face (a dense model, the multi and quick presets) can be "
+                         "shaped for a camera frame: a single-box model sees the frame squeezed into its square")
+    return input_for_frame(int(model.net.input_shape[2]), *frame)
+
+
+def network_at(model, input_wh: tuple[int, int] | None = None):
+    """The model's network as it trained, or a dense one rebuilt for a (width, height) input."""
+    from facetracker.model import dense_network_at
+
+    height, width = (int(v) for v in model.net.input_shape[1:3])
+    if input_wh is None or tuple(input_wh) == (width, height):
+        return model.net
+    return dense_network_at(model.net, input_wh[1], input_wh[0])
+
+
+def _serving_function(net):
     import tensorflow as tf
 
-    size = int(model.net.input_shape[1])
+    height, width = (int(v) for v in net.input_shape[1:3])
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")])
+    @tf.function(input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32, name="image")])
     def serve(image):
-        return {"face_and_box": model(image, training=False)}
+        return {"face_and_box": net(image, training=False)}
 
     return serve
 
 
-def frozen_function(model):
+def frozen_function(model, input_wh: tuple[int, int] | None = None):
     """The serving function with the weights frozen into constants: what TFLite converts.
 
     Converted as it is, a traced function keeps every weight a resource variable (VAR_HANDLE and
@@ -55,21 +85,22 @@ def frozen_function(model):
     """
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    return convert_variables_to_constants_v2(_serving_function(model).get_concrete_function())
+    return convert_variables_to_constants_v2(_serving_function(network_at(model, input_wh)).get_concrete_function())
 
 
-def to_tflite_bytes(model, quantize: bool = False, frozen=None) -> bytes:
+def to_tflite_bytes(model, quantize: bool = False, frozen=None, input_wh: tuple[int, int] | None = None) -> bytes:
     """The model as a TFLite flatbuffer; `frozen` (from `frozen_function`) saves tracing it again."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen or frozen_function(model)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen or frozen_function(model, input_wh)])
     if quantize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 weights, float activations
     return converter.convert()
 
 
-def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> Path:
-    """Write the model in format `fmt`; returns the path written (atomically: a file or a folder)."""
+def export(model_path: str | Path, fmt: str, out: str | Path | None = None, frame: tuple[int, int] | None = None) -> Path:
+    """Write the model in format `fmt`; returns the path written (atomically: a file or a folder).
+    `frame` (width, height): a dense model's network shaped for camera frames of that size."""
     from facetracker.model import inference_copy, load_model
     from facetracker.runs import find_model
 
@@ -78,13 +109,20 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> P
     model_path = find_model(model_path)
     if model_path.suffix != ".keras":
         raise ValueError(f"{model_path}: export starts from a .keras model (or a run folder holding one)")
-    out = Path(out) if out else default_output(model_path, fmt)
+    if fmt == "keras" and frame is not None:
+        raise ValueError(f"{model_path}: a .keras model keeps the square input it trained at; shape a tflite, "
+                         "tflite-int8, onnx or savedmodel export for a frame instead")
     if fmt == "onnx":
         try:
             import tf2onnx  # noqa: F401
         except ImportError:
             raise RuntimeError("ONNX export needs the tf2onnx and onnx packages: pip install tf2onnx onnx") from None
     model = load_model(model_path)
+    try:
+        input_wh = input_for(model, frame)
+    except ValueError as error:
+        raise ValueError(f"{model_path}: {error}") from None
+    out = Path(out) if out else default_output(model_path, fmt, input_wh)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if fmt == "keras":
@@ -92,7 +130,7 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> P
         inference_copy(model).save(tmp)
         os.replace(tmp, out)
     elif fmt in ("tflite", "tflite-int8"):
-        content = to_tflite_bytes(model, quantize=fmt == "tflite-int8")
+        content = to_tflite_bytes(model, quantize=fmt == "tflite-int8", input_wh=input_wh)
         tmp = out.with_name(f".{out.name}.tmp")
         tmp.write_bytes(content)
         os.replace(tmp, out)
@@ -101,9 +139,10 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> P
 
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         shutil.rmtree(tmp)
-        serve = _serving_function(model)
+        net = network_at(model, input_wh)
+        serve = _serving_function(net)
         module = tf.Module()
-        module.model = model
+        module.net = net
         module.serve = serve
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": serve})
         if out.exists():
@@ -111,12 +150,12 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None) -> P
         os.replace(tmp, out)
     else:  # onnx
         tmp = out.with_name(f".{out.name}.tmp.onnx")
-        size = int(model.net.input_shape[1])
-        model.net(np.zeros((1, size, size, 3), np.float32))  # Keras exports only a model that has been called
+        net = network_at(model, input_wh)
+        net(np.zeros((1, *net.input_shape[1:]), np.float32))  # Keras exports only a model that has been called
         try:
             with warnings.catch_warnings():  # Keras' tf2onnx shim probes numpy for `np.object`
                 warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
-                model.net.export(str(tmp), format="onnx", verbose=False)
+                net.export(str(tmp), format="onnx", verbose=False)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

@@ -133,7 +133,8 @@ def with_fused_batch_norm(network: keras.Model) -> keras.Model:
     return fused
 
 
-def build_backbone(name: str, weights: str | None, size: int = INPUT_SIZE) -> keras.Model:
+def build_backbone(name: str, weights: str | None, size: int | tuple[int, int] = INPUT_SIZE) -> keras.Model:
+    """The backbone at a square input of `size`, or (height, width) for the dense network's other shapes."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     spec = BACKBONES[name]
@@ -143,7 +144,7 @@ def build_backbone(name: str, weights: str | None, size: int = INPUT_SIZE) -> ke
         if cached.is_file():
             weights = str(cached)
     try:
-        network = spec.build(weights=weights, input_shape=(size, size, 3))
+        network = spec.build(weights=weights, input_shape=(*_height_width(size), 3))
     except Exception as error:  # Keras raises a bare Exception on a failed download
         if weights != "imagenet":
             raise
@@ -240,7 +241,11 @@ def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, 
 # The dense detector (head "dense", the `multi` preset): every face, at any size
 
 
-def _tap(backbone: keras.Model, stride: int, size: int, preferred: str) -> keras.KerasTensor:
+def _height_width(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _tap(backbone: keras.Model, stride: int, height: int, preferred: str) -> keras.KerasTensor:
     """The backbone's feature map at `stride`: the named layer when the backbone has it, else the
     last layer at that stride. For MobileNetV2 at stride 8 that is block 6's expansion (96 channels
     at alpha 0.5, computed anyway) rather than block 5's 16-channel output, which carries too little
@@ -249,7 +254,7 @@ def _tap(backbone: keras.Model, stride: int, size: int, preferred: str) -> keras
     if preferred in names:
         return names[preferred].output
     found = [layer.output for layer in backbone.layers[1:]
-             if len(layer.output.shape) == 4 and layer.output.shape[1] == size // stride
+             if len(layer.output.shape) == 4 and layer.output.shape[1] == height // stride
              and not isinstance(layer, layers.ZeroPadding2D)]
     if not found:
         raise ValueError(f"backbone {backbone.name} has no feature map at stride {stride}")
@@ -280,19 +285,23 @@ class DecodeCells(layers.Layer):
 
 
 def build_dense_network(backbone: str = "mobilenetv2-0.5", weights: str | None = "imagenet", *,
-                        size: int = 256, width: int = 64) -> keras.Model:
+                        size: int | tuple[int, int] = 256, width: int = 64) -> keras.Model:
     """The dense network: backbone maps at strides 8, 16 and 32, merged top-down (as a feature
     pyramid does) into one stride-8 map, then two small convolution heads on every cell.
 
     The stride-8 grid (32x32 cells at 256 px) resolves faces of 8 px; the coarser maps bring the
     context a 200 px face needs. Depthwise-separable convolutions keep the head to a few tenths of
     a millisecond on a CPU.
+
+    `size`: the square side it trains at, or (height, width), both multiples of 32: every layer is a
+    convolution, so the same weights run at any such shape (`dense_network_at`).
     """
-    base = build_backbone(backbone, weights, size)
-    taps = [_tap(base, 8, size, "block_6_expand_relu"), _tap(base, 16, size, "block_12_add"),
-            _tap(base, 32, size, "block_15_add")]
+    height, width_px = _height_width(size)
+    base = build_backbone(backbone, weights, (height, width_px))
+    taps = [_tap(base, 8, height, "block_6_expand_relu"), _tap(base, 16, height, "block_12_add"),
+            _tap(base, 32, height, "block_15_add")]
     features_net = keras.Model(base.input, taps, name=base.name)
-    images = keras.Input((size, size, 3), name="image")
+    images = keras.Input((height, width_px, 3), name="image")
     x = ImagenetPreprocess(BACKBONES[backbone].preprocessing, name="preprocess")(images)
     c8, c16, c32 = features_net(x)
     p = layers.Conv2D(width, 1, activation="relu", name="lateral_32")(c32)
@@ -307,7 +316,29 @@ def build_dense_network(backbone: str = "mobilenetv2-0.5", weights: str | None =
     logit = layers.Conv2D(1, 1, name="cell_logit", bias_initializer=keras.initializers.Constant(-4.595))(p)
     distances = layers.Conv2D(4, 1, name="cell_distances")(p)
     rows = DecodeCells(name="cells")([logit, distances])
-    return keras.Model(images, rows, name=f"facetracker_dense_{backbone.replace('.', '_')}")
+    return keras.Model(images, rows, name=_dense_name(backbone))
+
+
+def _dense_name(backbone: str) -> str:
+    return f"facetracker_dense_{backbone.replace('.', '_')}"
+
+
+def dense_network_at(net: keras.Model, height: int, width: int) -> keras.Model:
+    """The same dense network (same weights) for a (height, width) input, both multiples of 32.
+
+    Why: the network trains on square letterboxed photos, but a 640x480 camera frame fills only
+    320x240 of a 320x320 input; at 320x256 the grey quarter below the frame is not computed.
+    Faces come out the same, at the same scale, as every layer is a convolution.
+    """
+    if height % 32 or width % 32:
+        raise ValueError(f"a dense network's input must be a multiple of 32 px each way, not {width}x{height}")
+    backbones = {_dense_name(name): name for name in BACKBONES}
+    if net.name not in backbones:
+        raise ValueError(f"{net.name} is not a dense FaceTracker network")
+    channels = int(net.get_layer("lateral_32").filters)
+    shaped = build_dense_network(backbones[net.name], None, size=(height, width), width=channels)
+    shaped.set_weights(net.get_weights())
+    return shaped
 
 
 # ----------------------------------------------------------------------------------------------

@@ -16,16 +16,13 @@ def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, thre
                     overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
     """Write `<out>/<stem>.json` for every image in `images`, a rectangle for every face the model (a
     model file, run folder, or `yunet` / `haar`) finds; existing labels are kept unless `overwrite`."""
-    from facetracker.detect import REFERENCE_LABELS, Detector, reference_detector
+    from facetracker.detect import photo_detector
 
     images_dir, out_dir = Path(images), Path(out)
     if not images_dir.is_dir():
         raise data_lib.DatasetError(f"{images_dir}: no such folder")
     out_dir.mkdir(parents=True, exist_ok=True)
-    if str(model) in REFERENCE_LABELS:  # full resolution: pre-labels of group photos need the small faces
-        detector = reference_detector(str(model), threshold=0.5 if threshold is None else threshold, max_side=None)
-    else:
-        detector = Detector(model, threshold=threshold, look_closer=True)
+    detector = photo_detector(model, threshold)
     summary = {"written": 0, "faces": 0, "kept": 0, "skipped": 0}
     skipped: list[data_lib.Skipped] = []
     files = data_lib.list_files(images_dir, data_lib.IMAGE_EXTENSIONS, skipped)

@@ -109,7 +109,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     Returns what was done: frames added, photos looked at, labels written, faces in them.
     """
     from facetracker import atomic
-    from facetracker.detect import REFERENCE_LABELS, Detector, reference_detector
+    from facetracker.detect import photo_detector
     from facetracker.labelme import labelme_faces_json
 
     folder = Path(folder)
@@ -118,10 +118,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     images, labels = folder / "images", folder / "labels"
     images.mkdir(parents=True, exist_ok=True)
     labels.mkdir(parents=True, exist_ok=True)
-    if model in REFERENCE_LABELS:
-        detector = reference_detector(model, threshold=threshold, max_side=None)
-    else:
-        detector = Detector(model, threshold=threshold, look_closer=True)
+    detector = photo_detector(model, threshold)
     done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
     if video is not None:
         done["frames"] = _add_video_frames(Path(video), images, every_s)

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from unittest import mock
 
 import av
@@ -522,7 +523,8 @@ def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(t
     assert first == detect.model_file_key(model) == ui.model_version(str(run)) == (str(model.resolve()),
                                                                                   model.stat().st_mtime_ns, 7)
     exported = []
-    monkeypatch.setattr("facetracker.export.export", lambda path, fmt: exported.append((path, fmt)) or path)
+    monkeypatch.setattr("facetracker.export.export",
+                        lambda path, fmt, frame=None: exported.append((path, fmt)) or path)
     monkeypatch.setattr(detect, "load_runtime", lambda path: FakeRuntime(path))
     ui._tflite_runtime.clear()
     webcam = ui.session_detector("test_detector", str(run), 0.4)
@@ -546,8 +548,31 @@ def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(t
     assert ui.model_version(detect.HAAR) == (detect.HAAR,)
 
 
+def test_the_webcam_runs_a_dense_model_shaped_for_its_frames_and_photos_at_the_square_input(tmp_path, monkeypatch):
+    """A model that finds every face runs the webcam on a network shaped for 640x480 frames (a fifth
+    less work); an uploaded photo goes through the square input it trained at, as `evaluate` scores
+    it. A single-box model has one runtime for both."""
+    from app_pages import ui
+    from facetracker.dense import LIVE_FRAME
+
+    exported = []
+    monkeypatch.setattr("facetracker.export.export",
+                        lambda path, fmt, frame=None: exported.append((Path(path).parent.name, frame)) or path)
+    monkeypatch.setattr(detect, "load_runtime", lambda path: FakeRuntime(path))
+    ui._tflite_runtime.clear()
+    for name, head in (("every-face", "dense"), ("one-face", "grid")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / runs.MODEL).write_bytes(b"model")
+        runs.write_json(tmp_path / name / runs.CONFIG, {"head": head})
+        webcam = ui.session_detector(f"detector_{name}", str(tmp_path / name), 0.3)
+        photo = ui.make_detector(str(tmp_path / name), 0.3, look_closer=True)
+        assert photo.look_closer and not webcam.look_closer
+        assert (webcam.runtime is photo.runtime) == (head != "dense")
+    assert exported == [("every-face", LIVE_FRAME), ("every-face", None), ("one-face", None)]
+
+
 class FakeRuntime:
-    input_size = 120
+    input_wh = (120, 120)
     name = "fake"
 
     def __init__(self, path):

@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 @pytest.mark.slow
 def test_quick_bench_prints_and_writes_every_figure(data_root, tmp_path):
-    from facetracker.bench import BACKBONES, HAAR, RUNTIMES, YUNET
+    from facetracker.bench import BACKBONES, DENSE_PRESET, HAAR, RUNTIMES, SQUARE_RUNTIME, YUNET
 
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "facetracker", "bench", "--quick", "--json", str(out)],
@@ -30,7 +30,8 @@ def test_quick_bench_prints_and_writes_every_figure(data_root, tmp_path):
                  "Training at batch 32", "Augmentation", "Targets"):
         assert text in result.stdout
     figures = json.loads(out.read_text())
-    expected = {f"{backbone}/{runtime}" for backbone in BACKBONES for runtime in RUNTIMES} | {HAAR, YUNET}
+    expected = ({f"{backbone}/{runtime}" for backbone in BACKBONES for runtime in RUNTIMES} | {HAAR, YUNET}
+                | {f"{DENSE_PRESET}/{SQUARE_RUNTIME}"})
     assert set(figures["frame_ms"]) == expected
     for name, timing in figures["frame_ms"].items():
         assert 0 < timing["median"] <= timing["p95"], name

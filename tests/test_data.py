@@ -412,7 +412,7 @@ def test_evaluate_under_the_root_skips_links_out_of_it(linked_out, monkeypatch):
 
     from facetracker import detect, evaluate
 
-    runtime = SimpleNamespace(input_size=32, dense=False, predict=lambda batch: np.tile([0.9, 0.2, 0.25, 0.6, 0.6], (len(batch), 1)))
+    runtime = SimpleNamespace(input_wh=(32, 32), dense=False, predict=lambda batch: np.tile([0.9, 0.2, 0.25, 0.6, 0.6], (len(batch), 1)))
     monkeypatch.setattr(detect, "load_runtime", lambda model: runtime)
     root, folder = linked_out
     result = evaluate.evaluate("model.keras", folder, root=root)

@@ -5,8 +5,8 @@ import pytest
 
 from facetracker import data
 from facetracker.augment import AugmentConfig, augment_faces, build_transform, make_scene
-from facetracker.dense import (STRIDE, cell_targets, closer_tiles, decode, grid_centres, letterbox, merge_faces, nms,
-                               tile_inputs)
+from facetracker.dense import (STRIDE, cell_targets, closer_tiles, decode, grid_centres, input_for_frame, letterbox,
+                               merge_faces, nms, tile_inputs)
 
 
 def test_letterbox_keeps_the_aspect_and_maps_boxes_both_ways():
@@ -20,6 +20,24 @@ def test_letterbox_keeps_the_aspect_and_maps_boxes_both_ways():
     np.testing.assert_allclose(on_input * 256, [[120, 40, 152, 80]])
     np.testing.assert_allclose(placed.to_frame(on_input), [[300, 100, 380, 200]])
     assert image[45:75, 125:148].mean() > 250  # the bright patch is where the box says
+
+
+def test_a_camera_frame_gets_the_smallest_input_that_holds_it_at_the_square_inputs_scale():
+    assert input_for_frame(320, 640, 480) == (320, 256)  # 320x240 of frame, rounded up to a multiple of 32
+    assert input_for_frame(320, 1280, 720) == (320, 192)
+    assert input_for_frame(320, 480, 640) == (256, 320)  # a phone held upright
+    assert input_for_frame(128, 640, 480) == (128, 96)
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[100:200, 300:380] = 255
+    wide, placed = letterbox(frame, (320, 256))
+    square, _ = letterbox(frame, 320)
+    assert wide.shape == (256, 320, 3) and placed.scale == pytest.approx(0.5)
+    np.testing.assert_array_equal(wide[:240], square[:240])  # the same pixels at the same scale
+    assert (wide[240:] == 127).all()  # only 16 grey rows below the frame, not 80
+    box = np.array([[300 / 640, 100 / 480, 380 / 640, 200 / 480]])
+    on_input = placed.to_input(box)
+    np.testing.assert_allclose(on_input * [320, 256, 320, 256], [[150, 50, 190, 100]])
+    np.testing.assert_allclose(placed.to_frame(on_input), [[300, 100, 380, 200]])
 
 
 def test_cells_near_the_centre_learn_the_face_and_the_smaller_face_wins_a_shared_cell():
@@ -69,13 +87,23 @@ def test_closer_tiles_cover_the_frame_at_twice_the_scale_and_hold_every_small_fa
     for tile in big:
         covered[tile.y:tile.y + tile.height, tile.x:tile.x + tile.width] = True
     assert covered.all()
+    assert_small_faces_lie_whole_in_a_tile(tiles, 320)
+    wide = closer_tiles(640, 480, (320, 256))  # tiles of an input shaped for camera frames
+    assert len(wide) == 9 and {t.scale for t in wide} == {1.0}
+    assert sorted({t.y for t in wide}) == [0, 112, 224] and all(t.height == 256 for t in wide)
+    assert_small_faces_lie_whole_in_a_tile(wide, (320, 256))
+
+
+def assert_small_faces_lie_whole_in_a_tile(tiles, size) -> None:
+    """Any face up to half a tile wide and tall lies whole in a tile, away from its cut sides."""
+    width, height = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(0)
-    for _ in range(200):  # any face up to half a tile wide lies whole in a tile, away from its cut sides
-        side = rng.uniform(4, 160)
+    for _ in range(200):
+        side = rng.uniform(4, min(width, height) / 2)
         x, y = rng.uniform(0, 640 - side), rng.uniform(0, 480 - side)
         box = np.array([[x, y, x + side, y + side]])
         inside = [t for t in tiles if t.x <= x and t.y <= y and x + side <= t.x + t.width and y + side <= t.y + t.height
-                  and t.whole((box - [t.x, t.y, t.x, t.y]) / 320, 320)[0]]
+                  and t.whole((box - [t.x, t.y, t.x, t.y]) / [width, height, width, height], size)[0]]
         assert inside, box
 
 
@@ -110,7 +138,7 @@ class BrightSquareFinder:
     """A stand-in dense runtime that 'detects' bright squares of at least 12 input pixels."""
 
     dense = True
-    input_size = 320
+    input_wh = (320, 320)
 
     def __init__(self):
         self.calls = 0

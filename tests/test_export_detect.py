@@ -171,7 +171,7 @@ def test_a_runtime_takes_both_cores_only_for_calls_worth_splitting(monkeypatch, 
     from facetracker import detect
 
     monkeypatch.setattr(detect, "usable_cores", lambda: 2)
-    runtime, threads = detect.pick_threads(lambda n: SleepingRuntime(one_thread_ms, n, fixed_ms), 32)
+    runtime, threads = detect.pick_threads(lambda n: SleepingRuntime(one_thread_ms, n, fixed_ms), (32, 32))
     assert threads == expected and runtime.ms == pytest.approx(one_thread_ms / expected + fixed_ms)
 
 
@@ -232,3 +232,16 @@ def test_onnx_export_without_tf2onnx_says_what_to_install(trained_run, tmp_path,
     with pytest.raises(RuntimeError, match="pip install tf2onnx"):
         export(trained_run, "onnx", tmp_path / "model.onnx")
     assert not (tmp_path / "model.onnx").exists()
+
+
+def test_only_a_model_that_finds_every_face_is_shaped_for_a_camera_frame(trained_run):
+    """`--frame` rebuilds a dense network for the frame's shape; a single-box model squeezes any frame
+    into its square, so it is refused with the reason, and nothing is written."""
+    result = subprocess.run([sys.executable, "-m", "facetracker", "export", "--model", str(trained_run), "--format",
+                             "tflite", "--frame", "640x480"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"{trained_run / runs.MODEL}: only a model that finds every face" in result.stderr
+    assert not list(trained_run.glob("model.*x*.tflite"))
+    result = subprocess.run([sys.executable, "-m", "facetracker", "export", "--model", str(trained_run), "--format",
+                             "tflite", "--frame", "640 by 480"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "'640 by 480' is not a frame size such as 640x480" in result.stderr

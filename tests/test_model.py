@@ -106,3 +106,24 @@ def test_grid_head_model_saves_and_loads(tmp_path):
     assert out.shape == (2, 5) and np.all((out >= 0) & (out <= 1))
     model_lib.inference_copy(model).save(tmp_path / "m.keras")
     np.testing.assert_allclose(model_lib.load_model(tmp_path / "m.keras")(images).numpy(), out, atol=1e-5)
+
+
+def test_a_dense_network_runs_its_weights_at_a_camera_frames_shape():
+    """Every layer of the dense network is a convolution: rebuilt at 128x96 it holds the same weights,
+    answers for each of its 16x12 cells, and a photo fitting both inputs gets nearly the same cells
+    away from the bottom edge (where only the grey below the photo differs)."""
+    net = model_lib.build_dense_network("mobilenet-0.25", None, size=128)
+    shaped = model_lib.dense_network_at(net, 96, 128)
+    assert shaped.input_shape == (None, 96, 128, 3) and shaped.output_shape == (None, 16 * 12, 5)
+    for a, b in zip(net.get_weights(), shaped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    photo = np.random.default_rng(0).integers(0, 255, (1, 96, 128, 3)).astype("float32")
+    square = np.full((1, 128, 128, 3), 127.0, np.float32)
+    square[:, :96] = photo
+    rows_square = net(square).numpy().reshape(16, 16, 5)[:6]
+    rows_shaped = shaped(photo).numpy().reshape(12, 16, 5)[:6]
+    np.testing.assert_allclose(rows_shaped[..., 0], rows_square[..., 0], atol=0.02)
+    # boxes are in 0..1 of each input: the same pixels once scaled by the input's height
+    np.testing.assert_allclose(rows_shaped[..., 2] * 96, rows_square[..., 2] * 128, atol=1.0)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        model_lib.dense_network_at(net, 100, 128)
