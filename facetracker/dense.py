@@ -173,6 +173,15 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, max_faces: 
     return np.array(kept, np.int64)
 
 
+def top_cells(rows: np.ndarray) -> np.ndarray:
+    """Each image's most confident cell [N, 5] of the network's rows [N, cells, 5]: a dense model's
+    one answer per photo, scored like a single-box model's (validation, `evaluate`'s per-photo figures)."""
+    rows = np.asarray(rows, np.float32)
+    if not len(rows):
+        return np.zeros((0, 5), np.float32)
+    return rows[np.arange(len(rows)), np.argmax(rows[:, :, 0], axis=1)]
+
+
 DEFAULT_THRESHOLD = 0.3
 """Score from which a cell's face counts, unless told otherwise (the Detect page, `evaluate`,
 `predict`). The focal loss keeps scores lower than plain cross-entropy does: on held-out helen

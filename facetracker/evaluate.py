@@ -90,7 +90,7 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
 
     `dense`: the model answers per cell ([N, cells, 5]) on letterboxed photos; its most confident
     cell is scored as its answer, mapped back to the photo."""
-    from facetracker.dense import input_wh, letterbox
+    from facetracker.dense import input_wh, letterbox, top_cells
 
     width, height = input_wh(size)
 
@@ -101,7 +101,7 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
         if batch:
             out = np.asarray(predict(np.stack(batch)), np.float32)
             if dense:
-                top = out[np.arange(len(out)), np.argmax(out[:, :, 0], axis=1)]
+                top = top_cells(out)
                 scale = [[p.width, p.height, p.width, p.height] for p in placements]
                 boxes = np.concatenate([p.to_frame(row[1:]) for p, row in zip(placements, top)]) / scale
                 out = np.concatenate([top[:, :1], boxes], axis=1).astype(np.float32)

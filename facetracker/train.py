@@ -386,11 +386,11 @@ def dense_validation_metrics(out: np.ndarray, has_face: np.ndarray, largest: np.
     """A dense model's validation metrics: the single-box ones (`evaluate.score`) of its most
     confident cell against each photo's largest face, so runs of every preset compare and the
     best epoch is chosen alike; and `ap50`, `recall` over every face (`face_metrics`)."""
-    from facetracker.dense import DEFAULT_THRESHOLD, decode
+    from facetracker.dense import DEFAULT_THRESHOLD, decode, top_cells
     from facetracker.evaluate import score
     from facetracker.face_metrics import PhotoResult, score_photos
 
-    top = out[np.arange(len(out)), np.argmax(out[:, :, 0], axis=1)] if len(out) else np.zeros((0, 5))
+    top = top_cells(out)
     metrics = score(top[:, 0], top[:, 1:], has_face, largest, DEFAULT_THRESHOLD)
     if len(faces) == len(out):
         photos = [PhotoResult.of(*decode(rows, threshold=0.05), truth) for rows, truth in zip(out, faces)]
