@@ -59,7 +59,7 @@ def network_at(model, input_wh: tuple[int, int] | None = None):
     height, width = (int(v) for v in model.net.input_shape[1:3])
     if input_wh is None or tuple(input_wh) == (width, height):
         return model.net
-    return dense_network_at(model.net, input_wh[1], input_wh[0])
+    return dense_network_at(model.net, input_wh)
 
 
 def _serving_function(net):

@@ -37,6 +37,7 @@ from keras import layers, ops  # noqa: E402
 
 from facetracker.catalog import (  # noqa: E402
     BACKBONE_WEIGHT_FILES, HEADS, INPUT_SIZE, keras_cache_dir)
+from facetracker.dense import InputSize, input_wh  # noqa: E402
 
 
 class WeightsUnavailable(RuntimeError):
@@ -133,8 +134,8 @@ def with_fused_batch_norm(network: keras.Model) -> keras.Model:
     return fused
 
 
-def build_backbone(name: str, weights: str | None, size: int | tuple[int, int] = INPUT_SIZE) -> keras.Model:
-    """The backbone at a square input of `size`, or (height, width) for the dense network's other shapes."""
+def build_backbone(name: str, weights: str | None, size: InputSize = INPUT_SIZE) -> keras.Model:
+    """The backbone at a square input of `size`, or (width, height) for the dense network's other shapes."""
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     spec = BACKBONES[name]
@@ -144,7 +145,8 @@ def build_backbone(name: str, weights: str | None, size: int | tuple[int, int] =
         if cached.is_file():
             weights = str(cached)
     try:
-        network = spec.build(weights=weights, input_shape=(*_height_width(size), 3))
+        width, height = input_wh(size)
+        network = spec.build(weights=weights, input_shape=(height, width, 3))
     except Exception as error:  # Keras raises a bare Exception on a failed download
         if weights != "imagenet":
             raise
@@ -241,10 +243,6 @@ def build_network(backbone: str = "vgg16", weights: str | None = "imagenet", *, 
 # The dense detector (head "dense", the `multi` preset): every face, at any size
 
 
-def _height_width(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
-
 def _tap(backbone: keras.Model, stride: int, height: int, preferred: str) -> keras.KerasTensor:
     """The backbone's feature map at `stride`: the named layer when the backbone has it, else the
     last layer at that stride. For MobileNetV2 at stride 8 that is block 6's expansion (96 channels
@@ -285,7 +283,7 @@ class DecodeCells(layers.Layer):
 
 
 def build_dense_network(backbone: str = "mobilenetv2-0.5", weights: str | None = "imagenet", *,
-                        size: int | tuple[int, int] = 256, width: int = 64) -> keras.Model:
+                        size: InputSize = 256, width: int = 64) -> keras.Model:
     """The dense network: backbone maps at strides 8, 16 and 32, merged top-down (as a feature
     pyramid does) into one stride-8 map, then two small convolution heads on every cell.
 
@@ -293,11 +291,11 @@ def build_dense_network(backbone: str = "mobilenetv2-0.5", weights: str | None =
     context a 200 px face needs. Depthwise-separable convolutions keep the head to a few tenths of
     a millisecond on a CPU.
 
-    `size`: the square side it trains at, or (height, width), both multiples of 32: every layer is a
+    `size`: the square side it trains at, or (width, height), both multiples of 32: every layer is a
     convolution, so the same weights run at any such shape (`dense_network_at`).
     """
-    height, width_px = _height_width(size)
-    base = build_backbone(backbone, weights, (height, width_px))
+    width_px, height = input_wh(size)
+    base = build_backbone(backbone, weights, size)
     taps = [_tap(base, 8, height, "block_6_expand_relu"), _tap(base, 16, height, "block_12_add"),
             _tap(base, 32, height, "block_15_add")]
     features_net = keras.Model(base.input, taps, name=base.name)
@@ -323,20 +321,21 @@ def _dense_name(backbone: str) -> str:
     return f"facetracker_dense_{backbone.replace('.', '_')}"
 
 
-def dense_network_at(net: keras.Model, height: int, width: int) -> keras.Model:
-    """The same dense network (same weights) for a (height, width) input, both multiples of 32.
+def dense_network_at(net: keras.Model, size: tuple[int, int]) -> keras.Model:
+    """The same dense network (same weights) for a (width, height) input, both multiples of 32.
 
     Why: the network trains on square letterboxed photos, but a 640x480 camera frame fills only
     320x240 of a 320x320 input; at 320x256 the grey quarter below the frame is not computed.
     Faces come out the same, at the same scale, as every layer is a convolution.
     """
+    width, height = size
     if height % 32 or width % 32:
         raise ValueError(f"a dense network's input must be a multiple of 32 px each way, not {width}x{height}")
     backbones = {_dense_name(name): name for name in BACKBONES}
     if net.name not in backbones:
         raise ValueError(f"{net.name} is not a dense FaceTracker network")
     channels = int(net.get_layer("lateral_32").filters)
-    shaped = build_dense_network(backbones[net.name], None, size=(height, width), width=channels)
+    shaped = build_dense_network(backbones[net.name], None, size=(width, height), width=channels)
     shaped.set_weights(net.get_weights())
     return shaped
 

@@ -113,7 +113,7 @@ def test_a_dense_network_runs_its_weights_at_a_camera_frames_shape():
     answers for each of its 16x12 cells, and a photo fitting both inputs gets nearly the same cells
     away from the bottom edge (where only the grey below the photo differs)."""
     net = model_lib.build_dense_network("mobilenet-0.25", None, size=128)
-    shaped = model_lib.dense_network_at(net, 96, 128)
+    shaped = model_lib.dense_network_at(net, (128, 96))
     assert shaped.input_shape == (None, 96, 128, 3) and shaped.output_shape == (None, 16 * 12, 5)
     for a, b in zip(net.get_weights(), shaped.get_weights()):
         np.testing.assert_array_equal(a, b)
@@ -126,4 +126,4 @@ def test_a_dense_network_runs_its_weights_at_a_camera_frames_shape():
     # boxes are in 0..1 of each input: the same pixels once scaled by the input's height
     np.testing.assert_allclose(rows_shaped[..., 2] * 96, rows_square[..., 2] * 128, atol=1.0)
     with pytest.raises(ValueError, match="multiple of 32"):
-        model_lib.dense_network_at(net, 100, 128)
+        model_lib.dense_network_at(net, (128, 100))
