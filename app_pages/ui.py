@@ -250,9 +250,10 @@ def make_detector(model_key: str, threshold: float = 0.5, version: tuple | None 
     if is_reference(model_key):
         return _reference(model_key, whole_photo=look_closer)
     version = version or model_version(model_key)
-    # Video from a model that finds every face runs shaped for the webcam's 640x480 frames (320x256
-    # rather than 320x320: the same faces from a fifth fewer pixels). Photos keep the square input it
-    # trained at, as `evaluate` scores it: its tiles cover a 640x480 photo in 6 calls, not 9.
+    # Video from a model that finds every face runs shaped for the webcam's 640x480 frames, and larger
+    # than its square input would see them (384x288 for a 320 px model, which would fit the frame
+    # into 320x240): faces across the room stay big enough to box. Photos keep the square input it
+    # trained at and look closer in tiles, as `evaluate` scores them.
     frame = LIVE_FRAME if finds_every_face(model_key) and not look_closer else None
     return detect.Detector(_tflite_runtime(version, frame), threshold=threshold, look_closer=look_closer)
 

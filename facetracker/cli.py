@@ -274,8 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--out", help="output path (default: beside the model)")
     p.add_argument("--frame", type=frame_size, metavar="WxH",
-                   help="a model that finds every face, shaped for camera frames of this size: 640x480 runs on a "
-                        "320x256 input instead of 320x320: the same faces from a fifth fewer pixels (not for keras)")
+                   help="a model that finds every face, shaped for camera frames of this size, as the Detect page "
+                        "runs its video: 640x480 on a 384x288 input for a 320 px model, where its square input "
+                        "would fit the frame into 320x240 (not for keras)")
     p.set_defaults(run=_run_export)
 
     p = sub.add_parser("bench", help="speed of the live frame path, training and augmentation")

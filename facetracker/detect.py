@@ -93,21 +93,24 @@ class Detection:
 class KerasRuntime:
     """A `.keras` model (or a face tracker in memory) called directly through one traced function,
     as Keras' `predict()` costs ~100 ms a call; with a fixed input signature no later call traces
-    or builds a graph."""
+    or builds a graph. `frame` (width, height): a dense model's network is rebuilt for camera frames
+    of that size, as the live path runs it (`dense.input_for_frame`); a single-box model is unchanged."""
 
     name = "keras"
 
-    def __init__(self, path_or_model):
+    def __init__(self, path_or_model, frame: tuple[int, int] | None = None):
         import tensorflow as tf
 
+        from facetracker.export import input_for, network_at
         from facetracker.model import load_model
 
         self.model = path_or_model if hasattr(path_or_model, "net") else load_model(path_or_model)
-        height, width = (int(v) for v in self.model.net.input_shape[1:3])
-        self.input_wh = (width, height)
         self.dense = len(self.model.net.output_shape) == 3
+        net = network_at(self.model, input_for(self.model, frame) if self.dense else None)
+        height, width = (int(v) for v in net.input_shape[1:3])
+        self.input_wh = (width, height)
         spec = tf.TensorSpec([None, height, width, 3], tf.float32, name="image")
-        self._call = tf.function(lambda x: self.model(x, training=False), input_signature=[spec])
+        self._call = tf.function(lambda x: net(x, training=False), input_signature=[spec])
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return self._call(np.asarray(images, np.float32)).numpy()
@@ -267,8 +270,10 @@ class _OnnxCall:
         return self.session.run(None, {self._input: np.asarray(images, np.float32)})[0]
 
 
-def load_runtime(path: str | Path, num_threads: int | None = None):
-    """The runtime for a model file or run folder, chosen by its format.
+def load_runtime(path: str | Path, num_threads: int | None = None, frame: tuple[int, int] | None = None):
+    """The runtime for a model file or run folder, chosen by its format. `frame` (width, height): a
+    dense `.keras` model runs shaped for camera frames of that size, as the live path does (an
+    exported .tflite or .onnx runs at the input it was exported with).
 
     A SavedModel is refused (it is a TensorFlow graph, which can read and write files); a file that
     is not a model of its format, or a model that does not give FaceTracker's [p, x0, y0, x1, y1],
@@ -277,7 +282,7 @@ def load_runtime(path: str | Path, num_threads: int | None = None):
     path = find_model(path)
     suffix = path.suffix.lower()
     if suffix == ".keras":
-        return KerasRuntime(path)  # load_model refuses anything but a FaceTracker
+        return KerasRuntime(path, frame)  # load_model refuses anything but a FaceTracker
     if suffix not in (".tflite", ".onnx"):
         raise ValueError(f"{path}: unknown model format (expected .keras, .tflite, .onnx or a run folder)")
     kind = "TFLite" if suffix == ".tflite" else "ONNX"

@@ -179,7 +179,8 @@ def evaluate_faces(model: str | Path, data: str | Path, split: str | None = None
     `far`: each photo shrunk onto a larger canvas first (`face_metrics.far_away`).
     `look_closer`: a dense model also searches each photo in tiles (`detect.Detector.look_closer`),
     as the app does for photos, and as YuNet sees them here (at their own resolution); False scores
-    it as live video runs it, the whole frame in one pass."""
+    it as live video runs it: the whole frame in one pass, a .keras model's network shaped for the
+    webcam's frames (`dense.LIVE_FRAME`, `dense.LIVE_ZOOM`)."""
     result = evaluate_every_face(model, data, split, threshold, progress, root, far, look_closer)
     return result.metrics, result.skipped
 
@@ -190,13 +191,14 @@ def evaluate_every_face(model: str | Path, data: str | Path, split: str | None =
     """As `evaluate_faces`, with each photo's boxes and faces kept (to show the faces missed)."""
     from facetracker.detect import REFERENCE_LABELS, SINGLE_BOX_THRESHOLD, Detector, default_threshold, load_runtime
     from facetracker.detect import reference_detector
+    from facetracker.dense import LIVE_FRAME
     from facetracker.face_metrics import score_detector
 
     if str(model) in REFERENCE_LABELS:
         threshold = SINGLE_BOX_THRESHOLD if threshold is None else threshold
         detector = reference_detector(str(model), threshold=min(threshold, REFERENCE_SCORE_FLOOR), max_side=None)
     else:
-        runtime = load_runtime(model)
+        runtime = load_runtime(model, frame=None if look_closer else LIVE_FRAME)
         # Every box, ranked by its probability (a dense model's from a low floor: its empty cells
         # would only fill the suppression with a thousand near-zero boxes).
         detector = Detector(runtime, threshold=DENSE_SCORE_FLOOR if getattr(runtime, "dense", False) else 0.0,

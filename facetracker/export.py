@@ -11,8 +11,9 @@ Every format takes uint8-range RGB of the model's input size and outputs `[p, x0
 
 A dense model (the `multi` preset) can be exported for camera frames of one shape (`frame`,
 `--frame 640x480`): its network is rebuilt, with the same weights, at the smallest input that holds
-such a frame at its usual scale (320x256 instead of 320x320), and the file is named for that input
-(`model.320x256.tflite`). The live video of the Detect page runs such a TFLite file.
+such a frame at the live scale (`dense.input_for_frame`: 384x288 for a 320 px model, where its square
+input would fit the frame into 320x240), and the file is named for that input
+(`model.384x288.tflite`). The live video of the Detect page runs such a TFLite file.
 """
 
 from __future__ import annotations

@@ -325,8 +325,9 @@ def dense_network_at(net: keras.Model, size: tuple[int, int]) -> keras.Model:
     """The same dense network (same weights) for a (width, height) input, both multiples of 32.
 
     Why: the network trains on square letterboxed photos, but a 640x480 camera frame fills only
-    320x240 of a 320x320 input; at 320x256 the grey quarter below the frame is not computed.
-    Faces come out the same, at the same scale, as every layer is a convolution.
+    320x240 of a 320x320 input; the live network sees it at 384x288 instead (`dense.input_for_frame`),
+    no grey quarter computed and small faces larger. Every layer is a convolution, so the same
+    weights answer for the same pixels.
     """
     width, height = size
     if height % 32 or width % 32:

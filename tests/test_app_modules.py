@@ -549,8 +549,8 @@ def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(t
 
 
 def test_the_webcam_runs_a_dense_model_shaped_for_its_frames_and_photos_at_the_square_input(tmp_path, monkeypatch):
-    """A model that finds every face runs the webcam on a network shaped for 640x480 frames (a fifth
-    less work); an uploaded photo goes through the square input it trained at, as `evaluate` scores
+    """A model that finds every face runs the webcam on a network shaped for 640x480 frames; an
+    uploaded photo goes through the square input it trained at (and its tiles), as `evaluate` scores
     it. A single-box model has one runtime for both."""
     from app_pages import ui
     from facetracker.dense import LIVE_FRAME

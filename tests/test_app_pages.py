@@ -683,8 +683,8 @@ def test_evaluate_and_detect_take_a_model_that_finds_every_face(faces, root):
     assert "Faces found" in {m.label for m in at.metric}
     detect_page = open_page("app_pages/detect.py")
     assert detect_page.slider[0].value == DEFAULT_THRESHOLD
-    # the webcam runs it shaped for 640x480 frames: 128x96 of a 128 px network
-    assert any("on a 128x96 px input" in c for c in texts(detect_page, "caption"))
+    # the webcam runs it shaped for 640x480 frames, 1.2 times the scale of its 128 px square (128x96)
+    assert any("on a 160x128 px input" in c for c in texts(detect_page, "caption"))
 
 
 def test_a_failed_run_is_not_offered_first_and_a_model_brings_its_dataset(tiny_run, faces, root):

@@ -22,11 +22,18 @@ def test_letterbox_keeps_the_aspect_and_maps_boxes_both_ways():
     assert image[45:75, 125:148].mean() > 250  # the bright patch is where the box says
 
 
-def test_a_camera_frame_gets_the_smallest_input_that_holds_it_at_the_square_inputs_scale():
-    assert input_for_frame(320, 640, 480) == (320, 256)  # 320x240 of frame, rounded up to a multiple of 32
-    assert input_for_frame(320, 1280, 720) == (320, 192)
-    assert input_for_frame(320, 480, 640) == (256, 320)  # a phone held upright
-    assert input_for_frame(128, 640, 480) == (128, 96)
+def test_a_camera_frame_gets_the_smallest_input_that_holds_it_at_the_live_scale():
+    # the live network sees the frame 1.2 times as large as the square input would (320x240 of 320x320)
+    assert input_for_frame(320, 640, 480) == (384, 288)
+    assert input_for_frame(320, 1280, 720) == (384, 224)  # 384x216 of frame, rounded up to a multiple of 32
+    assert input_for_frame(320, 480, 640) == (288, 384)  # a phone held upright
+    assert input_for_frame(128, 640, 480) == (160, 128)
+    # at the square input's own scale
+    assert input_for_frame(320, 640, 480, zoom=1.0) == (320, 256)
+    assert input_for_frame(320, 1280, 720, zoom=1.0) == (320, 192)
+    assert input_for_frame(128, 640, 480, zoom=1.0) == (128, 96)
+    live, placed = letterbox(np.zeros((480, 640, 3), np.uint8), input_for_frame(320, 640, 480))
+    assert live.shape == (288, 384, 3) and placed.scale == pytest.approx(0.6)
     frame = np.zeros((480, 640, 3), np.uint8)
     frame[100:200, 300:380] = 255
     wide, placed = letterbox(frame, (320, 256))
@@ -115,7 +122,8 @@ def test_tiles_hold_the_frames_pixels_and_map_boxes_back_to_it():
     assert scale == pytest.approx(640 / 700) and inputs.shape == (len(tiles), 320, 320, 3)
     import cv2
 
-    scaled = cv2.resize(frame, (640, round(300 * scale)), interpolation=cv2.INTER_AREA)
+    # a mild shrink (0.91) is bilinear: see dense.scaled_rgb
+    scaled = cv2.resize(frame, (640, round(300 * scale)), interpolation=cv2.INTER_LINEAR)
     last = tiles[-1]
     np.testing.assert_array_equal(inputs[-1, :last.height, :last.width],
                                   scaled[last.y:last.y + last.height, last.x:last.x + last.width])
