@@ -156,7 +156,7 @@ def test_model_input_of_a_camera_frame_stays_close_to_an_area_average(helen):
 
 
 def test_the_live_networks_milder_shrink_stays_close_to_an_area_average(helen):
-    """A 640x480 frame shrunk to the live network's 384x288 goes bilinear (a tenth of INTER_AREA's cost
+    """A 640x480 frame shrunk to the live network's 384x288 goes bilinear (a fifth of INTER_AREA's cost
     at that ratio) and gives nearly INTER_AREA's pixels on real photos."""
     from facetracker.bench import letterbox
     from facetracker.dense import LIVE_FRAME, input_for_frame, scaled_rgb
