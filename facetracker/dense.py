@@ -51,8 +51,8 @@ LIVE_ZOOM = 1.2
 """How much larger the live network sees a camera frame than the square input it trained at would
 (`input_for_frame`). A face across a room is 32-40 px of a 640x480 frame: 16-20 px at the square
 scale, where the boxes come out 1.3-1.5 times too large and most such faces fall under IoU 0.5.
-Helen's held-out portraits moved far away (`evaluate --far`), four trained `multi` runs: 87.5-95.3%
-of the faces found at the square scale (320x256), 95.3-98.4% at 1.2 times (384x288), 96.9-98.4% at
+Helen's held-out portraits moved far away (`evaluate --far`), five trained `multi` runs: 87.5-95.3%
+of the faces found at the square scale (320x256), 93.8-98.4% at 1.2 times (384x288), 96.9-98.4% at
 1.3 (416x320). 384x288 costs 1.08 times the square input's pixels and keeps the frame path faster
 than YuNet's (4.1-4.3 ms against 4.6-4.7, side by side); 416x320 was slower than YuNet."""
 
