@@ -224,7 +224,8 @@ def main() -> None:
         "Look closer, as for photos", value=True, key=State.LOOK_CLOSER,
         help="Every face is also searched in tiles of the photo at twice the scale, as the Detect page does "
              "for an uploaded photo: faces half as small are found, for about seven times the model's work. "
-             "Off: the photo is scored as live video runs the model, whole in one pass.")
+             "Off: the photo is scored as live video runs the model, whole in one pass on the network "
+             "built for the webcam's 640x480 frames.")
     evaluated = run_evaluation(run, folder, SPLITS[split_label], threshold, look_closer)
     if evaluated is None:
         return
