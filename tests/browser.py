@@ -426,6 +426,17 @@ def _video_playing(page: "Page") -> bool:
         return False
 
 
+def video_width(page: "Page") -> int:
+    """The processed video's width in pixels now; 0 while the component shows no video."""
+    video = webrtc_frame(page).locator("video")
+    if video.count() == 0:
+        return 0
+    try:
+        return int(video.first.evaluate("v => v.videoWidth", timeout=2000))
+    except Exception:  # element replaced between count() and evaluate()
+        return 0
+
+
 def start_webrtc(page: "Page", timeout: float = 30.0, attempt_timeout: float = 8.0) -> float:
     """Click Start and wait until the processed video plays; returns seconds from last click.
 
