@@ -102,10 +102,10 @@ class KerasRuntime:
         import tensorflow as tf
 
         from facetracker.export import input_for, network_at
-        from facetracker.model import load_model
+        from facetracker.model import is_dense, load_model
 
         self.model = path_or_model if hasattr(path_or_model, "net") else load_model(path_or_model)
-        self.dense = len(self.model.net.output_shape) == 3
+        self.dense = is_dense(self.model)
         net = network_at(self.model, input_for(self.model, frame) if self.dense else None)
         height, width = (int(v) for v in net.input_shape[1:3])
         self.input_wh = (width, height)
