@@ -416,25 +416,24 @@ def webrtc_frame(page: "Page") -> "FrameLocator":
     return page.frame_locator(WEBRTC_IFRAME).first
 
 
-def _video_playing(page: "Page") -> bool:
+def _video_value(page: "Page", script: str, absent):
+    """`script` evaluated on the processed video element, or `absent` while the component shows none."""
     video = webrtc_frame(page).locator("video")
     if video.count() == 0:
-        return False
+        return absent
     try:
-        return bool(video.first.evaluate("v => v.videoWidth > 0 && v.currentTime > 0", timeout=2000))
+        return video.first.evaluate(script, timeout=2000)
     except Exception:  # element replaced between count() and evaluate()
-        return False
+        return absent
+
+
+def _video_playing(page: "Page") -> bool:
+    return bool(_video_value(page, "v => v.videoWidth > 0 && v.currentTime > 0", False))
 
 
 def video_width(page: "Page") -> int:
     """The processed video's width in pixels now; 0 while the component shows no video."""
-    video = webrtc_frame(page).locator("video")
-    if video.count() == 0:
-        return 0
-    try:
-        return int(video.first.evaluate("v => v.videoWidth", timeout=2000))
-    except Exception:  # element replaced between count() and evaluate()
-        return 0
+    return int(_video_value(page, "v => v.videoWidth", 0))
 
 
 def start_webrtc(page: "Page", timeout: float = 30.0, attempt_timeout: float = 8.0) -> float:

@@ -154,23 +154,23 @@ def test_model_input_of_a_camera_frame_stays_close_to_an_area_average(helen):
     assert np.array_equal(data.model_input(small, 120), cv2.resize(small, (120, 120), interpolation=cv2.INTER_AREA))
 
 
-
 def test_the_live_networks_milder_shrink_stays_close_to_an_area_average(helen):
     """A 640x480 frame shrunk to the live network's 384x288 goes bilinear (a fifth of INTER_AREA's cost
     at that ratio) and gives nearly INTER_AREA's pixels on real photos."""
+    from facetracker import dense
     from facetracker.bench import letterbox
-    from facetracker.dense import LIVE_FRAME, input_for_frame, scaled_rgb
 
-    live_w, live_h = input_for_frame(320, *LIVE_FRAME)
-    scale = min(live_w / LIVE_FRAME[0], live_h / LIVE_FRAME[1])
+    live_input = dense.input_for_frame(320, *dense.LIVE_FRAME)
+    scale = dense.letterbox(np.zeros((*dense.LIVE_FRAME[::-1], 3), np.uint8), live_input)[1].scale
     assert 0.5 < scale < 1
     samples = [s for s in data.load_dataset(helen, check_pixels=False).samples if s.box][:8]
     for sample in samples:
         frame = letterbox(data.sample_pixels(sample))
-        fast = scaled_rgb(frame, scale, bgr=True).astype(float)
+        fast = dense.scaled_rgb(frame, scale, bgr=True).astype(float)
         size = (fast.shape[1], fast.shape[0])
         area = cv2.cvtColor(cv2.resize(frame, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         assert np.abs(fast - area).mean() < 1.5
+
 
 def test_fused_batch_norm_computes_what_keras_batch_norm_computes():
     import keras
