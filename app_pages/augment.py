@@ -8,12 +8,24 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facetracker import data as data_lib
-from facetracker import runs
-from facetracker.augment import AUGMENT_FILE, AugmentConfig, augment, augment_faces, build_transform, make_scene
-from facetracker.jsonconfig import ConfigError
-from facetracker.config import DEFAULT_PRESET, PRESETS, TrainConfig, preset_augment
 from app_pages import ui
+from facetracker.config.jsonconfig import ConfigError
+from facetracker.config.training import (
+    DEFAULT_PRESET,
+    PRESETS,
+    TrainConfig,
+    preset_augment,
+)
+from facetracker.data import datasets as data_lib
+from facetracker.data.augment import (
+    AUGMENT_FILE,
+    AugmentConfig,
+    augment,
+    augment_faces,
+    build_transform,
+    make_scene,
+)
+from facetracker.runs import run_folder as runs
 
 # Training caches images at this size and augments them to the model's input size (TrainConfig).
 CACHE_SIZE = TrainConfig.cache_size
@@ -126,7 +138,7 @@ def training_view(image: str, embedded: bool) -> np.ndarray:
 @st.cache_data(max_entries=64, show_spinner=False)
 def letterboxed_view(image: str, embedded: bool, faces: tuple) -> tuple[np.ndarray, np.ndarray]:
     """The image and its faces as a dense model's training caches them: letterboxed into a square."""
-    from facetracker.dense import letterbox
+    from facetracker.inference.dense import letterbox
 
     sample = data_lib.Sample(image, None, embedded=embedded, root=str(ui.data_root()))
     side = DENSE["cache_size"]

@@ -15,15 +15,26 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from facetracker import capture, safety, workspace
-from facetracker import data as data_lib
-from facetracker.convention import BoxConvention
-from facetracker.detect import YUNET
-from facetracker.prelabel import learn_convention, prelabel_boxes
-from facetracker.recording import (MAX_FACE_S, MAX_NO_FACE_S, MAX_PHOTOS_PER_S, CannotRecord, Phase, Prelabel,
-                                   Recorder, RecorderStatus, RecordingPlan)
-from facetracker.webrtc import rtc_configuration
 from app_pages import ui
+from facetracker.data import datasets as data_lib
+from facetracker.inference.detect import YUNET
+from facetracker.inference.webrtc import rtc_configuration
+from facetracker.io import safety
+from facetracker.labelling import capture
+from facetracker.labelling.convention import BoxConvention
+from facetracker.labelling.prelabel import learn_convention, prelabel_boxes
+from facetracker.labelling.recording import (
+    MAX_FACE_S,
+    MAX_NO_FACE_S,
+    MAX_PHOTOS_PER_S,
+    CannotRecord,
+    Phase,
+    Prelabel,
+    Recorder,
+    RecorderStatus,
+    RecordingPlan,
+)
+from facetracker.runs import workspace
 
 PAGE_SIZE = 12
 ZIP_MAX_BYTES = 4 * 1024**3

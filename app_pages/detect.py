@@ -13,13 +13,16 @@ import pandas as pd
 import streamlit as st
 from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
-from facetracker import capture, live, safety
-from facetracker import data as data_lib
-from facetracker.detect import YUNET, draw_detection
-from facetracker.live import FRESH_FRAMES, LiveProcessor
-from facetracker.video import annotate_video
-from facetracker.webrtc import rtc_configuration
 from app_pages import ui
+from facetracker.data import datasets as data_lib
+from facetracker.inference import live
+from facetracker.inference.detect import YUNET
+from facetracker.inference.draw import draw_detection
+from facetracker.inference.live import FRESH_FRAMES, LiveProcessor
+from facetracker.inference.video import annotate_video
+from facetracker.inference.webrtc import rtc_configuration
+from facetracker.io import safety
+from facetracker.labelling import capture
 
 
 class State:

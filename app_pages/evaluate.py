@@ -8,11 +8,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facetracker import data as data_lib
-from facetracker import runs, workspace
-from facetracker.evaluate import Evaluation, FaceEvaluation, evaluate, evaluate_every_face
-from facetracker.face_metrics import SIZE_BINS
 from app_pages import ui
+from facetracker.data import datasets as data_lib
+from facetracker.evaluation.evaluate import (
+    Evaluation,
+    FaceEvaluation,
+    evaluate,
+    evaluate_every_face,
+)
+from facetracker.evaluation.face_metrics import SIZE_BINS
+from facetracker.runs import run_folder as runs
+from facetracker.runs import workspace
 
 
 class State:
@@ -123,7 +129,7 @@ def face_row(faces: dict) -> None:
 
 def missed_faces(faces: FaceEvaluation) -> None:
     """The photos where labelled faces were not found, most missed first, each face and box drawn."""
-    from facetracker.face_metrics import match
+    from facetracker.evaluation.face_metrics import match
 
     missed = []
     for sample, photo in zip(faces.samples, faces.photos):

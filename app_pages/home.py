@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from facetracker import workspace
-from facetracker.detect import HAAR_LABEL
 from app_pages import ui
+from facetracker.inference.detect import HAAR_LABEL
+from facetracker.runs import workspace
 
 
 def loaded_overview(datasets, summaries, models, live) -> None:

@@ -7,14 +7,22 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from facetracker import launcher, runs, workspace
-from facetracker.augment import AugmentConfig
-from facetracker.catalog import BACKBONE_NAMES, WEIGHTS, cached_weights_file
-from facetracker.config import (DEFAULT_PRESET, PRESETS, SMALL_DATASET_PHOTOS, TrainConfig, config_for,
-                                default_augment, suggested_preset)
-from facetracker.jsonconfig import ConfigError
-from facetracker.verdict import comparison_line
 from app_pages import ui
+from facetracker.config.catalog import BACKBONE_NAMES, WEIGHTS, cached_weights_file
+from facetracker.config.jsonconfig import ConfigError
+from facetracker.config.training import (
+    DEFAULT_PRESET,
+    PRESETS,
+    SMALL_DATASET_PHOTOS,
+    TrainConfig,
+    config_for,
+    default_augment,
+    suggested_preset,
+)
+from facetracker.data.augment import AugmentConfig
+from facetracker.evaluation.verdict import comparison_line
+from facetracker.runs import launcher, workspace
+from facetracker.runs import run_folder as runs
 
 REFRESH_S = 2
 CUSTOM = "custom (no preset)"

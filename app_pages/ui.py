@@ -18,10 +18,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from facetracker import data as data_lib
-from facetracker import capture, detect, runs, safety, workspace
-from facetracker.dense import LIVE_FRAME
-from facetracker.detect import draw_labelled_box
+from facetracker.data import datasets as data_lib
+from facetracker.inference import detect, models
+from facetracker.inference.draw import draw_labelled_box
+from facetracker.io import safety
+from facetracker.labelling import capture
+from facetracker.runs import workspace
 
 log = logging.getLogger("facetracker.app")
 UNEXPECTED = "Something went wrong"
@@ -183,79 +185,45 @@ def model_choices() -> dict[str, str]:
     return choices
 
 
-def is_reference(model_key: str) -> bool:
-    """A detector that ships with the app and needs no training (YuNet, the Haar cascade)."""
-    return model_key in detect.REFERENCE_LABELS
+is_reference = models.is_reference
+model_name = models.model_name
+finds_every_face = models.finds_every_face
+model_threshold = models.default_threshold
 
 
-def model_name(model_key: str) -> str:
-    """How a model is named to people: the run folder's name, or the reference detector's."""
-    return detect.REFERENCE_LABELS.get(model_key) or Path(model_key).name
+def model_version(model_key: str, use: str = models.LIVE) -> tuple:
+    """The cache key of the model behind `model_key` as it is on disk now (see `models.model_version`):
+    it changes when a run still training replaces its model. The webcam's detector and the
+    uploads' both go by it. Raises FileNotFoundError with a readable message when a run has no model yet."""
+    return models.model_version(model_key, use)
 
 
-def finds_every_face(model_key: str) -> bool:
-    """Whether a run's model is a dense one (every face, not one box), read from its config without loading it."""
-    if is_reference(model_key):
-        return False
-    config = runs.read_json(Path(model_key) / runs.CONFIG)
-    return isinstance(config, dict) and config.get("head") == "dense"
-
-
-def model_threshold(model_key: str) -> float:
-    """The threshold a model's faces count from by default: its kind's (a model that finds every face
-    scores lower, see `dense.DEFAULT_THRESHOLD`), read from its run's config without loading it."""
-    from facetracker.dense import DEFAULT_THRESHOLD
-
-    return DEFAULT_THRESHOLD if finds_every_face(model_key) else detect.SINGLE_BOX_THRESHOLD
-
-
-def model_version(model_key: str) -> tuple:
-    """The cache key of the model behind `model_key` as it is on disk now: it changes when a run
-    still training replaces its model. The webcam's detector and the uploads' both go by it.
-
-    Raises FileNotFoundError with a readable message when the run has no model yet.
-    """
-    if is_reference(model_key):
-        return (model_key,)
-    if not (Path(model_key) / runs.MODEL).is_file():
-        raise FileNotFoundError(f"{Path(model_key).name}: no model.keras yet (has training finished an epoch?)")
-    return detect.model_file_key(Path(model_key) / runs.MODEL)
-
-
-@st.cache_resource(show_spinner="Converting the model to TFLite for real-time speed (once per model)…",
-                   max_entries=8)
-def _tflite_runtime(version: tuple, frame: tuple[int, int] | None = None):
-    from facetracker.export import export
-
-    # Exported afresh once per app process and model version: a model.tflite left by an older
-    # exporter is never trusted. One runtime serves every viewer (it serialises its own calls).
-    return detect.load_runtime(export(version[0], "tflite", frame=frame))
+@st.cache_resource(show_spinner="Preparing the model for real-time speed (once per model)…", max_entries=8)
+def _runtime(version: tuple, _model_key: str, _use: str):
+    # One runtime per model version and input shape (the version names both) serves every viewer:
+    # it serialises its own calls.
+    return models.open_runtime(_model_key, _use)
 
 
 @st.cache_resource(show_spinner=False)
-def _reference(model_key: str, whole_photo: bool = False):
-    """The shared reference detector: at the live path's size, or for photos at their own resolution."""
-    return detect.reference_detector(model_key, max_side=None if whole_photo else 320)
+def _reference(model_key: str, use: str):
+    """The shared reference detector, as the use wants it (see `models.open_detector`)."""
+    return models.open_detector(model_key, use)
 
 
 def make_detector(model_key: str, threshold: float = 0.5, version: tuple | None = None, look_closer: bool = False):
     """A new Detector over the cached runtime of `version` (default: the model as it is now), or the
     shared reference detector (YuNet or Haar, which keep their own thresholds). Its boxes are not
-    averaged: the tracker of the webcam and of videos steadies them. `look_closer`, for photos: a
-    trained dense model also searches tiles (`detect.Detector.look_closer`), YuNet sees the photo at
-    its own resolution.
+    averaged: the tracker of the webcam and of videos steadies them. `look_closer`: for photos (see
+    `models.PHOTO`), else as the webcam runs it.
 
     Raises ValueError / FileNotFoundError / RuntimeError with a readable message.
     """
+    use = models.PHOTO if look_closer else models.LIVE
     if is_reference(model_key):
-        return _reference(model_key, whole_photo=look_closer)
-    version = version or model_version(model_key)
-    # Video from a model that finds every face runs shaped for the webcam's 640x480 frames, and larger
-    # than its square input would see them (384x288 for a 320 px model, which would fit the frame
-    # into 320x240): faces across the room stay big enough to box. Photos keep the square input it
-    # trained at and look closer in tiles, as `evaluate` scores them.
-    frame = LIVE_FRAME if finds_every_face(model_key) and not look_closer else None
-    return detect.Detector(_tflite_runtime(version, frame), threshold=threshold, look_closer=look_closer)
+        return _reference(model_key, use)
+    version = version or model_version(model_key, use)
+    return models.open_detector(model_key, use, threshold, runtime=_runtime(version, model_key, use))
 
 
 def session_detector(slot: str, model_key: str, threshold: float):

@@ -1,14 +1,13 @@
 """FaceTracker: train your own face detector and run it on a webcam.
 
-The package never imports streamlit; importing it does not import tensorflow either, so the app can
-import `streamlit_webrtc` first (importing tensorflow before it segfaults the process).
+The package is arranged in wings by job (see docs/architecture.md):
+`config` (settings and presets), `io` (safe files), `data` (datasets, augmentation),
+`labelling` (capture, recording, pre-labels), `inference` (runtimes, the detector, tracking, video),
+`evaluation` (metrics, verdict, bench), `nn` (networks and training: the only wing that imports
+TensorFlow), `runs` (run folders, launching runs, the data root), the leaf `boxes` (box geometry)
+and `cli` (one lazy import per command).
+
+The package never imports streamlit, and importing it does not import TensorFlow.
 """
-
-import os
-
-# oneDNN's CPU kernels (fused batch norm, convolution gradients) train the MobileNet backbones about
-# twice as fast here; TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI or AMX.
-# TensorFlow reads this when it is imported, which no facetracker module does before this line.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"

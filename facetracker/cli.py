@@ -17,6 +17,20 @@ import math
 import sys
 from pathlib import Path
 
+from facetracker.config.catalog import BACKBONE_NAMES, EXPORT_FORMATS, HEADS, WEIGHTS
+from facetracker.config.jsonconfig import ConfigError
+from facetracker.config.training import (
+    PRESETS,
+    STRATEGIES,
+    TrainConfig,
+    config_for,
+    default_augment,
+)
+from facetracker.data.augment import AugmentConfig
+from facetracker.data.datasets import DatasetError, load_dataset
+from facetracker.runs import run_folder as runs
+from facetracker.runs.run_folder import RunLocked, write_json
+
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
@@ -68,9 +82,6 @@ TRAIN_FLAGS = ("preset", "backbone", "weights", "allow_random_weights", "head", 
 
 
 def _add_train(sub) -> None:
-    from facetracker.catalog import BACKBONE_NAMES, HEADS, WEIGHTS
-    from facetracker.config import PRESETS, STRATEGIES
-
     p = sub.add_parser("train", help="train a face tracker into a run folder",
                        description="Train from --data and options; or, without --data, from the config.json "
                                    "already in --run-dir; or carry on a run with --resume.")
@@ -101,9 +112,6 @@ def _add_train(sub) -> None:
 
 def train_config(args: argparse.Namespace):
     """The run's TrainConfig from the train command's flags, or from the run folder's config.json."""
-    from facetracker import runs
-    from facetracker.augment import AugmentConfig
-    from facetracker.config import TrainConfig, config_for, default_augment
 
     run_dir = Path(args.run_dir)
     given = [name for name in ("data", *TRAIN_FLAGS) if getattr(args, name) is not None and name != "epochs"]
@@ -127,7 +135,7 @@ def train_config(args: argparse.Namespace):
 
 def _run_train(args) -> int:
     config = train_config(args)
-    from facetracker.train import train
+    from facetracker.nn.train import train
 
     if args.resume:
         print(f"resuming {args.run_dir}")
@@ -136,8 +144,6 @@ def _run_train(args) -> int:
 
 
 def _run_inspect(args) -> int:
-    from facetracker.data import load_dataset
-
     dataset = load_dataset(args.data)
     for item in dataset.skipped:
         print(item)
@@ -150,9 +156,8 @@ def _run_inspect(args) -> int:
 
 
 def _run_evaluate(args) -> int:
-    from facetracker.detect import REFERENCE_LABELS
-    from facetracker.evaluate import evaluate, evaluate_faces, format_metrics
-    from facetracker.runs import write_json
+    from facetracker.evaluation.evaluate import evaluate, evaluate_faces, format_metrics
+    from facetracker.inference.detect import REFERENCE_LABELS
 
     figures: dict = {}
     if args.model not in REFERENCE_LABELS:  # the face/no-face and single-box figures need a trained model
@@ -185,7 +190,7 @@ def _run_evaluate(args) -> int:
 
 
 def _run_predict(args) -> int:
-    from facetracker.predict import prelabel_folder
+    from facetracker.labelling.predict import prelabel_folder
 
     summary = prelabel_folder(args.model, args.images, args.out, threshold=args.threshold, overwrite=args.overwrite,
                               log=print)
@@ -195,7 +200,7 @@ def _run_predict(args) -> int:
 
 
 def _run_label(args) -> int:
-    from facetracker.prelabel import label_dataset
+    from facetracker.labelling.prelabel import label_dataset
 
     done = label_dataset(args.folder, args.model, video=args.video, every_s=args.every, threshold=args.threshold)
     print(f"{args.folder}: {done['frames']} video frames added, {done['photos']} unlabelled photos looked at, "
@@ -204,7 +209,7 @@ def _run_label(args) -> int:
 
 
 def _run_export(args) -> int:
-    from facetracker.export import export
+    from facetracker.nn.export import export
 
     out = export(args.model, args.format, args.out, frame=args.frame)
     print(f"wrote {out}")
@@ -212,7 +217,7 @@ def _run_export(args) -> int:
 
 
 def _run_bench(args) -> int:
-    from facetracker.bench import main as bench_main
+    from facetracker.nn.bench import main as bench_main
 
     return bench_main(args)
 
@@ -224,7 +229,6 @@ MODEL_HELP = (".keras, .tflite, .onnx or a run folder (SavedModel folders are re
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from facetracker.export import FORMATS
 
     parser = argparse.ArgumentParser(prog="python -m facetracker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -271,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a model for another runtime")
     p.add_argument("--model", required=True, help=".keras file or run folder (a SavedModel is refused as input)")
-    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     p.add_argument("--out", help="output path (default: beside the model)")
     p.add_argument("--frame", type=frame_size, metavar="WxH",
                    help="a model that finds every face, shaped for camera frames of this size, as the Detect page "
@@ -292,9 +296,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from facetracker.data import DatasetError
-    from facetracker.jsonconfig import ConfigError
-    from facetracker.runs import RunLocked
 
     known = (ConfigError, DatasetError, RunLocked, FileNotFoundError, ValueError, RuntimeError, PermissionError)
     try:

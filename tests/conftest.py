@@ -1,7 +1,5 @@
 """Shared fixtures. streamlit_webrtc is imported first: importing tensorflow before it segfaults."""
 
-import streamlit_webrtc  # noqa: F401  (must come before anything that imports tensorflow)
-
 import os
 import shutil
 import signal
@@ -10,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import streamlit_webrtc  # noqa: F401  (must come before anything that imports tensorflow)
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_WEIGHTS = Path(os.environ.get("FACETRACKER_KERAS_WEIGHTS", REPO.parent / "shared" / "keras-home" / "models"))
@@ -77,7 +76,7 @@ def short_multi_run(helen, tmp_path_factory) -> tuple[Path, subprocess.Completed
     """One short `multi` run from the cached ImageNet weights on a few hundred helen portraits and
     no-face photos (copied: a run writes nothing into ../shared), trained once for every test that
     needs a model that finds every face: (run folder, the training command's result)."""
-    from facetracker.data import load_dataset
+    from facetracker.data.datasets import load_dataset
 
     require(SHARED_WEIGHTS, "the cached Keras ImageNet weights")
     home = tmp_path_factory.mktemp("multi-keras-home")

@@ -7,8 +7,16 @@ import json
 
 import pytest
 
-from facetracker import runs
-from tests.test_app_pages import assert_no_exception, faces, no_webrtc_session, open_page, root, texts, write_run  # noqa: F401
+from facetracker.runs import run_folder as runs
+from tests.test_app_pages import (  # noqa: F401
+    assert_no_exception,
+    faces,
+    no_webrtc_session,
+    open_page,
+    root,
+    texts,
+    write_run,
+)
 
 PAGES = ["app_pages/home.py", "app_pages/train.py", "app_pages/detect.py", "app_pages/evaluate.py"]
 

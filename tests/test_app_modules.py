@@ -17,9 +17,14 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import atomic, capture, detect, launcher, live, runs, video, webrtc, workspace
-from facetracker.data import load_dataset
-from facetracker.detect import Detection
+from facetracker.data.datasets import load_dataset
+from facetracker.inference import detect, draw, live, models, runtimes, video, webrtc
+from facetracker.inference.dense import LIVE_FRAME
+from facetracker.inference.detect import Detection
+from facetracker.io import atomic
+from facetracker.labelling import capture
+from facetracker.runs import launcher, workspace
+from facetracker.runs import run_folder as runs
 from tests import browser as bt
 
 SLEEP = [sys.executable, "-c", "import time; time.sleep(60)"]
@@ -66,7 +71,7 @@ def wait_dead(pid: int, seconds: float = 10) -> None:
 
 
 def config(data, **options):
-    from facetracker.config import config_for
+    from facetracker.config.training import config_for
 
     return config_for(data, **options)
 
@@ -275,7 +280,7 @@ def test_live_faces_are_tracked_with_ids_counted_and_drawn():
     moving = max(processor._last_faces, key=lambda face: face.box[0])
     assert moving.track_id == 2 and moving.box[0] > 90  # the drifting face keeps its ID as it moves
     drawn = processor.redraw(frame.copy())
-    assert (drawn[60:70, 10:12] == detect.BOX_COLOUR_BGR).all(axis=-1).any()  # each face's box is on the video
+    assert (drawn[60:70, 10:12] == draw.BOX_COLOUR_BGR).all(axis=-1).any()  # each face's box is on the video
     processor.detector = FixedDetector()  # the moving face leaves; the other stays, with its ID
     for _ in range(60):
         processor.process(frame.copy())
@@ -512,6 +517,16 @@ def test_a_video_with_huge_frames_is_refused_from_its_header(tmp_path, monkeypat
 # one key for a model file
 
 
+def _fake_export(exported: list):
+    """What the trainer, or the export the door starts, leaves beside a model: its TFLite files."""
+    def export(keras_path):
+        exported.append(Path(keras_path))
+        frames = [None] + ([LIVE_FRAME] if models.finds_every_face(keras_path) else [])
+        for frame in frames:
+            models.exported_file(Path(keras_path), frame).write_bytes(Path(keras_path).read_bytes())
+    return export
+
+
 def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(tmp_path, monkeypatch):
     from app_pages import ui
 
@@ -519,33 +534,52 @@ def test_a_replaced_model_gets_a_new_key_and_the_webcam_and_uploads_move_to_it(t
     run.mkdir()
     model = run / runs.MODEL
     model.write_bytes(b"epoch 1")
-    first = detect.model_file_key(run)
-    assert first == detect.model_file_key(model) == ui.model_version(str(run)) == (str(model.resolve()),
-                                                                                  model.stat().st_mtime_ns, 7)
+    first = runtimes.model_file_key(run)
+    assert first == runtimes.model_file_key(model) == ui.model_version(str(run))[:3] == (
+        str(model.resolve()), model.stat().st_mtime_ns, 7)
     exported = []
-    monkeypatch.setattr("facetracker.export.export",
-                        lambda path, fmt, frame=None: exported.append((path, fmt)) or path)
-    monkeypatch.setattr(detect, "load_runtime", lambda path: FakeRuntime(path))
-    ui._tflite_runtime.clear()
+    monkeypatch.setattr(models, "export_runtime_files", _fake_export(exported))
+    monkeypatch.setattr(models, "load_runtime", lambda path, num_threads=None: FakeRuntime(path))
+    ui._runtime.clear()
     webcam = ui.session_detector("test_detector", str(run), 0.4)
     upload = ui.make_detector(str(run), 0.4)
-    assert webcam.runtime is upload.runtime and exported == [(str(model.resolve()), "tflite")]
+    assert webcam.runtime is upload.runtime and exported == [model]
+    assert webcam.runtime.path == run / "model.tflite"
     assert ui.session_detector("test_detector", str(run), 0.3) is webcam and webcam.threshold == 0.3
 
-    model.write_bytes(b"epoch 2, better")  # the run saved a better epoch
-    second = detect.model_file_key(run)
+    time.sleep(0.01)
+    model.write_bytes(b"epoch 2, better")  # the run saved a better epoch, and is no longer training
+    second = runtimes.model_file_key(run)
     assert second != first
     webcam_now, upload_now = ui.session_detector("test_detector", str(run), 0.3), ui.make_detector(str(run))
     assert webcam_now is not webcam and webcam_now.runtime is upload_now.runtime is not webcam.runtime
-    assert len(exported) == 2
+    assert len(exported) == 2, "an exported file older than its model is exported again"
     same_size = model.stat().st_size
     model.write_bytes(b"epoch 3, better!"[:same_size])
     os.utime(model, ns=(second[1] + 10**9, second[1] + 10**9))
-    assert detect.model_file_key(run) not in (first, second), "the same size, a newer file"
+    assert runtimes.model_file_key(run) not in (first, second), "the same size, a newer file"
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="empty: no model.keras yet"):
         ui.model_version(str(tmp_path / "empty"))
     assert ui.model_version(detect.HAAR) == (detect.HAAR,)
+
+
+def test_a_run_still_training_keeps_the_tflite_file_its_trainer_last_wrote(tmp_path, monkeypatch):
+    """While a run trains, its trainer refreshes the TFLite files itself: the door does not start a
+    conversion of its own for every better epoch."""
+    run = tmp_path / "training"
+    run.mkdir()
+    (run / "model.tflite").write_bytes(b"epoch 1")
+    time.sleep(0.01)
+    (run / runs.MODEL).write_bytes(b"epoch 2")
+    exported = []
+    monkeypatch.setattr(models, "export_runtime_files", _fake_export(exported))
+    runs.acquire_lock(run)
+    try:
+        assert models.runtime_file(run, models.PHOTO) == run / "model.tflite" and exported == []
+    finally:
+        runs.release_lock(run)
+    assert models.runtime_file(run, models.PHOTO) == run / "model.tflite" and exported == [run / runs.MODEL]
 
 
 def test_the_webcam_runs_a_dense_model_shaped_for_its_frames_and_photos_at_the_square_input(tmp_path, monkeypatch):
@@ -553,22 +587,22 @@ def test_the_webcam_runs_a_dense_model_shaped_for_its_frames_and_photos_at_the_s
     uploaded photo goes through the square input it trained at (and its tiles), as `evaluate` scores
     it. A single-box model has one runtime for both."""
     from app_pages import ui
-    from facetracker.dense import LIVE_FRAME
 
     exported = []
-    monkeypatch.setattr("facetracker.export.export",
-                        lambda path, fmt, frame=None: exported.append((Path(path).parent.name, frame)) or path)
-    monkeypatch.setattr(detect, "load_runtime", lambda path: FakeRuntime(path))
-    ui._tflite_runtime.clear()
+    monkeypatch.setattr(models, "export_runtime_files", _fake_export(exported))
+    monkeypatch.setattr(models, "load_runtime", lambda path, num_threads=None: FakeRuntime(path))
+    ui._runtime.clear()
     for name, head in (("every-face", "dense"), ("one-face", "grid")):
         (tmp_path / name).mkdir()
         (tmp_path / name / runs.MODEL).write_bytes(b"model")
-        runs.write_json(tmp_path / name / runs.CONFIG, {"head": head})
+        runs.write_json(tmp_path / name / runs.CONFIG, {"head": head, "image_size": 320})
         webcam = ui.session_detector(f"detector_{name}", str(tmp_path / name), 0.3)
         photo = ui.make_detector(str(tmp_path / name), 0.3, look_closer=True)
         assert photo.look_closer and not webcam.look_closer
         assert (webcam.runtime is photo.runtime) == (head != "dense")
-    assert exported == [("every-face", LIVE_FRAME), ("every-face", None), ("one-face", None)]
+        assert photo.runtime.path.name == "model.tflite"
+        assert webcam.runtime.path.name == ("model.384x288.tflite" if head == "dense" else "model.tflite")
+    assert [path.parent.name for path in exported] == ["every-face", "one-face"], "one export writes both files"
 
 
 class FakeRuntime:

@@ -25,9 +25,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from facetracker import runs
-from facetracker.config import PRESETS
 from app_pages import ui
+from facetracker.config.training import PRESETS
+from facetracker.runs import run_folder as runs
 from tests import browser as bt
 from tests.conftest import REPO
 
@@ -102,7 +102,7 @@ def face_jpeg() -> bytes:
 def write_run(runs_root: Path, name: str, data: Path, *, state: str, pid: int | None = None, steps: int = 0,
               epochs_done: int = 0, error: str | None = None) -> Path:
     """A run folder as a training process leaves it (config, status, metrics), without training."""
-    from facetracker.config import config_for
+    from facetracker.config.training import config_for
 
     run_dir = runs_root / name
     run_dir.mkdir(parents=True)
@@ -250,7 +250,7 @@ def test_one_webcam_photo_is_prelabelled_then_corrected(faces):
 
 
 def test_a_recording_on_the_page_shows_its_counts_and_warnings(faces, root):
-    from facetracker.recording import Recorder
+    from facetracker.labelling.recording import Recorder
 
     clock = mock.Mock(return_value=0.0)
     at = AppTest.from_file(ENTRY, default_timeout=90)
@@ -393,14 +393,14 @@ def test_augment_preview_shows_mosaics_and_zoom_outs_with_every_face_boxed(faces
 def sleeper_command():
     """Training replaced by a sleeping process: launching, refusing and stopping are what is tested."""
     started: list[int] = []
-    real_spawn = __import__("facetracker.launcher", fromlist=["_spawn"])._spawn
+    real_spawn = __import__("facetracker.runs.launcher", fromlist=["_spawn"])._spawn
 
     def spawn(run_dir, command):
         pid = real_spawn(run_dir, [sys.executable, "-c", "import time; time.sleep(120)"])
         started.append(pid)
         return pid
 
-    with mock.patch("facetracker.launcher._spawn", side_effect=spawn):
+    with mock.patch("facetracker.runs.launcher._spawn", side_effect=spawn):
         yield started
     for pid in started:
         try:
@@ -472,7 +472,7 @@ def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, 
     assert preset.value == "multi", "the preset that finds every face comes first"
     preset.set_value("fast").run()
     at.radio(key="tr_weights_fast").set_value("none").run()
-    from facetracker.config import RANDOM_INIT
+    from facetracker.config.training import RANDOM_INIT
     assert at.number_input(key="tr_epochs_fast_none").value == RANDOM_INIT["fast"]["epochs"]  # the longer schedule
     at.number_input(key="tr_epochs_fast_none").set_value(2).run()
     at.text_input(key="tr_name").set_value("first").run()
@@ -606,11 +606,11 @@ def test_detect_on_an_uploaded_photo_video_and_a_fake(faces, monkeypatch):
     assert caption.startswith("6 frames") and "a face on 0" not in caption
 
     # The video is boxed again only when its model changes (a run still training saved a new one).
-    import facetracker.video
+    import facetracker.inference.video
 
     calls = []
-    real_annotate = facetracker.video.annotate_video
-    with mock.patch("facetracker.video.annotate_video", side_effect=lambda *a, **k: calls.append(1) or
+    real_annotate = facetracker.inference.video.annotate_video
+    with mock.patch("facetracker.inference.video.annotate_video", side_effect=lambda *a, **k: calls.append(1) or
                     real_annotate(*a, **k)):
         at.run()
         assert calls == [], "a rerun shows the boxed video it has"
@@ -627,7 +627,7 @@ def test_detect_on_an_uploaded_photo_video_and_a_fake(faces, monkeypatch):
 @pytest.fixture
 def tiny_run(faces, root) -> Path:
     """A finished run holding an untrained (random) model: enough to check what the page shows."""
-    from facetracker.model import build_model, inference_copy
+    from facetracker.nn.model import build_model, inference_copy
 
     run_dir = write_run(root / "runs", "tiny", faces, state="finished", steps=2, epochs_done=1)
     model = build_model("mobilenet-0.25", "none", head="spatial")
@@ -659,9 +659,9 @@ def test_evaluate_shows_metrics_histogram_and_worst_and_best(tiny_run):
 
 def test_evaluate_and_detect_take_a_model_that_finds_every_face(faces, root):
     """A dense model (untrained) is evaluated per photo and per face; its threshold starts at its kind's."""
-    from facetracker.config import config_for
-    from facetracker.dense import DEFAULT_THRESHOLD
-    from facetracker.model import build_model
+    from facetracker.config.training import config_for
+    from facetracker.inference.dense import DEFAULT_THRESHOLD
+    from facetracker.nn.model import build_model
 
     run_dir = write_run(root / "runs", "dense", faces, state="finished", steps=2, epochs_done=1)
     config = config_for(str(faces), "multi", backbone="mobilenet-0.25", weights="none", epochs=3, image_size=128,
@@ -717,7 +717,7 @@ def test_a_failed_run_is_not_offered_first_and_a_model_brings_its_dataset(tiny_r
 
 
 def test_an_unexpected_error_is_one_readable_line(faces):
-    with mock.patch("facetracker.workspace.list_run_summaries", side_effect=RuntimeError("the disk vanished")):
+    with mock.patch("facetracker.runs.workspace.list_run_summaries", side_effect=RuntimeError("the disk vanished")):
         at = AppTest.from_file(ENTRY, default_timeout=90)
         at.switch_page("app_pages/train.py")
         at.run()

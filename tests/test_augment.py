@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from facetracker import data
-from facetracker.augment import AugmentConfig, augment, build_transform
-from facetracker.jsonconfig import ConfigError
+from facetracker.config.jsonconfig import ConfigError
+from facetracker.data import datasets as data
+from facetracker.data.augment import AugmentConfig, augment, build_transform
 from tests.synthetic import face_image
 
 

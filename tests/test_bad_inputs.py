@@ -18,9 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from facetracker import data as data_lib
-from facetracker import runs
-from tests.badcorpus import Corpus, huge_png_header, make_bad_corpus, make_unusable_corpus
+from facetracker.data import datasets as data_lib
+from facetracker.runs import run_folder as runs
+from tests.badcorpus import (
+    Corpus,
+    huge_png_header,
+    make_bad_corpus,
+    make_unusable_corpus,
+)
 from tests.conftest import REPO
 
 TRAIN_FAST = ["--backbone", "mobilenetv2-0.35", "--weights", "none", "--epochs", "1", "--batch-size", "8"]
@@ -44,7 +49,7 @@ def trained(corpus, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess
                *TRAIN_FAST]
     trainer = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import facetracker.cli  # noqa: F401  (TensorFlow loads here while the trainer works: the tests below need it)
-    import facetracker.detect  # noqa: F401
+    import facetracker.inference.detect  # noqa: F401
 
     try:
         out, err = trainer.communicate(timeout=600)
@@ -167,7 +172,7 @@ def test_images_over_our_limit_but_under_pils_are_refused_by_size_without_a_warn
 
 def test_importing_the_data_module_leaves_pils_decompression_bomb_guard_on():
     """The guard protects every other image the server opens; our own limit is checked per call."""
-    probe = ("from PIL import Image; default = Image.MAX_IMAGE_PIXELS; import facetracker.data; "
+    probe = ("from PIL import Image; default = Image.MAX_IMAGE_PIXELS; import facetracker.data.datasets; "
              "print(default, Image.MAX_IMAGE_PIXELS)")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -253,8 +258,9 @@ def test_predict_skips_each_unreadable_image_with_one_line_and_labels_the_rest(t
 
 
 def test_train_refuses_a_folder_with_no_usable_image_before_it_starts(helen, tmp_path, capfd):
-    from facetracker.cli import main
     import signal
+
+    from facetracker.cli import main
 
     folder = make_unusable_corpus(tmp_path / "nothing-usable", helen)
     run_dir = tmp_path / "run"
@@ -336,7 +342,7 @@ def test_the_augment_page_opens_on_the_bad_corpus_and_lists_each_skipped_file(co
 
 
 def test_the_training_cache_takes_every_usable_sample_and_its_manifest_is_json(corpus, tmp_path):
-    from facetracker import train
+    from facetracker.nn import train
 
     dataset = data_lib.load_dataset(corpus.root, check_pixels=False)
     samples = data_lib.assign_splits(dataset.samples)

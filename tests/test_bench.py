@@ -12,13 +12,20 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import data
+from facetracker.data import datasets as data
 from tests.conftest import REPO
 
 
 @pytest.mark.slow
 def test_quick_bench_prints_and_writes_every_figure(data_root, tmp_path):
-    from facetracker.bench import BACKBONES, DENSE_PRESET, HAAR, RUNTIMES, SQUARE_RUNTIME, YUNET
+    from facetracker.nn.bench import (
+        BACKBONES,
+        DENSE_PRESET,
+        HAAR,
+        RUNTIMES,
+        SQUARE_RUNTIME,
+        YUNET,
+    )
 
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "facetracker", "bench", "--quick", "--json", str(out)],
@@ -62,8 +69,16 @@ def test_bench_without_data_says_what_it_needs(tmp_path):
 
 
 def test_the_report_prints_every_figure_and_its_targets():
-    from facetracker.bench import HAAR, YUNET, FrameTiming, Report, bench_settings, format_report, report_json
-    from facetracker.config import PRESETS
+    from facetracker.config.training import PRESETS
+    from facetracker.nn.bench import (
+        HAAR,
+        YUNET,
+        FrameTiming,
+        Report,
+        bench_settings,
+        format_report,
+        report_json,
+    )
 
     fast = PRESETS["fast"]["backbone"]
     machine = {"cpu": "Test CPU", "cores": 2, "usable_cores": 2, "system": "Linux", "load_average_1min": 0.5,
@@ -91,7 +106,7 @@ def test_fast_box_handling_gives_what_albumentations_bbox_processor_gives(helen)
     """`augment` moves the box itself (6x faster); Albumentations' own bbox processing is the reference."""
     import albumentations as A
 
-    from facetracker.augment import AugmentConfig, augment, build_transform
+    from facetracker.data.augment import AugmentConfig, augment, build_transform
 
     samples = [s for s in data.load_dataset(helen, check_pixels=False).samples if s.box][:12]
     images = [data.model_input(data.sample_pixels(s, 448), 224) for s in samples]
@@ -118,9 +133,9 @@ def test_fast_box_handling_gives_what_albumentations_bbox_processor_gives(helen)
 
 
 def test_training_dataset_batches_match_their_labels(helen):
-    from facetracker.augment import AugmentConfig
-    from facetracker.config import TrainConfig
-    from facetracker.train import build_cache, training_dataset
+    from facetracker.config.training import TrainConfig
+    from facetracker.data.augment import AugmentConfig
+    from facetracker.nn.train import build_cache, training_dataset
 
     samples = data.load_dataset(helen, check_pixels=False).samples
     chosen = [s for s in samples if s.box][:10] + [s for s in samples if not s.box][:4]
@@ -143,7 +158,7 @@ def test_training_dataset_batches_match_their_labels(helen):
 def test_model_input_of_a_camera_frame_stays_close_to_an_area_average(helen):
     """The two-step resize of big frames (bilinear to 2x, then 2x2 average) is what INTER_AREA gives."""
     samples = [s for s in data.load_dataset(helen, check_pixels=False).samples if s.box][:8]
-    from facetracker.bench import letterbox
+    from facetracker.nn.bench import letterbox
 
     for sample in samples:
         frame = letterbox(data.sample_pixels(sample))
@@ -157,8 +172,8 @@ def test_model_input_of_a_camera_frame_stays_close_to_an_area_average(helen):
 def test_the_live_networks_milder_shrink_stays_close_to_an_area_average(helen):
     """A 640x480 frame shrunk to the live network's 384x288 goes bilinear (a fifth of INTER_AREA's cost
     at that ratio) and gives nearly INTER_AREA's pixels on real photos."""
-    from facetracker import dense
-    from facetracker.bench import letterbox
+    from facetracker.nn.bench import letterbox
+    from facetracker.inference import dense
 
     live_input = dense.input_for_frame(320, *dense.LIVE_FRAME)
     scale = dense.letterbox(np.zeros((*dense.LIVE_FRAME[::-1], 3), np.uint8), live_input)[1].scale
@@ -175,7 +190,7 @@ def test_the_live_networks_milder_shrink_stays_close_to_an_area_average(helen):
 def test_fused_batch_norm_computes_what_keras_batch_norm_computes():
     import keras
 
-    from facetracker.model import FusedBatchNormalization, with_fused_batch_norm
+    from facetracker.nn.model import FusedBatchNormalization, with_fused_batch_norm
 
     rng = np.random.default_rng(0)
     inputs = keras.Input((10, 10, 6))

@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import capture, data
+from facetracker.data import datasets as data
+from facetracker.labelling import capture
 from tests.conftest import REPO
 from tests.synthetic import face_image, labelme
 

@@ -7,9 +7,9 @@ import math
 
 import pytest
 
-from facetracker import runs
-from facetracker.config import TrainConfig, config_for
-from facetracker.jsonconfig import ConfigError
+from facetracker.config.jsonconfig import ConfigError
+from facetracker.config.training import TrainConfig, config_for
+from facetracker.runs import run_folder as runs
 
 
 def fast_values(**changes) -> dict:
@@ -47,7 +47,7 @@ def test_the_presets_and_the_defaults_pass_the_checks():
 
 
 def test_quick_keeps_the_backbone_frozen_however_long_it_trains_and_guards_its_validation():
-    from facetracker.config import suggested_preset
+    from facetracker.config.training import suggested_preset
 
     quick = config_for("d", "quick")
     assert quick.weights == "imagenet" and quick.backbone.startswith("mobilenetv2")
@@ -75,7 +75,7 @@ def test_the_random_weights_fallback_has_one_name_and_an_old_config_still_loads(
 
 
 def test_a_config_from_the_page_round_trips_through_config_json(tmp_path):
-    from facetracker.augment import AugmentConfig
+    from facetracker.data.augment import AugmentConfig
 
     config = config_for(tmp_path, "fast", weights="none", epochs=4, augment=AugmentConfig(hflip_p=0.25))
     (tmp_path / "config.json").write_text(config.to_json())

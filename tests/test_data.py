@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facetracker import data
+from facetracker.data import datasets as data
 from tests.synthetic import face_image, labelme, make_labelme_dataset
 
 
@@ -410,10 +410,11 @@ def test_evaluate_under_the_root_skips_links_out_of_it(linked_out, monkeypatch):
     """The Evaluate page passes the data root: a linked-out photo is neither read nor scored."""
     from types import SimpleNamespace
 
-    from facetracker import detect, evaluate
+    from facetracker.evaluation import evaluate
+    from facetracker.inference import models
 
     runtime = SimpleNamespace(input_wh=(32, 32), dense=False, predict=lambda batch: np.tile([0.9, 0.2, 0.25, 0.6, 0.6], (len(batch), 1)))
-    monkeypatch.setattr(detect, "load_runtime", lambda model: runtime)
+    monkeypatch.setattr(models, "open_runtime", lambda model, use: runtime)
     root, folder = linked_out
     result = evaluate.evaluate("model.keras", folder, root=root)
     assert {Path(s.path).name for s in result.skipped} == {"linked-image.jpg", "linked-label.jpg"}
@@ -466,8 +467,8 @@ def test_a_dataset_folder_whose_path_is_not_utf8_is_refused_with_a_printable_mes
 def test_a_run_the_app_starts_reads_its_dataset_under_the_data_root(linked_out, tmp_path):
     """The app's training runs are the command-line process with `data_root` in their config.json:
     what they read stays under the root, as on the app's pages."""
-    from facetracker.config import TrainConfig
-    from facetracker.train import _split_samples
+    from facetracker.config.training import TrainConfig
+    from facetracker.nn.train import _split_samples
 
     root, folder = linked_out
     run_dir = tmp_path / "run"

@@ -3,10 +3,25 @@
 import numpy as np
 import pytest
 
-from facetracker import data
-from facetracker.augment import AugmentConfig, augment_faces, build_transform, make_scene
-from facetracker.dense import (STRIDE, cell_targets, closer_tiles, decode, grid_centres, input_for_frame, letterbox,
-                               merge_faces, nms, tile_inputs)
+from facetracker.data import datasets as data
+from facetracker.data.augment import (
+    AugmentConfig,
+    augment_faces,
+    build_transform,
+    make_scene,
+)
+from facetracker.inference.dense import (
+    STRIDE,
+    cell_targets,
+    closer_tiles,
+    decode,
+    grid_centres,
+    input_for_frame,
+    letterbox,
+    merge_faces,
+    nms,
+    tile_inputs,
+)
 
 
 def test_letterbox_keeps_the_aspect_and_maps_boxes_both_ways():
@@ -166,7 +181,7 @@ class BrightSquareFinder:
 
 
 def test_looking_closer_finds_a_face_too_small_for_the_whole_frame_pass_where_it_is():
-    from facetracker.detect import Detector
+    from facetracker.inference.detect import Detector
 
     frame = np.zeros((960, 1280, 3), np.uint8)
     frame[500:530, 900:930] = 255  # 7 px of the whole-frame input, 15 px of a tile

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from facetracker.evaluate import average_precision, iou, score
+from facetracker.boxes import average_precision, iou
+from facetracker.evaluation.evaluate import score
 
 
 def test_iou_of_known_boxes():

@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from facetracker import runs
-from facetracker.data import load_dataset, model_input, sample_pixels
+from facetracker.data.datasets import load_dataset, model_input, sample_pixels
+from facetracker.runs import run_folder as runs
 from tests.conftest import REPO, SHARED_WEIGHTS, require
 
 pytestmark = pytest.mark.slow
@@ -63,7 +63,7 @@ def photos(helen_samples):
 
 @pytest.fixture(scope="module")
 def keras_out(trained_run, photos):
-    from facetracker.detect import KerasRuntime
+    from facetracker.nn.keras_runtime import KerasRuntime
 
     out = KerasRuntime(trained_run / runs.MODEL).predict(photos)
     # The comparison only means something if the outputs differ from photo to photo. The boxes do
@@ -77,7 +77,7 @@ def keras_out(trained_run, photos):
 @pytest.fixture(scope="module")
 def exported(trained_run):
     """Each format exported once, beside the model as `python -m facetracker export` writes it."""
-    from facetracker.export import export
+    from facetracker.nn.export import export
 
     done = {}
 
@@ -91,7 +91,7 @@ def exported(trained_run):
 
 @pytest.mark.parametrize("fmt", ["tflite", "onnx"])
 def test_exported_models_match_the_keras_model_on_real_faces(exported, photos, keras_out, fmt):
-    from facetracker.detect import load_runtime
+    from facetracker.inference.runtimes import load_runtime
 
     predicted = load_runtime(exported(fmt)).predict(photos)
     difference = np.abs(predicted - keras_out).max()
@@ -104,7 +104,7 @@ def test_the_savedmodel_export_matches_keras_but_is_refused_as_input(exported, p
     FaceTracker refuses it. The test loads the one it has just exported itself."""
     import tensorflow as tf
 
-    from facetracker.detect import load_runtime
+    from facetracker.inference.runtimes import load_runtime
 
     folder = exported("savedmodel")
     with pytest.raises(ValueError, match="SavedModel is refused"):
@@ -116,7 +116,7 @@ def test_the_savedmodel_export_matches_keras_but_is_refused_as_input(exported, p
 
 def test_int8_model_stays_close_to_the_keras_model_on_real_faces(exported, photos, keras_out):
     """int8 weights are lossy by design: small shifts, the same decisions where the model is sure."""
-    from facetracker.detect import load_runtime
+    from facetracker.inference.runtimes import load_runtime
 
     predicted = load_runtime(exported("tflite-int8")).predict(photos)
     difference = np.abs(predicted - keras_out)
@@ -129,7 +129,7 @@ def test_int8_model_stays_close_to_the_keras_model_on_real_faces(exported, photo
 
 def test_tflite_export_has_frozen_weights_for_xnnpack(exported):
     """Weights left as resource variables kept XNNPACK from packing them: 6x slower."""
-    from facetracker.detect import TFLiteRuntime
+    from facetracker.inference.runtimes import TFLiteRuntime
 
     runtime = TFLiteRuntime(exported("tflite"))
     ops = {op["op_name"] for op in runtime.interpreter._get_ops_details()}
@@ -138,7 +138,7 @@ def test_tflite_export_has_frozen_weights_for_xnnpack(exported):
 
 
 def test_tflite_runtime_threads_and_batches(exported, photos):
-    from facetracker.detect import MAX_THREADS, TFLiteRuntime, usable_cores
+    from facetracker.inference.runtimes import MAX_THREADS, TFLiteRuntime, usable_cores
 
     path = exported("tflite-int8")
     picked = TFLiteRuntime(path)
@@ -168,10 +168,10 @@ class SleepingRuntime:
 def test_a_runtime_takes_both_cores_only_for_calls_worth_splitting(monkeypatch, one_thread_ms, fixed_ms, expected):
     """A dense model's 10 ms call takes both cores; a 1 ms call, or one that splitting does not
     speed up, keeps one thread and leaves the other core to the video."""
-    from facetracker import detect
+    from facetracker.inference import runtimes
 
-    monkeypatch.setattr(detect, "usable_cores", lambda: 2)
-    runtime, threads = detect.pick_threads(lambda n: SleepingRuntime(one_thread_ms, n, fixed_ms), (32, 32))
+    monkeypatch.setattr(runtimes, "usable_cores", lambda: 2)
+    runtime, threads = runtimes.pick_threads(lambda n: SleepingRuntime(one_thread_ms, n, fixed_ms), (32, 32))
     assert threads == expected and runtime.ms == pytest.approx(one_thread_ms / expected + fixed_ms)
 
 
@@ -180,8 +180,9 @@ def test_viewers_share_one_tflite_runtime_from_several_threads(exported, helen_s
     runtime alone serialises the calls (the frame path holds no other model lock)."""
     import threading
 
-    from facetracker.bench import letterbox
-    from facetracker.detect import Detector, TFLiteRuntime
+    from facetracker.nn.bench import letterbox
+    from facetracker.inference.detect import Detector
+    from facetracker.inference.runtimes import TFLiteRuntime
 
     frames = [letterbox(sample_pixels(s)) for s in helen_samples[:6]]
     runtime = TFLiteRuntime(exported("tflite"), num_threads=1)
@@ -211,8 +212,10 @@ def test_viewers_share_one_tflite_runtime_from_several_threads(exported, helen_s
 
 def test_detectors_agree_on_a_camera_frame(trained_run, exported, helen_samples):
     """The whole Detect-page path on a 640x480 frame: same box in pixels from Keras and TFLite."""
-    from facetracker.bench import letterbox
-    from facetracker.detect import Detector, KerasRuntime, draw_detection
+    from facetracker.nn.bench import letterbox
+    from facetracker.inference.detect import Detector
+    from facetracker.nn.keras_runtime import KerasRuntime
+    from facetracker.inference.draw import draw_detection
 
     frame = letterbox(sample_pixels([s for s in helen_samples if s.box][-1]))
     assert frame.shape == (480, 640, 3)
@@ -226,7 +229,7 @@ def test_detectors_agree_on_a_camera_frame(trained_run, exported, helen_samples)
 
 
 def test_onnx_export_without_tf2onnx_says_what_to_install(trained_run, tmp_path, monkeypatch):
-    from facetracker.export import export
+    from facetracker.nn.export import export
 
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if it were not installed
     with pytest.raises(RuntimeError, match="pip install tf2onnx"):

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker.face_metrics import PhotoResult, match, score_photos
-from facetracker.yunet import YuNetDetector
+from facetracker.evaluation.face_metrics import PhotoResult, match, score_photos
+from facetracker.inference.yunet import YuNetDetector
 from tests.conftest import require
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetracker import runs
+from facetracker.runs import run_folder as runs
 from tests.badcorpus import helen_pairs
 from tests.conftest import REPO
 
@@ -105,7 +105,7 @@ def steps_per_epoch(run_dir: Path) -> int:
 
 
 def load(path: Path):
-    from facetracker.model import load_model
+    from facetracker.nn.model import load_model
 
     return load_model(path)
 
@@ -162,7 +162,7 @@ def killed(tiny_data, tmp_path_factory) -> Killed:
     run_dir = tmp_path_factory.mktemp("killed") / "run"
     args = ["train", "--data", str(tiny_data), "--run-dir", str(run_dir), *FAULT_TRAIN, "--epochs", str(EPOCHS)]
     trainer = start("first", logs, args)
-    import facetracker.model  # noqa: F401  (TensorFlow loads here while the trainer starts: the tests load models)
+    import facetracker.nn.model  # noqa: F401  (TensorFlow loads here while the trainer starts: the tests load models)
     wait_until(lambda: runs.lock_owner(run_dir) == trainer.pid, trainer, "the run lock")
     second = start("second", logs, args)
     second_code = finish(second)

@@ -135,8 +135,8 @@ def camera_video(folder: Path, webcam: Path) -> CameraVideo:
     No-face stretch: the unlabelled frames that are neither black nor show YuNet a face, as they are
     and mirrored, over and over for NO_FACE_STRETCH_S.
     """
-    from facetracker.detect import YUNET, reference_detector
-    from facetracker.recording import frame_problem
+    from facetracker.inference.detect import YUNET, reference_detector
+    from facetracker.labelling.recording import frame_problem
 
     # YuNet as the recorder runs it, and as the reference below; with room on either side of the
     # recorder's 0.6, since the browser's video encoding moves the scores a little.
@@ -268,7 +268,7 @@ def record_at_the_right_moment(page, video: CameraVideo, record) -> tuple[float,
 def check_saved_photos(dataset: Path, video: CameraVideo) -> dict:
     """Every photo readable, at the camera's size, not black; labels on the face photos only, each
     with a box; each face photo showing a face frame of the video, each no-face photo a no-face frame."""
-    from facetracker.recording import frame_problem
+    from facetracker.labelling.recording import frame_problem
 
     images = sorted((dataset / "images").glob("rec-*.jpg"))
     labels = sorted((dataset / "labels").glob("rec-*.json"))
@@ -310,7 +310,8 @@ def iou(a, b) -> float:
 def measure_model(run_dir: Path, video: CameraVideo) -> tuple[float, float]:
     """(share of face frames boxed as YuNet boxes them, IoU >= 0.5; share of no-face frames with no face
     found), the run's model in the Detector the Detect page uses, on every distinct frame of the video."""
-    from facetracker.detect import YUNET, Detector, load_runtime, reference_detector
+    from facetracker.inference.detect import YUNET, Detector, reference_detector
+    from facetracker.inference.runtimes import load_runtime
 
     detector = Detector(load_runtime(run_dir))
     reference = reference_detector(YUNET, max_side=None)

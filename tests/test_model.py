@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from facetracker import model as model_lib
+from facetracker.nn import model as model_lib
 
 
 def test_vgg16_model_is_the_design_architecture():

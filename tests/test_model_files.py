@@ -32,9 +32,11 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
     (folder / "legacy.keras").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     with zipfile.ZipFile(folder / "notes.keras", "w") as archive:
         archive.writestr("notes.txt", "a zip, but not a Keras archive")
-    (folder / "empty.tflite").write_bytes(b"")
-    (folder / "garbage.tflite").write_bytes(b"not a flatbuffer at all" * 4)
-    return {path.name: path for path in folder.iterdir()}
+    # Apart: a `.tflite` beside a `.keras` of the same name is taken for its export (see models.exported_file).
+    exported = tmp_path_factory.mktemp("tflite")
+    (exported / "empty.tflite").write_bytes(b"")
+    (exported / "garbage.tflite").write_bytes(b"not a flatbuffer at all" * 4)
+    return {path.name: path for path in [*folder.iterdir(), *exported.iterdir()]}
 
 
 EXPECTED = {
@@ -59,7 +61,7 @@ def one_image(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("name", list(EXPECTED))
 def test_a_file_that_is_not_a_facetracker_model_is_refused_saying_what_it_is(model_files, name):
-    from facetracker.detect import load_runtime
+    from facetracker.inference.runtimes import load_runtime
 
     with pytest.raises(ValueError) as refused:
         load_runtime(model_files[name])
@@ -155,7 +157,7 @@ def test_messages_name_files_relative_to_the_data_root_and_never_temp_folders(mo
 
 
 def test_the_evaluate_page_refuses_a_foreign_model_without_server_paths(model_files, root, faces):
-    from facetracker import runs
+    from facetracker.runs import run_folder as runs
     from tests.test_app_pages import assert_no_exception, open_page, texts, write_run
 
     run_dir = write_run(root / "runs", "foreign", faces, state="finished", epochs_done=1)

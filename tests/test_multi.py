@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import runs
-from facetracker.config import PRESETS
-from facetracker.data import load_dataset, sample_pixels
-from facetracker.dense import input_for_frame
-from facetracker.face_metrics import PhotoResult, match
+from facetracker.config.training import PRESETS
+from facetracker.data.datasets import load_dataset, sample_pixels
+from facetracker.evaluation.face_metrics import PhotoResult, match
+from facetracker.inference.dense import input_for_frame
+from facetracker.runs import run_folder as runs
 from tests.test_train import cli
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,8 @@ def multi_run(short_multi_run):
 
 
 def test_a_short_multi_run_finds_several_faces_in_real_group_photos(multi_run, data_root):
-    from facetracker.detect import Detector, load_runtime
+    from facetracker.inference.detect import Detector
+    from facetracker.inference.runtimes import load_runtime
 
     run_dir, result = multi_run
     status = runs.read_status(run_dir)
@@ -61,7 +62,8 @@ def test_a_short_multi_run_finds_several_faces_in_real_group_photos(multi_run, d
 
 
 def test_a_multi_model_exports_to_tflite_with_its_decoding_and_predicts_every_face(multi_run, data_root, tmp_path):
-    from facetracker.detect import Detector, load_runtime
+    from facetracker.inference.detect import Detector
+    from facetracker.inference.runtimes import load_runtime
 
     run_dir, _ = multi_run
     group = next(s for s in load_dataset(data_root / "faces-afw-groups", check_pixels=False).samples

@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from facetracker import runs
-from facetracker.data import model_input, read_image
+from facetracker.data.datasets import model_input, read_image
+from facetracker.runs import run_folder as runs
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -134,7 +134,7 @@ def test_only_the_chief_writes_the_run_folder(two_worker_run):
 
 def test_the_saved_model_loads_and_predicts(two_worker_run, small_dataset):
     run_dir, _, _ = two_worker_run
-    from facetracker.model import load_model
+    from facetracker.nn.model import load_model
 
     model = load_model(run_dir / runs.MODEL)
     photo = sorted((small_dataset / "val" / "images").iterdir())[0]
@@ -180,7 +180,7 @@ def test_a_stopped_run_resumes_on_every_worker(stopped_run):
 
 def test_workers_share_out_each_pass_over_the_images():
     """Seeded alike, each worker draws only its own images of a pass, and together they draw every image once."""
-    from facetracker.train import TrainConfig, image_order
+    from facetracker.nn.train import TrainConfig, image_order
 
     count, copies = 12, 2
     config = TrainConfig(copies=copies, seed=3)
@@ -192,8 +192,8 @@ def test_workers_share_out_each_pass_over_the_images():
 
 
 def test_the_chief_is_the_chief_task_or_else_worker_0(monkeypatch):
-    from facetracker.jsonconfig import ConfigError
-    from facetracker.train import _is_chief
+    from facetracker.config.jsonconfig import ConfigError
+    from facetracker.nn.train import _is_chief
 
     def cluster(task_type: str, index: int, chief: bool = False) -> str:
         tasks = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}

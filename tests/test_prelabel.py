@@ -3,10 +3,10 @@
 import cv2
 import numpy as np
 
-from facetracker import data as data_lib
-from facetracker.detect import YUNET, reference_detector
-from facetracker.prelabel import learn_convention, prelabel_boxes
-from facetracker.tracking import iou_matrix
+from facetracker.boxes import iou_matrix
+from facetracker.data import datasets as data_lib
+from facetracker.inference.detect import YUNET, reference_detector
+from facetracker.labelling.prelabel import learn_convention, prelabel_boxes
 
 
 def test_yunet_prelabels_follow_the_webcam_datasets_boxes(webcam):

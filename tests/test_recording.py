@@ -9,10 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import data
-from facetracker.detect import YUNET, reference_detector
-from facetracker.prelabel import prelabel_boxes
-from facetracker.recording import CannotRecord, Phase, Recorder, RecordingPlan, frame_problem
+from facetracker.data import datasets as data
+from facetracker.inference.detect import YUNET, reference_detector
+from facetracker.labelling.prelabel import prelabel_boxes
+from facetracker.labelling.recording import (
+    CannotRecord,
+    Phase,
+    Recorder,
+    RecordingPlan,
+    frame_problem,
+)
 
 
 class Clock:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from facetracker import runs
-from facetracker.config import config_for
+from facetracker.config.training import config_for
+from facetracker.runs import run_folder as runs
 from tests.badcorpus import helen_pairs
 
 TINY = dict(backbone="mobilenet-0.25", weights="none", batch_size=4, copies=1, epochs=1, cache_size=120)
@@ -111,7 +111,7 @@ def test_a_resume_with_more_epochs_records_the_new_target_before_training(tmp_pa
     code, out, err = run_cli(capfd, "train", "--run-dir", run, "--resume", "--epochs", "9")
     assert code == 2 and str(tmp_path / "missing") in err  # it got as far as reading the dataset
     assert json.loads((run / runs.CONFIG).read_text())["epochs"] == 9
-    from facetracker import workspace
+    from facetracker.runs import workspace
 
     assert workspace.run_summary(run).epochs == 9, "the app's Resume box starts from the recorded target"
 
@@ -128,8 +128,8 @@ def test_lost_checkpoint_bookkeeping_is_rebuilt_from_the_metrics(tmp_path, capfd
 
 
 def test_rebuilt_bookkeeping_skips_an_epoch_cut_short_and_says_when_nothing_finished(tmp_path):
-    from facetracker.jsonconfig import ConfigError
-    from facetracker.train import recovered_state
+    from facetracker.config.jsonconfig import ConfigError
+    from facetracker.nn.train import recovered_state
 
     run = past_run(tmp_path / "run", tmp_path / "missing", epochs_done=2)
     # A STOP in the middle of epoch 3 logs its first step and an epoch record, not its last step.
@@ -143,7 +143,7 @@ def test_rebuilt_bookkeeping_skips_an_epoch_cut_short_and_says_when_nothing_fini
 
 
 def test_rebuilt_bookkeeping_looks_for_the_best_epoch_where_the_run_did(tmp_path):
-    from facetracker.train import recovered_state
+    from facetracker.nn.train import recovered_state
 
     run = past_run(tmp_path / "run", tmp_path / "missing", epochs_done=3)  # validation 0.2, 0.5, 0.4
     assert recovered_state(run)["best_epoch"] == 2
@@ -200,7 +200,7 @@ def tiny_model():
 
 
 def test_the_run_folder_callback_records_validates_checkpoints_and_stops(tmp_path):
-    from facetracker.train import RunFolderCallback, fresh_state
+    from facetracker.nn.train import RunFolderCallback, fresh_state
 
     saved: list[str] = []
     stop = Stop()
@@ -247,8 +247,8 @@ def test_a_run_resumed_in_its_frozen_phase_unfreezes_with_its_optimiser_state(ti
                                                                               restore_signals):
     """Checkpointed while the backbone was frozen, resumed past the frozen epochs: the optimiser keeps
     its state and trains the unfrozen backbone (it held only the heads' variables and failed)."""
-    from facetracker.model import load_model
-    from facetracker.train import train
+    from facetracker.nn.model import load_model
+    from facetracker.nn.train import train
 
     config = config_for(tiny_data, **{**TINY, "weights": "imagenet", "freeze_backbone_epochs": 1})
     train(config, tmp_path / "run", log=lambda line: None)
@@ -263,7 +263,7 @@ def test_a_run_resumed_in_its_frozen_phase_unfreezes_with_its_optimiser_state(ti
 def test_the_best_model_is_chosen_and_patience_counted_only_from_best_from_epoch(tmp_path):
     """An untrained first epoch that happens to score best on a few validation photos is not the
     model kept, and the run does not stop early because later epochs fail to beat it."""
-    from facetracker.train import RunFolderCallback, fresh_state
+    from facetracker.nn.train import RunFolderCallback, fresh_state
 
     scores = iter([0.9, 0.1, 0.3, 0.5, 0.4, 0.45, 0.2])
     saved: list[int] = []
@@ -289,7 +289,7 @@ def test_the_best_model_is_chosen_and_patience_counted_only_from_best_from_epoch
 
 
 def test_a_run_shorter_than_best_from_epoch_keeps_its_last_epoch(tmp_path):
-    from facetracker.train import RunFolderCallback, fresh_state
+    from facetracker.nn.train import RunFolderCallback, fresh_state
 
     scores = iter([0.9, 0.1])
     state = fresh_state()

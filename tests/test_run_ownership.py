@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from facetracker import launcher, runs
+from facetracker.runs import launcher
+from facetracker.runs import run_folder as runs
 
 RACE_PROCESSES = 4
 RACE_TRIALS = 40
@@ -110,7 +111,7 @@ def test_the_lock_holder_is_live_for_its_whole_life_and_free_once_it_dies(tmp_pa
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from facetracker import runs; runs.acquire_lock(sys.argv[1]); "
+                               "import sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
                                "print('locked', flush=True); time.sleep(120)", str(run_dir)],
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -190,7 +191,7 @@ def test_force_stop_signals_the_lock_holder_itself(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from facetracker import runs; runs.acquire_lock(sys.argv[1]); "
+                               "import sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
                                "print('locked', flush=True); time.sleep(120)", str(run_dir)],
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     try:

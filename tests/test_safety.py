@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facetracker import safety, workspace
-from facetracker.safety import UnsafeArchive, UnsafePath
-
+from facetracker.io import safety
+from facetracker.io.safety import UnsafeArchive, UnsafePath
+from facetracker.runs import workspace
 
 # ----------------------------------------------------------------------------------------------
 # Data root
@@ -406,8 +406,8 @@ def lambda_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_a_model_with_a_lambda_layer_is_refused_without_running_its_code(lambda_model):
-    from facetracker.detect import load_runtime
-    from facetracker.model import load_model
+    from facetracker.inference.runtimes import load_runtime
+    from facetracker.nn.model import load_model
 
     path, marker = lambda_model
     with pytest.raises(ValueError, match="Lambda.*arbitrary code execution"):
@@ -447,7 +447,7 @@ def test_the_package_never_unpickles(tmp_path):
 
 
 def _run_folder(tmp_path: Path, **changes) -> Path:
-    from facetracker.config import config_for
+    from facetracker.config.training import config_for
 
     run = tmp_path / "run"
     run.mkdir()
@@ -495,8 +495,8 @@ def test_resume_refuses_a_config_that_is_not_json(tmp_path, capfd, restore_signa
 
 
 def test_resume_refuses_tampered_checkpoint_bookkeeping(tmp_path, capfd, restore_signals):
-    from facetracker import runs
     from facetracker.cli import main
+    from facetracker.runs import run_folder as runs
 
     run = _run_folder(tmp_path)
     (run / "checkpoint").mkdir()

@@ -4,15 +4,20 @@ modules the command line's parser and the pages read do not load TensorFlow."""
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 
-FORBIDDEN_IN_PAGES = ("facetracker.model", "facetracker.train")
+NETWORK_WING = "facetracker.nn"
+"""The one wing that imports TensorFlow and Keras at module level."""
+TENSORFLOW = ("tensorflow", "keras")
+FORBIDDEN_IN_PAGES = (NETWORK_WING,)
 
 
 def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
@@ -23,7 +28,7 @@ def imported_modules(tree: ast.AST) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.append((node.lineno, node.module))
-            # `from facetracker import model` names the module in the alias
+            # `from facetracker import nn` names the module in the alias
             found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
     return found
 
@@ -36,14 +41,119 @@ def forbidden_imports(source: str) -> list[str]:
 
 
 def test_the_scan_sees_imports_inside_functions_and_from_the_package():
-    source = "def f():\n    from facetracker.model import load_model\nfrom facetracker import train\nimport os\n"
-    assert forbidden_imports(source) == ["line 2: facetracker.model", "line 3: facetracker.train"]
-    assert forbidden_imports("from facetracker import training_utils, workspace\n") == []
+    source = "def f():\n    from facetracker.nn.model import load_model\nfrom facetracker import nn\nimport os\n"
+    assert forbidden_imports(source) == ["line 2: facetracker.nn", "line 3: facetracker.nn"]
+    assert forbidden_imports("from facetracker.runs import workspace\nfrom facetracker import nnx\n") == []
 
 
 @pytest.mark.parametrize("page", sorted(p.name for p in (REPO / "app_pages").glob("*.py")))
-def test_pages_do_not_import_the_model_or_the_training_loop(page):
+def test_pages_do_not_import_the_network_wing(page):
     assert forbidden_imports((REPO / "app_pages" / page).read_text(encoding="utf-8")) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The package's import graph
+
+
+def package_modules() -> dict[str, Path]:
+    """Every module of the package by its dotted name."""
+    modules = {}
+    for path in sorted((REPO / "facetracker").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return modules
+
+
+def _owner(name: str, modules: dict[str, Path]) -> str | None:
+    """The package module an imported name lives in (`facetracker.boxes.iou` -> `facetracker.boxes`)."""
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+@dataclasses.dataclass
+class ImportGraph:
+    module_level: dict[str, set[str]]
+    """Package modules each module imports when it is imported."""
+    local_imports: dict[str, int]
+    """Import statements of the package's own modules inside functions, per module."""
+    tensorflow_at_import: set[str]
+    """Modules that import TensorFlow or Keras themselves at module level."""
+
+
+def import_graph() -> ImportGraph:
+    modules = package_modules()
+    graph = ImportGraph({name: set() for name in modules}, {}, set())
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            if isinstance(node, ast.ImportFrom):
+                targets = [node.module or ""] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                targets = [alias.name for alias in node.names]
+            if id(node) in top and any(t.split(".")[0] in TENSORFLOW for t in targets):
+                graph.tensorflow_at_import.add(name)
+            owners = {_owner(t, modules) for t in targets if t.startswith("facetracker")} - {None, name}
+            if id(node) in top:
+                graph.module_level[name] |= owners
+            elif owners:
+                graph.local_imports[name] = graph.local_imports.get(name, 0) + 1
+        # importing a.b.c runs a/__init__ and a/b/__init__ too
+        parents = name.split(".")
+        graph.module_level[name] |= {".".join(parents[:i]) for i in range(1, len(parents))} - {name}
+    return graph
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    found, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [])
+    return found
+
+
+def test_the_package_has_no_import_circle():
+    assert _cycles(import_graph().module_level) == []
+
+
+def test_only_the_network_wing_reaches_tensorflow_when_imported():
+    graph = import_graph()
+    assert graph.tensorflow_at_import and all(m.startswith(NETWORK_WING + ".") for m in graph.tensorflow_at_import), \
+        graph.tensorflow_at_import
+    reaching = set(graph.tensorflow_at_import)
+    changed = True
+    while changed:
+        new = {m for m, targets in graph.module_level.items() if targets & reaching} - reaching
+        reaching |= new
+        changed = bool(new)
+    outside = sorted(m for m in reaching if not (m == NETWORK_WING or m.startswith(NETWORK_WING + ".")))
+    assert outside == [], f"these modules load TensorFlow when imported: {outside}"
+
+
+def test_the_graph_sees_a_circle_and_a_parent_package():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    graph = import_graph()
+    assert "facetracker.inference" in graph.module_level["facetracker.inference.detect"]
+    assert "facetracker.boxes" in graph.module_level["facetracker.inference.tracking"]
+
+
+def test_box_geometry_is_a_leaf():
+    assert import_graph().module_level["facetracker.boxes"] <= {"facetracker"}
 
 
 @pytest.mark.parametrize("page", ["streamlit_app.py", *sorted(f"app_pages/{p.name}" for p in (REPO / "app_pages").glob("*.py")
@@ -59,8 +169,8 @@ def test_pages_write_nothing_by_streamlit_magic(page):
     assert written == [], f"{page}: lines {written} would be shown on the page"
 
 
-@pytest.mark.parametrize("module", ["facetracker.cli", "facetracker.config", "facetracker.catalog",
-                                    "facetracker.recording"])
+@pytest.mark.parametrize("module", ["facetracker.cli", "facetracker.config.training", "facetracker.config.catalog",
+                                    "facetracker.labelling.recording"])
 def test_light_modules_do_not_load_tensorflow(module):
     code = (f"import sys, {module}\n"
             + ("facetracker.cli.build_parser()\n" if module == "facetracker.cli" else "")
@@ -71,7 +181,8 @@ def test_light_modules_do_not_load_tensorflow(module):
 
 
 def test_the_catalog_names_what_the_model_builds():
-    from facetracker import catalog, model
+    from facetracker.config import catalog
+    from facetracker.nn import model
 
     assert tuple(model.BACKBONES) == catalog.BACKBONE_NAMES
     assert tuple(model.BOX_LOSSES) == catalog.BOX_LOSS_NAMES

@@ -6,8 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker.tracking import OneEuroFilter, Tracker, iou_matrix
-from facetracker.yunet import YuNetDetector
+from facetracker.boxes import iou_matrix
+from facetracker.inference.tracking import OneEuroFilter, Tracker
+from facetracker.inference.yunet import YuNetDetector
 from tests.conftest import require
 
 FPS = 30.0

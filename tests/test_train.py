@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker import runs
-from facetracker.data import load_dataset, read_image
+from facetracker.data.datasets import load_dataset, read_image
+from facetracker.runs import run_folder as runs
 from tests.conftest import REPO, SHARED_WEIGHTS, require
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_train_writes_a_loadable_model_metrics_and_status(fast_run):
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert len(steps) >= 2 and all({"loss", "class_loss", "box_loss"} <= set(r) for r in steps)
     assert len(epochs) == 1 and {"val_mean_iou", "val_iou50", "val_accuracy"} <= set(epochs[0])
-    from facetracker.model import load_model
+    from facetracker.nn.model import load_model
 
     model = load_model(run_dir / runs.MODEL)
     assert model.net.output_shape == (None, 5)
@@ -90,7 +90,9 @@ def test_export_to_tflite_and_detect_on_a_webcam_frame(fast_run, webcam):
     run_dir, _ = fast_run
     out = run_dir / "model.tflite"
     cli("export", "--model", run_dir, "--format", "tflite", "--out", out)
-    from facetracker.detect import Detector, KerasRuntime, draw_detection
+    from facetracker.inference.detect import Detector
+    from facetracker.nn.keras_runtime import KerasRuntime
+    from facetracker.inference.draw import draw_detection
 
     sample = next(s for s in load_dataset(webcam, check_pixels=False).split("test") if s.box)
     frame = np.ascontiguousarray(read_image(sample.image)[:, :, ::-1])
@@ -133,8 +135,8 @@ def test_offline_imagenet_is_refused_clearly_unless_random_weights_are_allowed(w
 def test_mirrored_strategy_with_random_fallback_trains(webcam, tmp_path, monkeypatch, restore_signals):
     """tf.distribute's MirroredStrategy on one CPU replica, and the allowed fallback to random weights."""
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "empty"))
-    from facetracker.config import config_for
-    from facetracker.train import train
+    from facetracker.config.training import config_for
+    from facetracker.nn.train import train
 
     config = config_for(webcam, backbone="mobilenet-0.25", weights="imagenet", allow_random_weights=True,
                         epochs=1, batch_size=16, strategy="mirrored", head="spatial")
@@ -155,8 +157,13 @@ def test_resume_continues_the_epoch_count(fast_run, cached_weights_env, tmp_path
 
 
 def test_presets_train_longer_from_random_weights_and_explicit_options_win():
-    from facetracker.jsonconfig import ConfigError
-    from facetracker.config import PRESETS, RANDOM_INIT, TrainConfig, config_for
+    from facetracker.config.jsonconfig import ConfigError
+    from facetracker.config.training import (
+        PRESETS,
+        RANDOM_INIT,
+        TrainConfig,
+        config_for,
+    )
 
     pretrained = config_for("d", "fast")
     random = config_for("d", "fast", weights="none")
@@ -190,9 +197,9 @@ def test_quick_learns_a_few_dozen_webcam_photos_and_says_how_it_compares(webcam,
     """30 real webcam photos: validation is topped up to 10 photos, an epoch still holds 256 images,
     the backbone stays frozen, the model kept comes from epoch 10 on, and the verdict sets it beside
     YuNet's pre-labels and says so plainly when it is clearly worse."""
-    from facetracker.config import config_for
-    from facetracker.train import train
-    from facetracker.verdict import PRELABEL_MARGIN
+    from facetracker.config.training import config_for
+    from facetracker.evaluation.verdict import PRELABEL_MARGIN
+    from facetracker.nn.train import train
 
     data = few_webcam_photos(webcam, tmp_path / "few")
     lines: list[str] = []

@@ -2,7 +2,11 @@
 
 import numpy as np
 
-from facetracker.verdict import MIN_VALIDATION_PHOTOS, comparison_line, run_verdict
+from facetracker.evaluation.verdict import (
+    MIN_VALIDATION_PHOTOS,
+    comparison_line,
+    run_verdict,
+)
 
 
 def photos(n, box=(0.3, 0.2, 0.7, 0.8), jitter=0.0, seed=0):
@@ -55,8 +59,8 @@ def test_a_model_clearly_worse_than_the_pre_labels_is_told_so_in_plain_words():
 
 def test_yunet_pre_labels_on_real_webcam_photos_fit_their_labels(webcam):
     """On real faces the pre-labeller is a strong reference: a model must come near it to be worth having."""
-    from facetracker.data import load_dataset
-    from facetracker.prelabel import yunet_prelabel_iou
+    from facetracker.data.datasets import load_dataset
+    from facetracker.labelling.prelabel import yunet_prelabel_iou
 
     dataset = load_dataset(webcam, check_pixels=False)
     val = dataset.split("val")

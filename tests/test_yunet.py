@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from facetracker.convention import fit_convention
-from facetracker.yunet import LICENSE_FILE, MODEL_FILE, YuNetDetector
+from facetracker.inference.yunet import LICENSE_FILE, MODEL_FILE, YuNetDetector
+from facetracker.labelling.convention import fit_convention
 from tests.conftest import require
 
 

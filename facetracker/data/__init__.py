@@ -1,0 +1,1 @@
+"""Dataset folders in every format the app reads, images read safely, and augmentation."""

@@ -1,0 +1,138 @@
+"""Video files: the frames of an upload, and the same video written back with the boxes drawn.
+
+PyAV decodes and encodes. Every problem with a file (not a video, no video stream, frames too large,
+undecodable) is a ValueError whose message names the file, so the page can show it as it is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from facetracker.data.datasets import MAX_IMAGE_PIXELS
+from facetracker.inference.detect import FaceBox
+from facetracker.inference.draw import draw_faces
+from facetracker.inference.tracking import Tracker
+
+
+def check_frame_size(stream, name: str) -> None:
+    """Refuse a video whose frames are larger than the images this app reads, from the stream's
+    header, before a frame is decoded: one 12000x12000 frame alone is 430 MB of BGR pixels."""
+    width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(f"{name}: its frames are {width}x{height} px, larger than the "
+                         f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels this app reads; scale the video down first")
+
+
+@contextlib.contextmanager
+def _video_stream(path: str | Path, name: str | None = None):
+    """The file, open, and its first video stream; ValueError naming the file and the problem
+    otherwise. `name` is how the file is named in messages (an upload's own name), else its path."""
+    import av
+
+    name = name or str(path)
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{name}: cannot open the video ({error.strerror or error})") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{name}: the file has no video stream")
+        stream = container.streams.video[0]
+        check_frame_size(stream, name)
+        yield container, stream
+
+
+def video_rate_and_length(path: str | Path, name: str | None = None) -> tuple[Fraction, int]:
+    """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
+    unknown). Raises ValueError when the file cannot be opened as a video."""
+    with _video_stream(path, name) as (_, stream):
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        return Fraction(rate).limit_denominator(1001), int(stream.frames or 0)
+
+
+def video_frames(path: str | Path, max_frames: int, max_side: int = 960,
+                 name: str | None = None) -> Iterator[tuple[np.ndarray, float]]:
+    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
+    import av
+
+    with _video_stream(path, name) as (container, stream):
+        stream.thread_type = "AUTO"
+        count = 0
+        try:
+            for frame in container.decode(stream):
+                if frame.width * frame.height > MAX_IMAGE_PIXELS:  # a stream that grows after its header
+                    raise ValueError(f"{name or path}: a frame is {frame.width}x{frame.height} px, larger than the "
+                                     f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels this app reads")
+                image = frame.to_ndarray(format="bgr24")
+                if max(image.shape[:2]) > max_side:
+                    scale = max_side / max(image.shape[:2])
+                    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                                       interpolation=cv2.INTER_AREA)
+                yield image, float(frame.time or 0.0)
+                count += 1
+                if count >= max_frames:
+                    break
+        except av.error.FFmpegError as error:
+            if count == 0:
+                raise ValueError(f"{name or path}: cannot decode the video ({error.strerror or error})") from None
+
+
+def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames: int = 1800,
+                   progress: Callable[[int, int], None] | None = None, name: str | None = None,
+                   smooth: bool = True) -> dict:
+    """Detect on each frame of a video, track the faces (each keeps its number; `smooth` steadies the
+    boxes), and write the boxed frames, at the input's frame rate, to an H.264 MP4 file.
+    `progress(done, total)` follows it; `name` names the file in messages.
+
+    Returns counts (frames, frames with a face, faces seen) and per-frame probabilities; raises
+    ValueError with the reason for a bad file.
+    """
+    import av
+
+    tracker = Tracker(smooth=smooth)  # as on the webcam: a face is drawn from its second frame on
+    rate, length = video_rate_and_length(path, name)
+    total = min(length, max_frames) if length else max_frames
+    out_path = Path(out_path)
+    probabilities, model_ms = [], []
+    found = 0
+    output = None
+    stream = None
+    try:
+        for index, (image, seconds) in enumerate(video_frames(path, max_frames, name=name)):
+            if output is None:
+                output = av.open(str(out_path), mode="w")
+                stream = output.add_stream("libx264", rate=rate)
+                stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"preset": "veryfast"}
+            detection = detector.detect(image)
+            probabilities.append(detection.probability)
+            found += detection.found
+            model_ms.append(detection.model_ms)
+            # Frame times, not arrival times: a file decodes faster than it plays. Some containers
+            # give no times; the frame count at the nominal rate stands in.
+            tracks = tracker.update([f.box for f in detection.faces], [f.score for f in detection.faces],
+                                    seconds if seconds else index / float(rate or 25))
+            draw_faces(image, [FaceBox(t.box, t.score, t.id) for t in tracks])
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]),
+                                               format="bgr24")
+            for packet in stream.encode(frame):
+                output.mux(packet)
+            if progress:
+                progress(len(probabilities), max(total, len(probabilities)))
+        if output is None:
+            raise ValueError(f"{name or path}: the video holds no frame")
+        for packet in stream.encode():
+            output.mux(packet)
+    finally:
+        if output is not None:
+            output.close()
+    return {"frames": len(probabilities), "with_face": found, "faces_seen": tracker.faces_seen,
+            "probabilities": probabilities,
+            "model_ms": float(np.mean(model_ms)) if model_ms else 0.0}

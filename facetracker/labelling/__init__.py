@@ -1,0 +1,1 @@
+"""Photos captured and recorded from a camera, and boxes drawn for them by a detector (pre-labels)."""

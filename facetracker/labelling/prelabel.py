@@ -1,0 +1,169 @@
+"""Pre-labels: boxes for photos nobody has labelled yet, from a detector, drawn as the dataset draws them.
+
+The person then only checks each box instead of drawing it. A detector that was trained elsewhere
+(YuNet: forehead to chin) finds the faces but places the edges by its own habit; when the dataset
+already holds labelled faces, the detector is run on a sample of them and its boxes are moved onto
+the dataset's habit (see `facetracker.labelling.convention`), so new labels match the old ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from facetracker.boxes import PixelBox, iou, iou_matrix
+from facetracker.data import datasets as data_lib
+from facetracker.data.labelme import labelme_faces_json
+from facetracker.inference import models
+from facetracker.inference.detect import YUNET, Detection
+from facetracker.inference.video import video_frames
+from facetracker.io import atomic
+from facetracker.labelling.convention import BoxConvention, fit_convention
+
+CONVENTION_PHOTOS = 40
+"""Labelled photos the convention is learnt from: its medians settle within a few dozen."""
+MIN_OVERLAP = 0.2
+"""A detected face overlapping a labelled one less than this is another face, not the same one."""
+
+
+def learn_convention(samples: list[data_lib.Sample], detect: Callable[[np.ndarray], Detection],
+                     photos: int = CONVENTION_PHOTOS) -> BoxConvention:
+    """The dataset's box convention relative to `detect`'s boxes, from up to `photos` labelled photos
+    spread over the dataset. A photo that cannot be read is passed over (the dataset's own listing
+    names it)."""
+    labelled = [sample for sample in samples if sample.has_face]
+    if len(labelled) > photos:
+        labelled = [labelled[int(i)] for i in np.linspace(0, len(labelled) - 1, photos)]
+    pairs = []
+    for sample in labelled:
+        try:
+            rgb = data_lib.sample_pixels(sample, max_side=640)
+        except (ValueError, OSError):
+            continue
+        height, width = rgb.shape[:2]
+        faces = detect(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)).faces
+        if not faces:
+            continue
+        label = np.array(sample.box) * [width, height, width, height]
+        overlaps = iou_matrix(np.array([face.box for face in faces], float), label[None])[:, 0]
+        best = int(np.argmax(overlaps))
+        if overlaps[best] >= MIN_OVERLAP:
+            pairs.append((faces[best].box, tuple(label)))
+    return fit_convention(pairs)
+
+
+def prelabel_boxes(frame_bgr: np.ndarray, detect: Callable[[np.ndarray], Detection],
+                   convention: BoxConvention = BoxConvention()) -> list[PixelBox]:
+    """Every face `detect` finds in the frame, most confident first, moved onto the convention."""
+    height, width = frame_bgr.shape[:2]
+    boxes = []
+    for face in detect(frame_bgr).faces:
+        x0, y0, x1, y1 = convention.apply(face.box, width, height)
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            boxes.append((int(round(x0)), int(round(y0)), int(round(x1)), int(round(y1))))
+    return boxes
+
+
+def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
+                  detect: Callable[[np.ndarray], Detection]) -> np.ndarray:
+    """How well pre-labels fit the labelled faces of `photos`: per photo with a face, the IoU of the
+    most confident pre-label (placed in the convention learnt from `labelled`, as `label_dataset`
+    places it) with the labelled box; 0 where no face is found or the photo cannot be read."""
+    convention = learn_convention(labelled, detect)
+    scores = []
+    for sample in photos:
+        if not sample.has_face:
+            continue
+        try:
+            rgb = data_lib.sample_pixels(sample, max_side=640)
+        except (ValueError, OSError):
+            scores.append(0.0)
+            continue
+        height, width = rgb.shape[:2]
+        boxes = prelabel_boxes(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), detect, convention)
+        if not boxes:
+            scores.append(0.0)
+            continue
+        found = np.array(boxes[0], float) / [width, height, width, height]
+        scores.append(float(iou(found, np.array(sample.box, float))))
+    return np.array(scores, float)
+
+
+def yunet_prelabel_iou(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
+                       threshold: float = 0.6) -> float | None:
+    """The mean IoU of YuNet's pre-labels on the faces of `photos`, in `labelled`'s convention (None
+    when no photo has a face): what a trained model has to beat to be worth more than pre-labelling."""
+
+    scores = prelabel_ious(labelled, photos, models.open_detector(YUNET, models.PHOTO, threshold).detect)
+    return float(scores.mean()) if len(scores) else None
+
+
+def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,
+                  every_s: float = 0.5, threshold: float = 0.6, log: Callable[[str], None] = print) -> dict:
+    """Pre-label a dataset folder (`images/` + `labels/`): every photo without a label gets a labelme
+    file with a rectangle per face found, placed as the folder's existing labels place theirs. With
+    `video`, a frame every `every_s` seconds of it is first added to `images/`. A photo where no face
+    is found keeps no label: it counts as a no-face photo. Existing labels are never touched.
+
+    Returns what was done: frames added, photos looked at, labels written, faces in them.
+    """
+
+    folder = Path(folder)
+    if not (every_s > 0 and np.isfinite(every_s)):
+        raise ValueError(f"the sampling interval must be a positive number of seconds, got {every_s!r}")
+    images, labels = folder / "images", folder / "labels"
+    images.mkdir(parents=True, exist_ok=True)
+    labels.mkdir(parents=True, exist_ok=True)
+    detector = models.open_detector(model, models.PHOTO, threshold)
+    done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
+    if video is not None:
+        done["frames"] = _add_video_frames(Path(video), images, every_s)
+        log(f"{video}: {done['frames']} frames added to {images}")
+    try:
+        labelled = [s for s in data_lib.load_dataset(folder, check_pixels=False).samples if s.label]
+    except data_lib.DatasetError:
+        labelled = []
+    convention = learn_convention(labelled, detector.detect)
+    if convention.pairs:
+        log(f"boxes placed as this folder's labels place theirs (learnt from {convention.pairs} faces)")
+    skipped: list[data_lib.Skipped] = []
+    for stem, path in sorted(data_lib.list_files(images, data_lib.IMAGE_EXTENSIONS, skipped).items()):
+        if (labels / f"{stem}.json").exists():
+            continue
+        try:
+            rgb = data_lib.read_image(path)
+        except data_lib.ImageError as error:
+            skipped.append(data_lib.Skipped(str(path), str(error)))
+            continue
+        done["photos"] += 1
+        frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+        boxes = prelabel_boxes(frame, detector.detect, convention)
+        if not boxes:
+            continue
+        height, width = rgb.shape[:2]
+        faces = [(box, f"pre-label: {model}") for box in boxes]
+        atomic.write_text(labels / f"{stem}.json", labelme_faces_json(f"../images/{path.name}", width, height, faces))
+        done["labelled"] += 1
+        done["faces"] += len(boxes)
+    for item in skipped:
+        log(str(item))
+    return done
+
+
+def _add_video_frames(video: Path, images: Path, every_s: float) -> int:
+    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it."""
+
+    added, next_time = 0, 0.0
+    for index, (frame, seconds) in enumerate(video_frames(video, max_frames=100_000, max_side=1280,
+                                                          name=video.name)):
+        if seconds + 1e-6 < next_time:
+            continue
+        next_time = seconds + every_s
+        ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if ok:
+            atomic.write_bytes(images / f"{video.stem}-{index:06d}.jpg", encoded.tobytes())
+            added += 1
+    return added

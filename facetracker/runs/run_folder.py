@@ -1,0 +1,450 @@
+"""A run folder is how a training process talks to everyone else (the app, the CLI, a later resume).
+
+    config.json    everything needed to repeat the run        (written once, atomically)
+    split.json     which image went to train / val / test
+    status.json    state, progress, ETA, error                 (rewritten atomically)
+    metrics.jsonl  one JSON object per line, appended          (readers skip a torn last line)
+    checkpoint/    last epoch's model with optimiser state     (for --resume)
+    model.keras    best epoch by validation mean IoU
+    train.log      the process's output, when the app started it
+    run.lock       flock-ed for its whole life by the process that owns the run; names its pid and start time
+    STOP           created by anyone who wants the run to stop
+
+Writers replace files with `os.replace`, so a reader never sees half a file and a kill never
+leaves a corrupt model behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from facetracker.io import atomic
+
+CONFIG = "config.json"
+SPLIT = "split.json"
+STATUS = "status.json"
+METRICS = "metrics.jsonl"
+MODEL = "model.keras"
+CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_MODEL = "checkpoint/model.keras"
+CHECKPOINT_STATE = "checkpoint/state.json"
+LOG = "train.log"
+LOCK = "run.lock"
+STOP = "STOP"
+
+ACTIVE_STATES = ("starting", "running")
+
+
+class RunLocked(RuntimeError):
+    """Another live process owns this run folder."""
+
+
+class RunFolderError(RuntimeError):
+    """The run folder cannot be made or written (read-only, full, or its path runs through a file)."""
+
+
+# Kept under its old name: launcher, train, predict and the Augment page write through it.
+atomic_write_text = atomic.write_text
+
+
+def write_json(path: str | Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True))
+
+
+def read_json(path: str | Path, default: Any = None) -> Any:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return default
+
+
+def append_metrics(run_dir: str | Path, record: dict) -> None:
+    with open(Path(run_dir) / METRICS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+class DamagedRun(ValueError):
+    """A run file exists but does not hold what a training process writes (hand-edited, another program's)."""
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """Every complete record of metrics.jsonl; a line still being written is left for next time.
+
+    A line that is JSON but not an object (`[1, 2]`, `5`), or whose step, epoch or figures are not
+    numbers, was not written by a training process: it is skipped like a torn line, so one bad
+    line never hides the rest of the chart.
+    """
+    try:
+        text = (Path(run_dir) / METRICS).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if _record_fits(record):
+            records.append(record)
+    return records
+
+
+_METRIC_TYPES = {"kind": (str,), "epoch": (int,), "step": (int,)}
+
+
+def _record_fits(record: Any) -> bool:
+    """An object whose fields the charts read have the types a training process writes."""
+    if not isinstance(record, dict):
+        return False
+    for field, value in record.items():
+        types = _METRIC_TYPES.get(field)
+        if types is None and (field.endswith("loss") or field.startswith("val_")):
+            types = (int, float)
+        if types is not None and (isinstance(value, bool) or not isinstance(value, types)):
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# Which process owns a run. A pid alone is not enough: after a kill -9 the number can be given to
+# an unrelated process. The owner holds an OS lock (flock) on run.lock for its whole life, which the
+# kernel drops when it dies, and every recorded pid comes with the process's start time, checked
+# before the pid is believed or signalled.
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Some process (any process) has this pid and is not a zombie; says nothing about whose it is."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OverflowError:
+        return False
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def process_start_time(pid: int | None) -> int | str | None:
+    """When the process with this pid started (clock ticks after boot, /proc/<pid>/stat field 22).
+
+    Together with the pid it names one process for the machine's uptime. None when there is no such
+    process. Without /proc (macOS) `ps` gives the start time to the second.
+    """
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        # fields[0] is field 3 (state): field 22 is fields[19]
+        return None if fields[0] == "Z" else int(fields[19])
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return None
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        started = subprocess.run(["ps", "-o", "lstart=", "-p", str(pid)], capture_output=True, text=True,
+                                 timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return started or None
+
+
+def is_same_process(pid: Any, start: Any) -> bool:
+    """The process with this pid is the one that started at `start`; a pid without a start time is not trusted."""
+    if start is None or not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    return pid_alive(pid) and process_start_time(pid) == start
+
+
+def signal_process(pid: int, start: Any, signum: int = signal.SIGTERM) -> bool:
+    """Send `signum` to the process only if it is still the one that started at `start`; True if sent.
+
+    With a pidfd the check and the signal name the same process, so a pid reused in between cannot
+    be hit.
+    """
+    if not is_same_process(pid, start):
+        return False
+    if hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal"):
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pidfd = None
+        if pidfd is not None:
+            try:
+                # The pidfd names whatever had the pid when it was opened; if that still has our
+                # start time now, it is our process (a pid is not reused while its process lives).
+                if process_start_time(pid) != start:
+                    return False
+                signal.pidfd_send_signal(pidfd, signum)
+                return True
+            except ProcessLookupError:
+                return False
+            finally:
+                os.close(pidfd)
+    if process_start_time(pid) != start:
+        return False
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _lock_record(run_dir: str | Path) -> tuple[int | None, Any]:
+    """The pid and start time the lock's holder wrote into run.lock (None, None when unreadable)."""
+    try:
+        parts = (Path(run_dir) / LOCK).read_text(encoding="utf-8", errors="replace").split(maxsplit=1)
+        pid = int(parts[0])
+    except (OSError, ValueError, IndexError):
+        return None, None
+    start: Any = parts[1].strip() if len(parts) > 1 else None
+    with contextlib.suppress(TypeError, ValueError):
+        start = int(start)
+    return pid, start
+
+
+def lock_held(run_dir: str | Path) -> bool:
+    """Some live process holds the OS lock on run.lock (the kernel drops it when the process dies)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        # A shared probe: it conflicts only with the owner's exclusive lock. acquire_lock retries
+        # for a moment, so a probe that happens to hold it then does not turn a starting run away.
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+def lock_owner(run_dir: str | Path) -> int | None:
+    """The pid of the live process holding the run lock, or None when nobody holds it."""
+    if not lock_held(run_dir):
+        return None
+    for _ in range(20):  # the owner writes its pid just after taking the lock: wait for it, briefly
+        pid, start = _lock_record(run_dir)
+        if pid is not None:
+            return pid if is_same_process(pid, start) else None
+        time.sleep(0.01)
+    return None
+
+
+def owner_process(run_dir: str | Path, status: dict | None = None) -> tuple[int, Any] | None:
+    """(pid, start time) of the live process training in the run folder, or None.
+
+    The holder of the run lock; before it takes the lock (still importing TensorFlow), the process
+    the launcher started, as status.json records it, if that pid still has the recorded start time.
+    """
+    pid = lock_owner(run_dir)
+    if pid is not None:
+        return pid, _lock_record(run_dir)[1]
+    if status is None:
+        status = read_json(Path(run_dir) / STATUS, default=None)
+    if isinstance(status, dict) and status.get("state") in ACTIVE_STATES:
+        pid, start = status.get("pid"), status.get("pid_start")
+        if is_same_process(pid, start):
+            return pid, start
+    return None
+
+
+def _damaged_status(run_dir: Path, status: Any) -> str | None:
+    """Why status.json cannot be what a training process wrote, or None when its fields are of the right types."""
+    if not isinstance(status, dict):
+        return f"{STATUS} holds {type(status).__name__}, not an object"
+    expected = {"state": (str,), "pid": (int, type(None)), "epoch": (int, type(None)), "epochs": (int, type(None)),
+                "step": (int, type(None)), "total_steps": (int, type(None)),
+                "progress": (int, float, type(None)), "eta_s": (int, float, type(None)),
+                "images_per_s": (int, float, type(None)), "started": (int, float, type(None)),
+                "updated": (int, float, type(None)), "best_val_iou": (int, float, type(None)),
+                "best_epoch": (int, type(None)), "error": (str, type(None)), "message": (str, type(None)),
+                "data": (str, type(None)), "last_val": (dict, type(None)), "verdict": (dict, type(None))}
+    for field, types in expected.items():
+        value = status.get(field)
+        if field == "state" and value is None:
+            return f"{STATUS} has no 'state'"
+        if isinstance(value, bool) or not isinstance(value, types):
+            wanted = " or ".join("null" if t is type(None) else {"str": "text", "int": "a whole number",
+                                                                  "float": "a number", "dict": "an object"}[t.__name__]
+                                 for t in types)
+            return f"{STATUS}: '{field}' is {json.dumps(value)[:40]}, not {wanted}"
+    return None
+
+
+def read_status(run_dir: str | Path) -> dict:
+    """status.json, corrected when it says running but the process that wrote it is gone.
+
+    A status.json whose fields are of the wrong types is reported as state "damaged" with the reason
+    in "error", so the run is listed as such and nothing else breaks on it.
+    """
+    run_dir = Path(run_dir)
+    try:
+        status = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except OSError:
+        return {"state": "none"} if not (run_dir / CONFIG).exists() else {"state": "unknown"}
+    except ValueError:  # written atomically, so never torn: someone or something else wrote it
+        return {"state": "damaged", "error": f"{STATUS} is not valid JSON"}
+    damage = _damaged_status(run_dir, status)
+    if damage:
+        return {"state": "damaged", "error": damage}
+    if status.get("state") in ACTIVE_STATES and owner_process(run_dir, status) is None:
+        status = {**status, "state": "failed",
+                  "error": f"the training process (pid {status.get('pid')}) ended without finishing "
+                           "(killed or crashed); resume it to carry on from the last checkpoint"}
+    return status
+
+
+def update_status(run_dir: str | Path, **fields: Any) -> dict:
+    status = read_json(Path(run_dir) / STATUS, default={})
+    if not isinstance(status, dict):
+        status = {}
+    if fields.get("pid") == os.getpid():  # a process recording itself: its start time goes beside its pid
+        fields.setdefault("pid_start", process_start_time(os.getpid()))
+    status.update(fields, updated=time.time())
+    write_json(Path(run_dir) / STATUS, status)
+    return status
+
+
+# The run locks this process holds: path -> open file descriptor (closing it would drop the lock).
+_held_locks: dict[str, int] = {}
+# How long acquire_lock keeps trying: long enough to outlast another viewer's liveness probe.
+LOCK_RETRY_S = 0.2
+
+
+def acquire_lock(run_dir: str | Path) -> None:
+    """Own the run folder for the life of this process, or raise RunLocked if a live process already does.
+
+    The lock is an OS lock (flock) on run.lock: taking it is atomic, so of any number of processes
+    started at once exactly one wins, and a lock left by a killed process is free (the kernel
+    dropped it), so a stale run.lock is simply locked again, never unlinked by a newcomer. Only the
+    owner removes run.lock, while still holding it; whoever locked the removed file then sees that
+    it is no longer the one at the path and tries again on the new one.
+    """
+    path = Path(run_dir) / LOCK
+    key = str(path.resolve())
+    if key in _held_locks:
+        return
+    deadline = time.monotonic() + LOCK_RETRY_S
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            if time.monotonic() >= deadline:
+                owner = lock_owner(run_dir)
+                who = f"pid {owner}" if owner else "another process"
+                raise RunLocked(f"{run_dir}: another training process ({who}) is using this run folder") from None
+            time.sleep(0.01)
+            continue
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same_file = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same_file = False
+        if not same_file:  # its owner removed it as we locked it: lock the one at the path now
+            os.close(fd)
+            continue
+        break
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {process_start_time(os.getpid())}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    _held_locks[key] = fd
+
+
+def release_lock(run_dir: str | Path) -> None:
+    """Give the run folder up (the kernel drops the lock by itself when the process dies)."""
+    path = Path(run_dir) / LOCK
+    fd = _held_locks.pop(str(path.resolve()), None)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError):
+        path.unlink()  # while still holding it: see acquire_lock
+    os.close(fd)
+
+
+def list_runs(runs_root: str | Path) -> list[Path]:
+    """Run folders under a root, newest first, including a run launched a moment ago that has no
+    config.json yet (its status.json says it is starting)."""
+    root = Path(runs_root)
+    try:
+        found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                 and ((p / CONFIG).exists() or (p / STATUS).exists())]
+    except OSError:  # no runs folder yet, or unreadable
+        return []
+
+    def started(run: Path) -> float:
+        marker = run / CONFIG if (run / CONFIG).exists() else run / STATUS
+        try:
+            return marker.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return sorted(found, key=started, reverse=True)
+
+
+RESULTS = (METRICS, MODEL, CHECKPOINT_DIR)
+
+
+def results_in(run_dir: str | Path) -> list[str]:
+    """What a training attempt has left in the folder (metrics, model, checkpoint): training afresh
+    would replace these. config.json, status.json and train.log alone are not results."""
+    return [name for name in RESULTS if (Path(run_dir) / name).exists()]
+
+
+SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
+
+
+def refuse_saved_model(path: str | Path) -> None:
+    """Raise ValueError when the path is a TensorFlow SavedModel (its folder or its saved_model.pb).
+
+    A SavedModel is a TensorFlow graph, and a graph can hold operations that read and write files
+    when it is loaded or run; model files are data here, never code, and nothing proves that a
+    SavedModel came from this program's export, so none is run.
+    """
+    path = Path(path)
+    if path.name in SAVED_MODEL_FILES or (path.is_dir() and any((path / name).exists() for name in SAVED_MODEL_FILES)):
+        raise ValueError(f"{path}: a TensorFlow SavedModel is refused as input: it is a TensorFlow graph, which can "
+                         "read and write files when it runs, and model files are data, never code here; use the "
+                         f"run's {MODEL} (loaded in Keras' safe mode) or a .tflite export "
+                         "(python -m facetracker export --format tflite)")
+
+
+def find_model(path: str | Path) -> Path:
+    """A model file from a path that may be a run folder. A SavedModel is refused (see refuse_saved_model)."""
+    path = Path(path)
+    if path.is_dir() and (path / MODEL).exists():
+        return path / MODEL
+    refuse_saved_model(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"{path}: this run folder has no {MODEL} yet (has training finished an epoch?)")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such model file")
+    return path
