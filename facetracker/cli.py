@@ -1,4 +1,4 @@
-"""`python -m facetracker COMMAND`: every job of the app, headless.
+"""`facetracker COMMAND` (or `python -m facetracker COMMAND`): every job of the app, headless.
 
     inspect   DIR                         what a dataset folder holds, and what is skipped and why
     train     --data DIR --run-dir DIR    train (or --resume) a face tracker
@@ -230,7 +230,7 @@ MODEL_HELP = (".keras, .tflite, .onnx or a run folder (SavedModel folders are re
 
 def build_parser() -> argparse.ArgumentParser:
 
-    parser = argparse.ArgumentParser(prog="python -m facetracker", description=__doc__,
+    parser = argparse.ArgumentParser(prog="facetracker", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
