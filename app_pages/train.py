@@ -13,6 +13,7 @@ from facetracker.config.jsonconfig import ConfigError
 from facetracker.config.training import (
     DEFAULT_PRESET,
     PRESETS,
+    SETTINGS,
     SMALL_DATASET_PHOTOS,
     TrainConfig,
     config_for,
@@ -31,6 +32,11 @@ MAX_CHART_POINTS = 1500
 
 # ----------------------------------------------------------------------------------------------
 # Options
+
+
+def whole_bounds(setting: str) -> tuple[int, int]:
+    """A whole-number setting's allowed values as a field's minimum and maximum (see `SETTINGS`)."""
+    return int(SETTINGS[setting].low), int(SETTINGS[setting].high)
 
 
 def option_values(preset: str | None, weights: str | None = None) -> dict:
@@ -91,11 +97,13 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
     values = option_values(preset, weights)
     key = f"{key}_{weights}"
     c1, c2, c3, c4 = st.columns(4)
-    epochs = c1.number_input("Epochs", 1, 10_000, int(values["epochs"]), key=f"tr_epochs_{key}")
-    batch_size = c2.number_input("Batch size", 1, 4096, int(values["batch_size"]), key=f"tr_batch_{key}")
-    lr = c3.number_input("Learning rate", 1e-6, 0.5, float(values["lr"]), format="%.5f", step=1e-4,
-                         key=f"tr_lr_{key}")
-    copies = c4.number_input("Augmented copies per epoch", 1, 1000, int(values["copies"]), key=f"tr_copies_{key}")
+    epochs = c1.number_input("Epochs", *whole_bounds("epochs"), int(values["epochs"]), key=f"tr_epochs_{key}")
+    batch_size = c2.number_input("Batch size", *whole_bounds("batch_size"), int(values["batch_size"]),
+                                 key=f"tr_batch_{key}")
+    lr = c3.number_input("Learning rate", SETTINGS["lr"].low, SETTINGS["lr"].high, float(values["lr"]),
+                         format="%.6f", step=1e-4, key=f"tr_lr_{key}")
+    copies = c4.number_input("Augmented copies per epoch", *whole_bounds("copies"), int(values["copies"]),
+                             key=f"tr_copies_{key}")
     note = weights_note(backbone, weights)
     if note:
         st.warning(note)

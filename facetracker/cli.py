@@ -21,6 +21,7 @@ from facetracker.config.catalog import BACKBONE_NAMES, EXPORT_FORMATS, HEADS, WE
 from facetracker.config.jsonconfig import ConfigError
 from facetracker.config.training import (
     PRESETS,
+    SETTINGS,
     STRATEGIES,
     TrainConfig,
     config_for,
@@ -43,15 +44,21 @@ def positive_int(text: str) -> int:
     return value
 
 
-def learning_rate(text: str) -> float:
-    """An argparse type: a finite rate between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(value) and 0 < value < 1):
-        raise argparse.ArgumentTypeError(f"{text} must be a number between 0 and 1")
-    return value
+def setting(name: str):
+    """An argparse type for a training setting: its allowed values are `config.training.SETTINGS[name]`."""
+    allowed = SETTINGS[name]
+
+    def parse(text: str) -> int | float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(f"{text} must be {allowed.describe()}")
+        return int(value) if allowed.whole else value
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
 
 
 def probability(text: str) -> float:
@@ -95,10 +102,10 @@ def _add_train(sub) -> None:
     p.add_argument("--head", choices=HEADS, help="box head: design (global max-pool, as drawn), spatial "
                    "(stride-16 map, flatten, dense), grid (stride-16 map, each cell votes a box) or dense "
                    "(every face: each stride-8 cell scores a face centred there and draws its box)")
-    p.add_argument("--epochs", type=positive_int, help="epochs in total (with --resume: the new total)")
-    p.add_argument("--batch-size", type=positive_int)
-    p.add_argument("--lr", type=learning_rate, help="learning rate")
-    p.add_argument("--copies", type=positive_int, help="augmented passes over the training images per epoch")
+    p.add_argument("--epochs", type=setting("epochs"), help="epochs in total (with --resume: the new total)")
+    p.add_argument("--batch-size", type=setting("batch_size"))
+    p.add_argument("--lr", type=setting("lr"), help="learning rate")
+    p.add_argument("--copies", type=setting("copies"), help="augmented passes over the training images per epoch")
     p.add_argument("--augment", help="augmentation config JSON (default: augment.json in the dataset folder)")
     p.add_argument("--seed", type=int)
     p.add_argument("--strategy", choices=STRATEGIES, help="tf.distribute strategy (mirrored: all local GPUs; "

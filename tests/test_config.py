@@ -8,7 +8,7 @@ import math
 import pytest
 
 from facetracker.config.jsonconfig import ConfigError
-from facetracker.config.training import TrainConfig, config_for
+from facetracker.config.training import SETTINGS, TrainConfig, config_for
 from facetracker.runs import run_folder as runs
 
 
@@ -21,8 +21,8 @@ def fast_values(**changes) -> dict:
     ({"class_weight": math.inf}, "class_weight must be a number from 0 to 1000, got inf"),
     ({"box_weight": -1.0}, "box_weight must be a number from 0 to 1000"),
     ({"box_weight": 0.0, "class_weight": 0.0}, "must not both be 0"),
-    ({"lr": math.nan}, "lr must be between 0 and 1, got nan"),
-    ({"lr": math.inf}, "lr must be between 0 and 1, got inf"),
+    ({"lr": math.nan}, "lr must be a number from 1e-06 to 0.5, got nan"),
+    ({"lr": math.inf}, "lr must be a number from 1e-06 to 0.5, got inf"),
     ({"weight_decay": -0.01}, "weight_decay must be at least 0 and below 1, got -0.01"),
     ({"weight_decay": math.nan}, "weight_decay must be at least 0"),
     ({"cache_size": 1_000_000}, "cache_size must be between image_size (120) and 1024, got 1000000"),
@@ -111,9 +111,26 @@ def test_train_values_are_checked_by_the_parser(capsys, tmp_path, flag, value):
     assert flag in err and value in err
 
 
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_a_setting_s_range_is_the_same_for_the_parser_and_the_config(capsys, tmp_path, name):
+    """Each setting's allowed values are written once (`SETTINGS`): the edges pass both, a value just
+    past either edge is refused by both, in the same words."""
+    allowed = SETTINGS[name]
+    flag = "--" + name.replace("_", "-")
+    step = 1 if allowed.whole else allowed.low / 2
+    for value in (allowed.low, allowed.high):
+        TrainConfig.from_dict(fast_values(**{name: value, "warmup_epochs": 0})).validate()
+    for value in (allowed.low - step, allowed.high + step):
+        text = str(int(value) if allowed.whole else value)
+        err = cli_error(capsys, ["train", "--data", str(tmp_path), "--run-dir", str(tmp_path / "r"), flag, text])
+        assert flag in err and allowed.describe() in err
+        with pytest.raises(ConfigError, match=f"{name} must be {allowed.describe()}"):
+            TrainConfig.from_dict(fast_values(**{name: value, "warmup_epochs": 0})).validate()
+
+
 def test_resume_with_zero_epochs_is_refused_not_ignored(capsys, tmp_path):
     err = cli_error(capsys, ["train", "--run-dir", str(tmp_path), "--resume", "--epochs", "0"])
-    assert "--epochs" in err and "must be at least 1" in err
+    assert "--epochs" in err and "must be a whole number from 1 to 10000" in err
 
 
 def test_resume_refuses_options_that_config_json_sets(capsys, tmp_path):

@@ -466,7 +466,7 @@ _DELETE = object()
 
 @pytest.mark.parametrize("changes, message", [
     ({"evil": "__import__('os').system('id')"}, "unknown field(s) evil"),
-    ({"epochs": -3}, "epochs must be between 1 and 10000"),
+    ({"epochs": -3}, "epochs must be a whole number from 1 to 10000, got -3"),
     ({"epochs": "10; rm -rf /"}, "field 'epochs' must be a whole number"),
     ({"lr": "0.001"}, "field 'lr' must be a number"),
     ({"backbone": "../../../../tmp/evil"}, "backbone must be one of"),

@@ -152,6 +152,18 @@ def test_the_graph_sees_a_circle_and_a_parent_package():
     assert "facetracker.boxes" in graph.module_level["facetracker.inference.tracking"]
 
 
+LOCAL_IMPORTS_ALLOWED = 20
+"""Function-local imports of the package's own modules, at most: the command line imports each
+command's wing when that command runs, and the door reaches the network wing only when a model must
+be exported in a process that has TensorFlow already. Everything else imports at module level."""
+
+
+def test_the_package_imports_its_own_modules_at_module_level():
+    local = import_graph().local_imports
+    assert sum(local.values()) < LOCAL_IMPORTS_ALLOWED, local
+    assert set(local) <= {"facetracker.cli", "facetracker.inference.models", "facetracker.inference.runtimes"}, local
+
+
 def test_box_geometry_is_a_leaf():
     assert import_graph().module_level["facetracker.boxes"] <= {"facetracker"}
 

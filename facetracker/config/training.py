@@ -29,6 +29,36 @@ def _finite(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take, from `low` to `high` inclusive: written once here, and
+    read by `TrainConfig.validate`, the command line's flags and the Train page's fields."""
+
+    low: float
+    high: float
+    whole: bool = False
+    """A whole number (epochs, batch size), not any number."""
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not _finite(value):
+            return False
+        return self.low <= value <= self.high and (not self.whole or float(value).is_integer())
+
+    def describe(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        return f"{kind} from {self.low:g} to {self.high:g}"
+
+
+SETTINGS: dict[str, Range] = {
+    "epochs": Range(1, MAX_EPOCHS, whole=True),
+    "batch_size": Range(1, 4096, whole=True),
+    # Adam and AdamW: from a hundredth of the smallest rate any preset uses to well past the largest.
+    "lr": Range(1e-6, 0.5),
+    "copies": Range(1, 1000, whole=True),
+}
+"""The settings a person sets on the Train page and the command line, with their allowed values."""
+
+
 @dataclasses.dataclass
 class TrainConfig(JsonConfig):
     data: str = ""
@@ -106,9 +136,8 @@ class TrainConfig(JsonConfig):
             (self.box_loss in BOX_LOSS_NAMES, f"box_loss must be one of {', '.join(BOX_LOSS_NAMES)}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}"),
             (self.strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}"),
-            (1 <= self.epochs <= MAX_EPOCHS, f"epochs must be between 1 and {MAX_EPOCHS}"),
-            (1 <= self.batch_size <= 4096, "batch_size must be between 1 and 4096"),
-            (_finite(self.lr) and 0 < self.lr < 1, f"lr must be between 0 and 1, got {self.lr}"),
+            *((getattr(self, name) in allowed, f"{name} must be {allowed.describe()}, got {getattr(self, name)}")
+              for name, allowed in SETTINGS.items()),
             (_finite(self.box_weight) and 0 <= self.box_weight <= 1000,
              f"box_weight must be a number from 0 to 1000, got {self.box_weight}"),
             (_finite(self.class_weight) and 0 <= self.class_weight <= 1000,
@@ -116,7 +145,6 @@ class TrainConfig(JsonConfig):
             (self.box_weight + self.class_weight > 0, "box_weight and class_weight must not both be 0"),
             (_finite(self.weight_decay) and 0 <= self.weight_decay < 1,
              f"weight_decay must be at least 0 and below 1, got {self.weight_decay}"),
-            (1 <= self.copies <= 1000, "copies must be between 1 and 1000"),
             (0 <= self.min_images_per_epoch <= 1_000_000,
              f"min_images_per_epoch must be from 0 to 1000000, got {self.min_images_per_epoch}"),
             (32 <= self.image_size <= 640, "image_size must be between 32 and 640"),
