@@ -186,8 +186,8 @@ class State:
 
 # (Comments, not strings, at the top level of a page: Streamlit writes a bare string there onto the page.)
 # A few photos a second need no more frames than this, and fewer frames leave the browser's encoder
-# room: on a busy 2-core machine a fake camera at 30 frames/s had the browser shrink the video it sent
-# from 640x480 to 480x360 after the first photos, while at 15 frames/s it kept 640x480.
+# room, so it keeps sending the camera's full size on a busy machine; see
+# docs/notes/2026-11-30-webcam-journey.md.
 CAMERA = {"video": {"frameRate": {"ideal": 15, "max": 15}}, "audio": False}
 # While recording, the panel (a fragment) reads the recorder this often: the countdown in whole seconds.
 POLL_S = 0.5

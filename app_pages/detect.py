@@ -48,7 +48,8 @@ IMAGE_KINDS = ("jpeg", "png", "webp", "bmp")
 VIDEO_KINDS = ("mp4", "webm", "avi", "mov")
 # What the uploader offers; the content decides what a file is (Matroska has no sniffed kind).
 UPLOAD_SUFFIXES = ["jpg", *IMAGE_KINDS, *VIDEO_KINDS, "mkv"]
-VIDEO_MAX_FRAMES = 1800  # a minute at 30 frames/s: 20 s of work with the fast preset here (640x480)
+# A minute of a webcam-rate video, processed while the person waits; see docs/speed.md.
+VIDEO_MAX_FRAMES = 1800
 # Each refresh is a (fragment) script run in the server that competes with the frames for the CPU.
 FIGURES_EVERY_S = 2
 

@@ -1,6 +1,6 @@
 """The `bench` command runs and reports every figure; the speed-ups behind it keep results the same.
 
-Speed itself is never asserted here: the bench prints it (see the README for this machine's figures).
+Speed itself is never asserted here: the bench prints it (see docs/speed.md for this machine's figures).
 """
 
 import json

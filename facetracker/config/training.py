@@ -172,7 +172,8 @@ class TrainConfig(JsonConfig):
 
 PRESETS: dict[str, dict] = {
     # The original design: VGG16 from ImageNet, both heads as drawn, Adam 1e-4, the tutorial's
-    # augmentation. Needs the VGG16 ImageNet weights and time (about 8 frames/s live on 2 cores).
+    # augmentation. Needs the VGG16 ImageNet weights and time, and runs well below the camera's rate
+    # live on a CPU; see docs/notes/2026-11-28-browser-frame-rate.md.
     "original": dict(backbone="vgg16", weights="imagenet", head="design", epochs=10, batch_size=8, lr=1e-4,
                      copies=4, augment={"crop_min_scale": 0.6, "crop_max_scale": 0.9}),
     # For a few dozen to a hundred webcam photos, in two to three minutes on 2 CPU cores: too few
@@ -181,11 +182,9 @@ PRESETS: dict[str, dict] = {
     # every cell near a face is a training target, where a single-box head gets one box a photo).
     # An epoch holds at least 256 augmented images however few the photos, validation gets at
     # least 10 photos, and the best model is chosen from epoch 10 on.
-    # 45 webcam-tutorial frames pre-labelled by YuNet (the app's recording, emulated), three seeds,
-    # then every one of its 90 frames: faces boxed as YuNet boxes them 69, 69 and 68 of 74, no-face
-    # frames right 9, 9 and 13 of 13, 67-76 s (30 epochs: the same faces, 11, 11 and 13, 99-152 s).
-    # The single-box grid head it replaces, same test: 65, 68 and 5 of 74 (one run of three learnt
-    # nothing), 9, 10 and 13 of 13.
+    # On a recording's frames the dense head learnt in every run where the single-box grid head it
+    # replaces failed one run of three, and 20 epochs found the same faces as 30 in less time; see
+    # docs/notes/2026-11-30-quick-preset.md.
     "quick": dict(backbone="mobilenetv2-0.5", weights="imagenet", head="dense", image_size=192, cache_size=224,
                   epochs=20, batch_size=16, lr=1e-3, schedule="cosine", warmup_epochs=1,
                   freeze_backbone_epochs=MAX_EPOCHS, copies=4, min_images_per_epoch=256, early_stopping=10,
@@ -196,8 +195,9 @@ PRESETS: dict[str, dict] = {
     # offline), heads first on a frozen backbone, then everything at a tenth of the rate with
     # warm-up and cosine decay; the box head reads the stride-16 map in its layout (see
     # model.build_network); the saved model averages each image with its mirror image. The best
-    # model is chosen once the whole model has trained two epochs.
-    # Held-out faces-helen: mean IoU 0.803, accuracy 1.0 (alpha 0.35: 0.757, 1.0).
+    # model is chosen once the whole model has trained two epochs. Alpha 0.5 rather than 0.35, and
+    # the mirror-image average, for better boxes on held-out portraits; see
+    # docs/notes/2026-11-28-single-box-presets.md.
     "fast": dict(backbone="mobilenetv2-0.5", weights="imagenet", head="spatial", epochs=30, batch_size=32,
                  lr=1e-3, schedule="cosine", warmup_epochs=1, freeze_backbone_epochs=3, copies=2,
                  early_stopping=8, best_from_epoch=5, box_weight=5.0, flip_average=True,
@@ -218,8 +218,9 @@ PRESETS: dict[str, dict] = {
 # From random weights there are no ImageNet features to protect and a few hundred photos must stand
 # in for them: no frozen phase, twice the rate, more augmented passes, no early stop while the
 # features are still forming, and the grid box head (see model.build_network), whose weights serve
-# every position of the face. Applied on top of the preset when it trains with weights "none".
-# Validation mean IoU after 20 of 40 epochs from random weights: flatten/dense head 0.60, grid head 0.66.
+# every position of the face (it beat the flatten-and-dense head from random weights; see
+# docs/notes/2026-11-28-single-box-presets.md). Applied on top of the preset when it trains with
+# weights "none".
 RANDOM_INIT: dict[str, dict] = {
     "fast": dict(head="grid", epochs=26, copies=5, lr=2e-3, warmup_epochs=2, freeze_backbone_epochs=0,
                  early_stopping=0),

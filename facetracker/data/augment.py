@@ -73,7 +73,9 @@ AUGMENT_FILE = "augment.json"
 
 def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -> A.Compose:
     """The Albumentations pipeline for one config and output size."""
-    import albumentations as A  # imported here: the CLI parser and the Train page read AugmentConfig without it (1 s)
+    # Imported here: the CLI parser and the Train page read AugmentConfig without paying for
+    # Albumentations' import (docs/speed.md).
+    import albumentations as A
 
     transforms = [
         A.RandomResizedCrop(
@@ -96,8 +98,9 @@ def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -
         ),
     ]
     # The box is moved by `augment` from the applied crop and flips, not by Albumentations' bbox
-    # processor: that checks, clips and filters every box after every transform and cost 80% of
-    # the time (1.1 ms of 1.3 ms an image), which made augmentation the bottleneck of training.
+    # processor: that checks, clips and filters every box after every transform and took most of
+    # the time, which made augmentation the bottleneck of training (see
+    # docs/notes/2026-11-28-what-makes-it-fast.md).
     # `augment` gives exactly its result (tests/test_bench.py compares the two).
     transform = A.Compose(transforms, seed=seed, save_applied_params=True)
     transform.min_visibility = config.min_visibility

@@ -321,10 +321,10 @@ def model_input(image: np.ndarray, size: int, *, bgr: bool = False) -> np.ndarra
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB if not bgr else cv2.COLOR_GRAY2BGR)
     if min(image.shape[:2]) > 2 * size:
-        # INTER_AREA over a whole camera frame costs ~1.2 ms (640x480 -> 120), a third of the live
-        # frame path. Bilinear to twice the size, then an exact 2x2 average, costs ~0.25 ms and
-        # differs from it by 0.4 grey levels on average (bilinear straight to the size: 2.0, as it
-        # skips most pixels and aliases).
+        # INTER_AREA over a whole camera frame was a large share of the live frame path. Bilinear
+        # to twice the size, then an exact 2x2 average, costs a fraction of it and stays close to
+        # it (bilinear straight to the size skips most pixels and aliases); see
+        # docs/notes/2026-11-28-what-makes-it-fast.md.
         image = cv2.resize(image, (2 * size, 2 * size), interpolation=cv2.INTER_LINEAR)
     resized = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
     if bgr:

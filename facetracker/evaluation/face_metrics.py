@@ -100,8 +100,9 @@ FAR_FACE_WIDTHS = (0.05, 0.20)
 
 def far_away(rgb: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """The photo shrunk onto a 640x480 canvas of smooth random texture, at a random place, so that its
-    largest face is 5-20% of the canvas's width: the faces a webcam sees across a room, made from
-    close-ups. Returns the canvas and the labelled faces [n, 4] moved with the photo (pixels)."""
+    largest face takes a share of the canvas's width within `FAR_FACE_WIDTHS`: the faces a webcam
+    sees across a room, made from close-ups. Returns the canvas and the labelled faces [n, 4] moved
+    with the photo (pixels)."""
     canvas_w, canvas_h = FAR_CANVAS
     noise = rng.integers(0, 256, (canvas_h // 32 + 1, canvas_w // 32 + 1, 3)).astype(np.uint8)
     canvas = cv2.resize(noise, (canvas_w, canvas_h), interpolation=cv2.INTER_CUBIC)

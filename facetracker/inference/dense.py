@@ -51,12 +51,10 @@ LIVE_FRAME = (640, 480)
 stream by default. Other frames still work; they are letterboxed into it."""
 LIVE_ZOOM = 1.2
 """How much larger the live network sees a camera frame than the square input it trained at would
-(`input_for_frame`). A face across a room is 32-40 px of a 640x480 frame: 16-20 px at the square
-scale, where the boxes come out 1.3-1.5 times too large and most such faces fall under IoU 0.5.
-Helen's held-out portraits moved far away (`evaluate --far`), five trained `multi` runs: 87.5-95.3%
-of the faces found at the square scale (320x256), 93.8-98.4% at 1.2 times (384x288), 96.9-98.4% at
-1.3 (416x320). 384x288 costs 1.08 times the square input's pixels and keeps the frame path faster
-than YuNet's (4.1-4.3 ms against 4.6-4.7, side by side); 416x320 was slower than YuNet."""
+(`input_for_frame`). At the square scale a face across a room is so few pixels of the input that
+its box comes out too large and it is mostly missed. 1.2 times finds far more of them, for a few
+more pixels than the square input, and keeps the frame path faster than YuNet's, where 1.3 times
+was slower than YuNet; see docs/notes/2026-12-01-live-zoom.md."""
 
 InputSize = int | tuple[int, int]
 """A network input: the side of a square, or (width, height)."""
@@ -104,10 +102,10 @@ class Letterbox:
 
 def scaled_rgb(image: np.ndarray, scale: float, *, bgr: bool = False) -> np.ndarray:
     """The frame (grey, BGR or RGB) resized by `scale` as RGB. A shrink to less than half goes
-    bilinear to twice the size, then INTER_AREA's exact 2x2 average: a fifth of INTER_AREA's cost
+    bilinear to twice the size, then INTER_AREA's exact 2x2 average: a fraction of INTER_AREA's cost
     over a whole camera frame, for nearly the same pixels (see data.model_input). A milder shrink
     goes bilinear alone: its samples are at most 2 px apart, so every pixel still counts, where
-    INTER_AREA's fractional weights cost five times as much (1.0 ms for a 640x480 frame to 384x288)."""
+    INTER_AREA's fractional weights cost several times as much (docs/speed.md)."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if bgr else cv2.COLOR_GRAY2RGB)
     height, width = image.shape[:2]
@@ -182,7 +180,8 @@ def top_cells(rows: np.ndarray) -> np.ndarray:
 DEFAULT_THRESHOLD = 0.3
 """Score from which a cell's face counts, unless told otherwise (the Detect page, `evaluate`,
 `predict`). The focal loss keeps scores lower than plain cross-entropy does: on held-out helen
-portraits 0.3 finds every face (0.5: 81%) and calls 97% of photos right."""
+portraits 0.3 finds every face where 0.5 misses some; see
+docs/notes/2026-11-30-multi-variants.md."""
 NMS_IOU = 0.4
 MAX_FACES = 100
 

@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 CAMERA_WINDOW_S = 2.0
 """The camera's frame rate is counted over this many seconds of arrivals: frames come in bursts."""
 FRESH_FRAMES = 4
-"""At most this many of the queued frames go back out (~130 ms of video at 30 frames/s): after a
-stall the older ones are dropped unconverted, and the video jumps to now instead of lagging."""
+"""At most this many of the queued frames go back out (a blink of video at a webcam's rate): after
+a stall the older ones are dropped unconverted, and the video jumps to now instead of lagging."""
 STREAM_PAUSE_S = 2.0
 """No frame for this long: the figures say the stream is not moving."""
 
@@ -48,10 +48,11 @@ _watchdog: threading.Thread | None = None
 def stream_started(processor: "LiveProcessor") -> None:
     """Keep the garbage collector off the objects alive now while any stream runs.
 
-    With TensorFlow loaded a process holds ~300,000 long-lived objects. A full collection walks
-    them all in ~300 ms while holding the GIL, and the app triggers one about every second, so the
-    frame worker stalled and ~9 camera frames in a row went unprocessed each time (measured: 22
-    instead of 28 frames/s). After one collection and `gc.freeze()` a full collection took 2 to 5 ms.
+    A process with large libraries loaded holds hundreds of thousands of long-lived objects. A full
+    collection walks them all while holding the GIL, and the app triggers one about every second, so
+    the frame worker stalled and camera frames in a row went unprocessed each time. After one
+    collection and `gc.freeze()` a full collection is quick; see
+    docs/notes/2026-11-28-browser-frame-rate.md.
     Streams whose end was never reported are ended first, and a background check keeps ending them
     while any stream runs, so a dead stream cannot keep the collector frozen for good.
     """

@@ -48,10 +48,9 @@ MAX_THREADS = 4
 SPLIT_WORTH_MS = 2.5
 """A model call shorter than this on one thread is not split across threads: waking and joining
 the other threads costs more than it saves, and the video encoder needs the other core. Longer
-calls are timed on all cores too (`pick_threads`). Kept well below the models' calls: this
-machine's speed moves by half between runs (YuNet 4.7-7.5 ms a frame): with the line at 4 ms, the
-320x256 `multi` network (4.5 ms on one thread in a fast run) kept one thread, 5.1 ms a frame,
-where two threads gave 3.5 ms in the next run."""
+calls are timed on all cores too (`pick_threads`). Kept well below the models' calls: a shared
+machine's speed moves between runs, and a line near a model's call made its choice flip with it;
+see docs/notes/2026-12-01-tflite-threads.md."""
 
 
 def _median_call_ms(predict: Callable[[np.ndarray], np.ndarray], image: np.ndarray, calls: int = 7) -> float:

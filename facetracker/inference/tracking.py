@@ -11,7 +11,7 @@ A detector sees each frame afresh; a tracker turns its boxes into faces that per
 4. an unmatched detection starts a new face, shown once it has been seen in `min_hits` frames (a
    single-frame false alarm never gets an ID); a face unseen for `max_age_s` is forgotten.
 
-Time comes from the caller (frame timestamps), so the same code serves a 30 frames/s webcam, a slow
+Time comes from the caller (frame timestamps), so the same code serves a webcam at full rate, a slow
 model that sees every fifth frame, and tests with a fake clock.
 """
 

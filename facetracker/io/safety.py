@@ -157,9 +157,9 @@ _END_SEARCH = 22 + 0xFFFF  # the end record, and the longest comment that may fo
 def _declared_entry_count(archive: str | Path | BinaryIO) -> int | None:
     """The entry count the zip's end record declares, read from its last bytes; None if not found.
 
-    zipfile reads the whole central directory before anything can be counted: 7 s for 300,000
-    entries. This refuses such an archive at once; a count that lies low is still caught by
-    counting the entries zipfile found.
+    zipfile reads the whole central directory before anything can be counted, which takes long
+    for an archive of very many entries (docs/safety.md). This refuses such an archive at once; a
+    count that lies low is still caught by counting the entries zipfile found.
     """
     try:
         if isinstance(archive, (str, Path)):

@@ -92,7 +92,7 @@ class RecordingPlan:
                 raise ValueError(f"{what} must be a number from {low:g} to {high:g}, got {value!r}")
 
     def phases(self) -> list[tuple[Phase, float]]:
-        """Each phase and its length in seconds, in order (a no-face phase of 0 s is left out)."""
+        """Each phase and its length in seconds, in order (a no-face phase of length 0 is left out)."""
         steps = [(Phase.COUNTDOWN, self.countdown_s), (Phase.FACE, self.face_s)]
         if self.no_face_s > 0:
             steps += [(Phase.STEP_OUT, self.countdown_s), (Phase.NO_FACE, self.no_face_s)]

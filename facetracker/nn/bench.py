@@ -62,9 +62,9 @@ def _bench_backbones() -> tuple[str, ...]:
 DENSE_PRESET = "multi"
 BACKBONES = _bench_backbones()
 """The original design, the `fast` preset's backbone, the lightest MobileNet, and the `multi`
-preset (its dense detector, named by the preset). Each costs ~20 s of tracing and conversion;
-MobileNetV2-0.35 and MobileNetV3-Small sit between the two MobileNets here, through TFLite and in
-training."""
+preset (its dense detector, named by the preset). Each takes a while to trace and convert
+(docs/speed.md); MobileNetV2-0.35 and MobileNetV3-Small sit between the two MobileNets here,
+through TFLite and in training."""
 RUNTIMES = ("keras", "tflite", "tflite-int8")
 SQUARE_RUNTIME = "tflite-square"
 """The dense model's TFLite at the square input it trains at, timed beside the `tflite` row, which is

@@ -84,10 +84,11 @@ def frozen_function(model, input_wh: tuple[int, int] | None = None):
     """The serving function with the weights frozen into constants: what TFLite converts.
 
     Converted as it is, a traced function keeps every weight a resource variable (VAR_HANDLE and
-    READ_VARIABLE ops): XNNPACK cannot pack them, batch norm is not folded, the model runs about 6x
-    slower (or gives NaN, for the subclassed wrapper). `from_keras_model` freezes them too, but
-    through a SavedModel round trip that takes 3.5x the CPU time (17 s against 5 s for
-    MobileNetV2-0.35), and the Detect page converts a run's model when it is picked.
+    READ_VARIABLE ops): XNNPACK cannot pack them, batch norm is not folded, the model runs
+    several times slower (or gives NaN, for the subclassed wrapper). `from_keras_model` freezes
+    them too, but through a SavedModel round trip that costs several times the CPU, and a run's
+    TFLite files are written again whenever training saves a better model; see
+    docs/notes/2026-11-28-what-makes-it-fast.md.
     """
 
     return convert_variables_to_constants_v2(_serving_function(network_at(model, input_wh)).get_concrete_function())

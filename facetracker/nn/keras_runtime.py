@@ -12,7 +12,8 @@ from facetracker.nn.model import is_dense, load_model
 
 class KerasRuntime:
     """A `.keras` model (or a face tracker in memory) called directly through one traced function,
-    as Keras' `predict()` costs ~100 ms a call; with a fixed input signature no later call traces
+    as Keras' `predict()` costs far too much a call for video (see
+    docs/notes/2026-11-28-what-makes-it-fast.md); with a fixed input signature no later call traces
     or builds a graph. `frame` (width, height): a dense model's network is rebuilt for camera frames
     of that size, as the live path runs it (`dense.input_for_frame`); a single-box model is unchanged."""
 

@@ -310,8 +310,8 @@ def build_dense_network(backbone: str = "mobilenetv2-0.5", weights: str | None =
     p = layers.Add(name="merge_8")([p, layers.Conv2D(width, 1, activation="relu", name="lateral_8")(c8)])
     p = layers.SeparableConv2D(width, 3, padding="same", activation="relu", name="head_conv1")(p)
     p = layers.SeparableConv2D(width, 3, padding="same", activation="relu", name="head_conv2")(p)
-    # A prior of 1% face per cell at the start (the focal loss paper's), so the many empty cells
-    # do not swamp the first steps.
+    # A prior probability of 0.01 face per cell at the start (the focal loss paper's), so the many
+    # empty cells do not swamp the first steps.
     logit = layers.Conv2D(1, 1, name="cell_logit", bias_initializer=keras.initializers.Constant(-4.595))(p)
     distances = layers.Conv2D(4, 1, name="cell_distances")(p)
     rows = DecodeCells(name="cells")([logit, distances])

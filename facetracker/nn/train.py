@@ -107,7 +107,7 @@ def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int, sh
     """Shuffled, batched, augmented on the fly in parallel, prefetched; shapes are set for Keras.
 
     Each parallel call augments a whole batch of indices: one `numpy_function` per image cost
-    more than the augmentation itself (150 images/s per core against 600 per batch).
+    more than the augmentation itself (docs/notes/2026-11-28-what-makes-it-fast.md).
 
     `shard` picks this worker's share of the images (see `image_order`).
     """
@@ -138,7 +138,8 @@ def training_dataset(cache: ImageCache, config: TrainConfig, batch_size: int, sh
         return tf.cast(images, tf.float32), (has_face, boxes)
 
     # Endless, so Keras keeps one iterator for the whole run: a finite one is torn down and rebuilt
-    # at every epoch, which cost 2-40 s each time while augmentation workers wound down.
+    # at every epoch, which stalled each epoch's start while augmentation workers wound down (see
+    # docs/notes/2026-11-28-what-makes-it-fast.md).
     # `steps_per_epoch` marks the epochs; every pass over the copies is shuffled anew.
     return (image_order(len(cache.images), config, shard).batch(batch_size, drop_remainder=False)
             .map(map_fn, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
@@ -541,7 +542,7 @@ class RunFolderCallback(keras.callbacks.Callback):
         self.log(f"epoch {epoch + 1}/{self.epochs}: loss {record.get('loss', float('nan')):.4f}, "
                  f"val mean IoU {metrics['mean_iou']:.3f}, IoU>=0.5 {metrics['iou50']:.2f}, "
                  f"accuracy {metrics['accuracy']:.3f}" + self._saved_words(improved, epoch + 1, counted_from))
-        # The workers' validation IoU can differ slightly (0.0036 against 0.0035 in one run):
+        # The workers' validation IoU can differ slightly (docs/operations.md, several machines):
         # all of them follow any that stops.
         if self.early_stopping and self.stop.on_any_worker(self.model.distribute_strategy,
                                                            state["since_best"] >= self.early_stopping):
