@@ -243,6 +243,28 @@ def _tail(path: Path, n_lines: int) -> str:
         return "<no log>"
 
 
+def mapped_libraries(pid: int, word: str) -> list[str]:
+    """The shared libraries of a running process whose path holds `word` (from /proc/PID/maps; TensorFlow
+    lives in `/tensorflow/`, LiteRT in `/ai_edge_litert/`):
+    a library is mapped once imported, whatever the process's modules say."""
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return []
+    return sorted({line.split()[-1] for line in lines if word in line.split()[-1] and ".so" in line.split()[-1]})
+
+
+def resident_mb(pid: int) -> float:
+    """A running process's resident memory in MB (VmRSS), 0 when it cannot be read."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
 def free_port() -> int:
     """A TCP port that was free a moment ago (tiny race, fine for tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -151,8 +151,13 @@ def test_newcomer_journey_in_a_real_browser(tmp_path: Path, webcam, short_multi_
         assert read_caption(page, FRAMES_CAPTION)[2] == 0, "no frame failed in the callback"
         assert bt.page_exceptions(page) == []
         bt.stop_webrtc(page)
+        # Every page opened and a trained model streamed: the server ran its TFLite files on LiteRT
+        # and never loaded TensorFlow.
+        server_mb = bt.resident_mb(url.pid)
+        assert bt.mapped_libraries(url.pid, "/tensorflow/") == [], "the web server loaded TensorFlow"
         print(f"[app browser] Start->video {t_click:.1f} s; trained model {model_fps:.1f} frames/s through the "
               f"callback (the target is >= 25; the page shows {shown_fps.splitlines()[-1]} frames/s, model "
               f"{shown_ms.splitlines()[-1]}; {through_model} of the camera's {from_camera} frames so far), "
               f"{trained_detections} frames with a face; Haar box "
-              f"{green} green px; Detect page ready at {t_detect_ready:.0f} s; total {time.monotonic() - t0:.0f} s")
+              f"{green} green px; Detect page ready at {t_detect_ready:.0f} s; server resident memory {server_mb:.0f} MB; "
+              f"total {time.monotonic() - t0:.0f} s")
