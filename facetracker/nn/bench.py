@@ -34,6 +34,7 @@ import tensorflow as tf
 from facetracker.config.training import PRESETS, TrainConfig, config_for
 from facetracker.data import datasets as data_lib
 from facetracker.data.augment import AugmentConfig
+from facetracker.inference import models
 from facetracker.inference.dense import input_for_frame
 from facetracker.inference.detect import (
     HAAR,
@@ -556,11 +557,11 @@ def main(args) -> int:
     report = Report(machine=machine_info(), settings=settings, frames=len(frames), folder=folder, quick=quick)
 
     detectors: dict = {}
-    models: dict = {}
+    built: dict = {}
     with tempfile.TemporaryDirectory(prefix="facetracker-bench-") as workdir:
         for backbone in BACKBONES:
             model, by_runtime, flip = build_detectors(backbone, Path(workdir), log)
-            models[backbone] = model
+            built[backbone] = model
             report.macs[backbone] = multiply_accumulates(model.net) * (2 if flip else 1)
             if flip:
                 report.flipped.append(backbone)
@@ -574,7 +575,7 @@ def main(args) -> int:
         share = CpuShare()
         report.timings = time_frame_paths(detectors, frames, settings, log)
         report.frame_cores = share.cores()
-    report.prep_ms = preparation_ms(frames, models[BACKBONES[0]].net.input_shape[1])
+    report.prep_ms = preparation_ms(frames, built[BACKBONES[0]].net.input_shape[1])
     detectors.clear()
 
     cache = training_cache(samples, settings.cache_images)
@@ -584,7 +585,7 @@ def main(args) -> int:
         warmup = settings.slow_warmup_steps if slow else settings.train_warmup_steps
         steps = settings.slow_train_steps if slow else settings.train_steps
         share = CpuShare()
-        report.train[backbone] = training_rate(models[backbone], backbone, dense_cache if is_dense(backbone) else cache,
+        report.train[backbone] = training_rate(built[backbone], backbone, dense_cache if is_dense(backbone) else cache,
                                                folder, warmup, steps)
         report.train_cores[backbone] = share.cores()
         log(f"{backbone}: training {report.train[backbone]:.1f} images/s")
