@@ -1,6 +1,7 @@
 """`facetracker COMMAND` (or `python -m facetracker COMMAND`): every job of the app, headless.
 
     inspect   DIR                         what a dataset folder holds, and what is skipped and why
+    dataset export DIR --format F --out O a dataset as COCO, YOLO or Pascal VOC
     train     --data DIR --run-dir DIR    train (or --resume) a face tracker
     evaluate  --model M --data DIR        metrics on a dataset (or one split of it)
     predict   --model M --images DIR      labelme pre-labels for a folder of images
@@ -29,6 +30,8 @@ from facetracker.config.training import (
 )
 from facetracker.data.augment import AugmentConfig
 from facetracker.data.datasets import DatasetError, load_dataset
+from facetracker.data.formats import FORMATS
+from facetracker.io.progress import progress_bar
 from facetracker.runs import run_folder as runs
 from facetracker.runs.run_folder import RunLocked, write_json
 
@@ -223,6 +226,33 @@ def _run_export(args) -> int:
     return 0
 
 
+def _run_dataset_export(args) -> int:
+    from facetracker.data.formats import export_dataset
+
+    with progress_bar(f"exporting to {args.format}") as progress:
+        result = export_dataset(args.data, args.format, args.out, progress=progress)
+    for item in result.skipped:
+        print(item)
+    print(result.describe())
+    return 0
+
+
+def _add_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="dataset jobs: export to the field's formats")
+    jobs = p.add_subparsers(dest="dataset_command", required=True)
+    e = jobs.add_parser("export", help="write a dataset as COCO, YOLO or Pascal VOC",
+                        description="Every photo and face of a dataset folder (any layout inspect reads) written "
+                                    "in another format, its split folders kept; photos without a face are kept "
+                                    "too (a COCO image without annotations, an empty YOLO .txt, a VOC file "
+                                    "without an object).")
+    e.add_argument("data", help="dataset folder")
+    e.add_argument("--format", required=True, choices=FORMATS,
+                   help="coco: annotations/instances_<split>.json and <split>/; yolo: <split>/images and "
+                        "<split>/labels with data.yaml (Ultralytics); voc: <split>/images and <split>/annotations")
+    e.add_argument("--out", required=True, help="a new (or empty) folder for the export")
+    e.set_defaults(run=_run_dataset_export)
+
+
 def _run_bench(args) -> int:
     from facetracker.nn.bench import main as bench_main
 
@@ -245,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--json", action="store_true", help="also print the counts as JSON")
     p.set_defaults(run=_run_inspect)
+
+    _add_dataset(sub)
 
     _add_train(sub)
     sub.choices["train"].set_defaults(run=_run_train)
