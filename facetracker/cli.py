@@ -171,14 +171,16 @@ def _run_evaluate(args) -> int:
 
     figures: dict = {}
     if args.model not in REFERENCE_LABELS:  # the face/no-face and single-box figures need a trained model
-        result = evaluate(args.model, args.data, split=args.split, threshold=args.threshold)
+        with progress_bar("one box a photo") as progress:
+            result = evaluate(args.model, args.data, split=args.split, threshold=args.threshold, progress=progress)
         for item in result.skipped:
             print(item)
         print(format_metrics(result.metrics))
         print(f"{len(result.samples)} images evaluated, {len(result.skipped)} skipped")
         figures = {**result.metrics, "skipped": len(result.skipped)}
-    faces, skipped = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold,
-                                    look_closer=not args.whole_frame)
+    with progress_bar("every face") as progress:
+        faces, skipped = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold,
+                                        look_closer=not args.whole_frame, progress=progress)
     if args.model in REFERENCE_LABELS:  # a trained model's skipped files are printed above
         for item in skipped:
             print(item)
@@ -187,8 +189,9 @@ def _run_evaluate(args) -> int:
         how = "whole frame, as live video" if args.whole_frame else "looking closer, as for photos"
     print(f"every face ({how}): " + format_metrics(faces))
     if args.far:  # camera frames of a room: scored as the live video runs
-        far, _ = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold, far=True,
-                                look_closer=False)
+        with progress_bar("far away") as progress:
+            far, _ = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold, far=True,
+                                    look_closer=False, progress=progress)
         print("far away (whole frame, as live video): " + format_metrics(far))
         faces = {**faces, "far_away": far}
     if args.json:
@@ -202,8 +205,9 @@ def _run_evaluate(args) -> int:
 def _run_predict(args) -> int:
     from facetracker.labelling.predict import prelabel_folder
 
-    summary = prelabel_folder(args.model, args.images, args.out, threshold=args.threshold, overwrite=args.overwrite,
-                              log=print)
+    with progress_bar("pre-labelling") as progress:
+        summary = prelabel_folder(args.model, args.images, args.out, threshold=args.threshold,
+                                  overwrite=args.overwrite, log=print, progress=progress)
     print(f"{summary['written']} label files written to {args.out} ({summary['faces']} faces), "
           f"{summary['kept']} existing kept, {summary['skipped']} skipped")
     return 0
@@ -212,7 +216,9 @@ def _run_predict(args) -> int:
 def _run_label(args) -> int:
     from facetracker.labelling.prelabel import label_dataset
 
-    done = label_dataset(args.folder, args.model, video=args.video, every_s=args.every, threshold=args.threshold)
+    with progress_bar("pre-labelling") as progress:
+        done = label_dataset(args.folder, args.model, video=args.video, every_s=args.every, threshold=args.threshold,
+                             progress=progress)
     print(f"{args.folder}: {done['frames']} video frames added, {done['photos']} unlabelled photos looked at, "
           f"{done['labelled']} labelled with {done['faces']} faces (the rest hold no face)")
     return 0
@@ -256,7 +262,9 @@ def _add_dataset(sub) -> None:
 def _run_bench(args) -> int:
     from facetracker.nn.bench import main as bench_main
 
-    return bench_main(args)
+    with progress_bar("bench", unit="stage") as progress:
+        args.progress = progress
+        return bench_main(args)
 
 
 THRESHOLD_HELP = ("a face when its probability is at least this (default: 0.5; 0.3 for a model that finds every "

@@ -102,7 +102,8 @@ def yunet_prelabel_iou(labelled: list[data_lib.Sample], photos: list[data_lib.Sa
 
 
 def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,
-                  every_s: float = 0.5, threshold: float = 0.6, log: Callable[[str], None] = print) -> dict:
+                  every_s: float = 0.5, threshold: float = 0.6, log: Callable[[str], None] = print,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Pre-label a dataset folder (`images/` + `labels/`): every photo without a label gets a labelme
     file with a rectangle per face found, placed as the folder's existing labels place theirs. With
     `video`, a frame every `every_s` seconds of it is first added to `images/`. A photo where no face
@@ -130,7 +131,10 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     if convention.pairs:
         log(f"boxes placed as this folder's labels place theirs (learnt from {convention.pairs} faces)")
     skipped: list[data_lib.Skipped] = []
-    for stem, path in sorted(data_lib.list_files(images, data_lib.IMAGE_EXTENSIONS, skipped).items()):
+    photos = sorted(data_lib.list_files(images, data_lib.IMAGE_EXTENSIONS, skipped).items())
+    for index, (stem, path) in enumerate(photos, start=1):
+        if progress:
+            progress(index - 1, len(photos))
         if (labels / f"{stem}.json").exists():
             continue
         try:
@@ -148,6 +152,8 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
         atomic.write_text(labels / f"{stem}.json", labelme_faces_json(f"../images/{path.name}", width, height, faces))
         done["labelled"] += 1
         done["faces"] += len(boxes)
+    if progress:
+        progress(len(photos), len(photos))
     for item in skipped:
         log(str(item))
     return done
