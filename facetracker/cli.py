@@ -31,6 +31,7 @@ from facetracker.config.training import (
 from facetracker.data.augment import AugmentConfig
 from facetracker.data.datasets import DatasetError, load_dataset
 from facetracker.data.formats import FORMATS
+from facetracker.evaluation.coco_eval import format_coco
 from facetracker.io.progress import progress_bar
 from facetracker.runs import run_folder as runs
 from facetracker.runs.run_folder import RunLocked, write_json
@@ -187,12 +188,14 @@ def _run_evaluate(args) -> int:
         how = "at the photo's own resolution"
     else:
         how = "whole frame, as live video" if args.whole_frame else "looking closer, as for photos"
-    print(f"every face ({how}): " + format_metrics(faces))
+    print(f"every face ({how}): " + format_metrics(own_figures(faces)))
+    print(format_coco(faces))
     if args.far:  # camera frames of a room: scored as the live video runs
         with progress_bar("far away") as progress:
             far, _ = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold, far=True,
                                     look_closer=False, progress=progress)
-        print("far away (whole frame, as live video): " + format_metrics(far))
+        print("far away (whole frame, as live video): " + format_metrics(own_figures(far)))
+        print(format_coco(far))
         faces = {**faces, "far_away": far}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -200,6 +203,11 @@ def _run_evaluate(args) -> int:
                                "split": args.split})
         print(f"wrote {args.json}")
     return 0
+
+
+def own_figures(faces: dict) -> dict:
+    """The per-face figures computed here, without COCO's (printed on a line of their own)."""
+    return {key: value for key, value in faces.items() if not key.startswith("coco_")}
 
 
 def _run_predict(args) -> int:
