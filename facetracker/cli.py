@@ -155,7 +155,8 @@ def _run_train(args) -> int:
 
 
 def _run_inspect(args) -> int:
-    dataset = load_dataset(args.data)
+    with progress_bar("reading the photos") as progress:
+        dataset = load_dataset(args.data, progress=progress)
     for item in dataset.skipped:
         print(item)
     for note in dataset.notes:

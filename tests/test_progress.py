@@ -31,6 +31,17 @@ def test_a_bar_is_drawn_on_a_terminal_and_nothing_elsewhere():
     assert shown(terminal) and not shown(log) and not shown(object())
 
 
+def test_a_second_pass_starts_the_bar_again_with_its_total():
+    """Reading a dataset counts photos without a total; writing them out counts again, of the total."""
+    with progress_bar("exporting", stream=Terminal()) as progress:
+        for done in range(1, 8):
+            progress(done, None)
+        assert progress.bar.n == 7 and progress.bar.total is None
+        progress(1, 7)
+        progress(2, 7)
+        assert progress.bar.n == 2 and progress.bar.total == 7
+
+
 def test_the_export_command_draws_its_bar_on_a_terminal_and_not_in_a_pipe(webcam, tmp_path):
     """The same command, its stderr once a pseudo-terminal and once a pipe."""
     command = [sys.executable, "-m", "facetracker", "dataset", "export", str(webcam), "--format", "yolo"]

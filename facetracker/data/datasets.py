@@ -705,7 +705,7 @@ def _add_annotations(coco: dict, images: dict[object, _CocoImage], refused: set,
 
 
 def load_coco(folder: str | Path, files: list[tuple[Path, object]] | None = None, *, check_pixels: bool = True,
-              root: str | Path | None = None) -> Dataset:
+              root: str | Path | None = None, progress: Callable[[int, int | None], None] | None = None) -> Dataset:
     """A dataset from the COCO files of a folder (`find_coco`), as `data.load_dataset` returns one.
 
     The split of each file comes from its name or its folder's (instances_val2017.json, valid/);
@@ -737,6 +737,8 @@ def load_coco(folder: str | Path, files: list[tuple[Path, object]] | None = None
         _add_annotations(coco, images, refused, faces, skipped, where)
         places = _image_folders(folder, coco_file)
         for image in images.values():
+            if progress:
+                progress(len(samples) + len(skipped), None)
             sample = _coco_sample(image, places, split, coco_file, check_pixels, root, listed, skipped)
             if sample is not None:
                 samples.append(sample)
@@ -910,7 +912,8 @@ def _find_split_folders(root: Path) -> list[tuple[str | None, Path]]:
     return split_dirs or [(None, root)]
 
 
-def load_dataset(folder: str | Path, *, check_pixels: bool = True, root: str | Path | None = None) -> Dataset:
+def load_dataset(folder: str | Path, *, check_pixels: bool = True, root: str | Path | None = None,
+                 progress: Callable[[int, int | None], None] | None = None) -> Dataset:
     """Read a dataset folder. Files that cannot be used are listed in `Dataset.skipped`.
 
     Layouts: `images/` with `labels/*.json` (labelme), `labels/*.txt` (YOLO) or
@@ -919,7 +922,8 @@ def load_dataset(folder: str | Path, *, check_pixels: bool = True, root: str | P
     With `check_pixels`, every image is decoded once so that a truncated file is reported now
     rather than in the middle of training. With a `root` (the app's data root),
     every image and label whose real path (symbolic links followed) lies outside it is skipped,
-    and the samples keep the root so that reading their pixels later checks it again.
+    and the samples keep the root so that reading their pixels later checks it again. `progress`
+    is told the count of photos read so far (the total is not known in advance).
     """
     root_dir = Path(folder).expanduser()
     if not root_dir.exists():
@@ -939,7 +943,7 @@ def load_dataset(folder: str | Path, *, check_pixels: bool = True, root: str | P
 
     coco = find_coco(root_dir, root)
     if coco:
-        return load_coco(root_dir, coco, check_pixels=check_pixels, root=root)
+        return load_coco(root_dir, coco, check_pixels=check_pixels, root=root, progress=progress)
     samples: list[Sample] = []
     skipped: list[Skipped] = []
     notes: list[str] = []
@@ -979,6 +983,8 @@ def load_dataset(folder: str | Path, *, check_pixels: bool = True, root: str | P
             if stem not in claimed_bad_labels and stem not in unlisted_images:
                 skipped.append(item)
         for stem in sorted(set(images) | set(labelme)):
+            if progress:
+                progress(len(samples) + len(skipped), None)
             image_path = images.get(stem)
             if image_path is None and stem in unlisted_images:
                 continue

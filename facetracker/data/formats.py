@@ -174,12 +174,13 @@ def export_dataset(folder: str | Path, fmt: str, out: str | Path, *, root: str |
 
     The photos are copied as they are. What cannot be read is skipped (`ExportResult.skipped`, the
     dataset's own skipped files first). The export is made beside `out` and renamed into place, so a
-    failure or an interruption leaves no half-written folder."""
+    failure or an interruption leaves no half-written folder. `progress` counts the photos read, then
+    those written (of their total)."""
     if fmt not in FORMATS:
         raise ValueError(f"{fmt!r} is not a format this exports; choose one of {', '.join(FORMATS)}")
     folder, out = Path(folder), Path(out)
     _check_out(folder, out)
-    dataset = data_lib.load_dataset(folder, check_pixels=True, root=root)
+    dataset = data_lib.load_dataset(folder, check_pixels=True, root=root, progress=progress)
     result = ExportResult(out, fmt, skipped=list(dataset.skipped))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -22,19 +22,16 @@ class ProgressBar:
         self.bar = bar
 
     def __call__(self, done: int, total: int | None = None) -> None:
+        """`done` of `total` (None: not known); a count lower than the last starts the bar again."""
         if self.bar is None:
             return
+        if done < self.bar.n:  # a new pass over the photos
+            self.bar.reset(total)
         if total is not None and total != self.bar.total:
             self.bar.total = total
             self.bar.refresh()
         if done != self.bar.n:
             self.bar.update(done - self.bar.n)
-
-    def describe(self, text: str) -> None:
-        """Name the stage the bar counts now (a job with several passes over the photos)."""
-        if self.bar is not None:
-            self.bar.set_description_str(text)
-            self.bar.reset()
 
 
 def shown(stream: IO | None = None) -> bool:
