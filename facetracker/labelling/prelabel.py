@@ -121,7 +121,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     detector = models.open_detector(model, models.PHOTO, threshold)
     done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
     if video is not None:
-        done["frames"] = _add_video_frames(Path(video), images, every_s)
+        done["frames"] = _add_video_frames(Path(video), images, every_s, progress)
         log(f"{video}: {done['frames']} frames added to {images}")
     try:
         labelled = [s for s in data_lib.load_dataset(folder, check_pixels=False).samples if s.label]
@@ -159,12 +159,15 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     return done
 
 
-def _add_video_frames(video: Path, images: Path, every_s: float) -> int:
-    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it."""
-
+def _add_video_frames(video: Path, images: Path, every_s: float,
+                      progress: Callable[[int, int | None], None] | None = None) -> int:
+    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it; `progress`
+    counts the frames read."""
     added, next_time = 0, 0.0
     for index, (frame, seconds) in enumerate(video_frames(video, max_frames=100_000, max_side=1280,
                                                           name=video.name)):
+        if progress:
+            progress(index + 1, None)
         if seconds + 1e-6 < next_time:
             continue
         next_time = seconds + every_s
