@@ -101,3 +101,21 @@ def test_the_run_folder_holds_tensorboard_curves_and_validation_photos(coco_run)
         return
     accumulator = EventAccumulator(str(run_dir / EVENTS_DIR), size_guidance={"tensors": 0}).Reload()
     assert {"train/loss", "learning_rate", "val/photos"} <= set(accumulator.Tags()["tensors"])
+
+
+def test_validation_photos_show_the_faces_and_each_kind_of_models_boxes(webcam):
+    """A single-box model's box with its probability, a dense model's faces (or, while it finds none,
+    its most confident box): red over the labelled faces' green, on real frames."""
+    from facetracker.nn.tensorboard_log import PREDICTED_COLOUR, TRUTH_COLOUR, validation_photos
+
+    samples = [s for s in data.load_dataset(webcam, check_pixels=False).split("val") if s.faces][:3]
+    inputs = np.stack([data.model_input(data.sample_pixels(s), 128) for s in samples])
+    faces = [np.array(s.faces) for s in samples]
+    single = lambda batch: np.array([[0.2, *(face[0] * 0.9)] for face in faces])[: len(batch)]  # noqa: E731
+    weak_dense = lambda batch: np.tile([[[0.01, 0.1, 0.1, 0.4, 0.4]]], (len(batch), 50, 1))  # noqa: E731
+    for predict in (single, weak_dense):
+        drawn = validation_photos(predict, inputs, faces)
+        assert len(drawn) == 3 and drawn[0].shape == (128, 128, 3)
+        for photo in drawn:
+            assert (photo == TRUTH_COLOUR).all(axis=2).sum() > 40
+            assert (photo == PREDICTED_COLOUR).all(axis=2).sum() > 40
