@@ -22,6 +22,8 @@ from facetracker.nn.tensorboard_log import EVENTS_DIR
 from facetracker.runs import run_folder as runs
 from tests.conftest import REPO, SHARED_WEIGHTS, require
 
+pytestmark = pytest.mark.slow
+
 EPOCHS = 2
 # tensorboard made unimportable in the training process: the event files must not need it.
 WITHOUT_TENSORBOARD = ("import sys; sys.modules['tensorboard'] = None; from facetracker.cli import main; "
