@@ -16,7 +16,8 @@ from tests.conftest import REPO, require
 
 # Largest difference seen on faces-afw-groups with YuNet (81 photos, 233 faces): 0.0007 in AP50 and
 # 0.0014 in AP50:95, ours the higher: COCO samples the precision-recall curve at 101 recall points
-# where ours takes its whole area; the matching is the same (see the 101-point check below).
+# where ours takes its whole area; the matching is the same (see the 101-point check below and
+# docs/notes/2026-12-07-formats.md).
 AGREEMENT = 0.005
 
 
