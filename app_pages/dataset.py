@@ -17,6 +17,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app_pages import ui
 from facetracker.data import datasets as data_lib
+from facetracker.data import formats
 from facetracker.inference.detect import YUNET
 from facetracker.inference.webrtc import rtc_configuration
 from facetracker.io import safety
@@ -407,6 +408,37 @@ def record_section(folder: Path) -> None:
         correct_capture(saved)
 
 
+EXPORT_NAMES = {"coco": "COCO (instances.json)", "yolo": "YOLO (Ultralytics)", "voc": "Pascal VOC"}
+
+
+def export_section(folder: Path) -> None:
+    """The dataset in another tool's format, every face and the split folders kept, as a zip to download."""
+    with st.expander("Export as COCO, YOLO or Pascal VOC"):
+        fmt = st.radio("Format", formats.FORMATS, format_func=EXPORT_NAMES.get, horizontal=True, key="export_format")
+        key = (str(folder), fmt, ui.folder_signature(folder))
+        held = st.session_state.get("export_zip")
+        if (held is None or held[0] != key) and st.button("Make the zip"):
+            with st.spinner("Exporting…"), tempfile.TemporaryDirectory() as work:
+                zip_path = Path(work) / zip_path_name(folder, fmt)
+                try:
+                    result = formats.export_zip(folder, fmt, zip_path, root=ui.data_root())
+                except (ValueError, OSError) as error:
+                    st.error(ui.readable(error))
+                    return
+                held = (key, zip_path.read_bytes(), result)
+                st.session_state["export_zip"] = held
+        if held is not None and held[0] == key:
+            result = held[2]
+            st.caption(f"{result.images} photos ({result.no_face} without a face), {result.faces} faces.")
+            ui.skipped_files(result.skipped)
+            st.download_button(f"Download {zip_path_name(folder, fmt)}", held[1], file_name=zip_path_name(folder, fmt),
+                               mime="application/zip", on_click="ignore")
+
+
+def zip_path_name(folder: Path, fmt: str) -> str:
+    return f"{folder.name}-{fmt}.zip"
+
+
 def holds_no_file(folder: Path) -> bool:
     """Whether the folder holds no file at any depth (stops at the first one found)."""
     return next((p for p in folder.rglob("*") if p.is_file()), None) is None
@@ -426,6 +458,7 @@ def main() -> None:
     if dataset is not None:
         st.write(dataset.describe().replace(str(folder), f"**{folder.name}**", 1))
         counts(dataset)
+        export_section(folder)
         st.subheader("Images")
         image_browser(dataset)
     record_section(folder)

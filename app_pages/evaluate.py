@@ -115,16 +115,25 @@ FACE_METRICS = [("recall", "Faces found", "labelled faces matched by a box at Io
                 ("mean_iou", "IoU of found faces", "mean IoU of the faces that were found")]
 
 
+COCO_METRICS = [("coco_map50", "COCO mAP50", "COCO's AP at IoU 0.5 (pycocotools; 101 recall points)"),
+                ("coco_map50_95", "COCO mAP50:95", "COCO's AP over IoU 0.50:0.05:0.95, its headline figure"),
+                ("coco_ap_small", "AP small", "COCO's AP50:95 over faces of area under 32² px"),
+                ("coco_ap_medium", "AP medium", "COCO's AP50:95 over faces of 32² to 96² px"),
+                ("coco_ap_large", "AP large", "COCO's AP50:95 over faces of area over 96² px")]
+
+
 def face_row(faces: dict) -> None:
-    """Every box against every labelled face: what counts on photos with several faces."""
-    columns = st.columns(len(FACE_METRICS))
-    for column, (name, label, help_text) in zip(columns, FACE_METRICS):
-        value = faces.get(name, float("nan"))
-        column.metric(label, "–" if value != value else f"{value:.3f}", help=help_text)
+    """Every box against every labelled face: what counts on photos with several faces; below, COCO's figures."""
+    for row in (FACE_METRICS, COCO_METRICS):
+        for column, (name, label, help_text) in zip(st.columns(len(row)), row):
+            value = faces.get(name, float("nan"))
+            column.metric(label, "–" if value != value else f"{value:.3f}", help=help_text)
     sizes = [f"{name} {faces[f'recall_{name}']:.2f} of {faces[f'n_{name}']}" for name, low, high in SIZE_BINS
              if faces.get(f"n_{name}")]
     st.caption(f"{faces['n_faces']} labelled faces in {faces['n_photos']} photos. Found by face width: "
-               + ", ".join(sizes) + " (tiny < 16 px, small < 32, medium < 96, large).")
+               + ", ".join(sizes) + " (tiny < 16 px, small < 32, medium < 96, large). COCO's figures are "
+               "pycocotools' own, on the same boxes; they differ from ours mainly by sampling the "
+               "precision-recall curve at 101 points.")
 
 
 def missed_faces(faces: FaceEvaluation) -> None:

@@ -1,6 +1,7 @@
 """`facetracker COMMAND` (or `python -m facetracker COMMAND`): every job of the app, headless.
 
     inspect   DIR                         what a dataset folder holds, and what is skipped and why
+    dataset export DIR --format F --out O a dataset as COCO, YOLO or Pascal VOC
     train     --data DIR --run-dir DIR    train (or --resume) a face tracker
     evaluate  --model M --data DIR        metrics on a dataset (or one split of it)
     predict   --model M --images DIR      labelme pre-labels for a folder of images
@@ -29,6 +30,9 @@ from facetracker.config.training import (
 )
 from facetracker.data.augment import AugmentConfig
 from facetracker.data.datasets import DatasetError, load_dataset
+from facetracker.data.formats import FORMATS
+from facetracker.evaluation.coco_eval import format_coco
+from facetracker.io.progress import progress_bar
 from facetracker.runs import run_folder as runs
 from facetracker.runs.run_folder import RunLocked, write_json
 
@@ -151,7 +155,8 @@ def _run_train(args) -> int:
 
 
 def _run_inspect(args) -> int:
-    dataset = load_dataset(args.data)
+    with progress_bar("reading the photos") as progress:
+        dataset = load_dataset(args.data, progress=progress)
     for item in dataset.skipped:
         print(item)
     for note in dataset.notes:
@@ -168,25 +173,30 @@ def _run_evaluate(args) -> int:
 
     figures: dict = {}
     if args.model not in REFERENCE_LABELS:  # the face/no-face and single-box figures need a trained model
-        result = evaluate(args.model, args.data, split=args.split, threshold=args.threshold)
+        with progress_bar("one box a photo") as progress:
+            result = evaluate(args.model, args.data, split=args.split, threshold=args.threshold, progress=progress)
         for item in result.skipped:
             print(item)
         print(format_metrics(result.metrics))
         print(f"{len(result.samples)} images evaluated, {len(result.skipped)} skipped")
         figures = {**result.metrics, "skipped": len(result.skipped)}
-    faces, skipped = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold,
-                                    look_closer=not args.whole_frame)
+    with progress_bar("every face") as progress:
+        faces, skipped = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold,
+                                        look_closer=not args.whole_frame, progress=progress)
     if args.model in REFERENCE_LABELS:  # a trained model's skipped files are printed above
         for item in skipped:
             print(item)
         how = "at the photo's own resolution"
     else:
         how = "whole frame, as live video" if args.whole_frame else "looking closer, as for photos"
-    print(f"every face ({how}): " + format_metrics(faces))
+    print(f"every face ({how}): " + format_metrics(own_figures(faces)))
+    print(format_coco(faces))
     if args.far:  # camera frames of a room: scored as the live video runs
-        far, _ = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold, far=True,
-                                look_closer=False)
-        print("far away (whole frame, as live video): " + format_metrics(far))
+        with progress_bar("far away") as progress:
+            far, _ = evaluate_faces(args.model, args.data, split=args.split, threshold=args.threshold, far=True,
+                                    look_closer=False, progress=progress)
+        print("far away (whole frame, as live video): " + format_metrics(own_figures(far)))
+        print(format_coco(far))
         faces = {**faces, "far_away": far}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -196,11 +206,17 @@ def _run_evaluate(args) -> int:
     return 0
 
 
+def own_figures(faces: dict) -> dict:
+    """The per-face figures computed here, without COCO's (printed on a line of their own)."""
+    return {key: value for key, value in faces.items() if not key.startswith("coco_")}
+
+
 def _run_predict(args) -> int:
     from facetracker.labelling.predict import prelabel_folder
 
-    summary = prelabel_folder(args.model, args.images, args.out, threshold=args.threshold, overwrite=args.overwrite,
-                              log=print)
+    with progress_bar("pre-labelling") as progress:
+        summary = prelabel_folder(args.model, args.images, args.out, threshold=args.threshold,
+                                  overwrite=args.overwrite, log=print, progress=progress)
     print(f"{summary['written']} label files written to {args.out} ({summary['faces']} faces), "
           f"{summary['kept']} existing kept, {summary['skipped']} skipped")
     return 0
@@ -209,7 +225,9 @@ def _run_predict(args) -> int:
 def _run_label(args) -> int:
     from facetracker.labelling.prelabel import label_dataset
 
-    done = label_dataset(args.folder, args.model, video=args.video, every_s=args.every, threshold=args.threshold)
+    with progress_bar("pre-labelling") as progress:
+        done = label_dataset(args.folder, args.model, video=args.video, every_s=args.every, threshold=args.threshold,
+                             progress=progress)
     print(f"{args.folder}: {done['frames']} video frames added, {done['photos']} unlabelled photos looked at, "
           f"{done['labelled']} labelled with {done['faces']} faces (the rest hold no face)")
     return 0
@@ -223,10 +241,39 @@ def _run_export(args) -> int:
     return 0
 
 
+def _run_dataset_export(args) -> int:
+    from facetracker.data.formats import export_dataset
+
+    with progress_bar(f"exporting to {args.format}") as progress:
+        result = export_dataset(args.data, args.format, args.out, progress=progress)
+    for item in result.skipped:
+        print(item)
+    print(result.describe())
+    return 0
+
+
+def _add_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="dataset jobs: export to the field's formats")
+    jobs = p.add_subparsers(dest="dataset_command", required=True)
+    e = jobs.add_parser("export", help="write a dataset as COCO, YOLO or Pascal VOC",
+                        description="Every photo and face of a dataset folder (any layout inspect reads) written "
+                                    "in another format, its split folders kept; photos without a face are kept "
+                                    "too (a COCO image without annotations, an empty YOLO .txt, a VOC file "
+                                    "without an object).")
+    e.add_argument("data", help="dataset folder")
+    e.add_argument("--format", required=True, choices=FORMATS,
+                   help="coco: annotations/instances_<split>.json and <split>/; yolo: <split>/images and "
+                        "<split>/labels with data.yaml (Ultralytics); voc: <split>/images and <split>/annotations")
+    e.add_argument("--out", required=True, help="a new (or empty) folder for the export")
+    e.set_defaults(run=_run_dataset_export)
+
+
 def _run_bench(args) -> int:
     from facetracker.nn.bench import main as bench_main
 
-    return bench_main(args)
+    with progress_bar("bench", unit="stage") as progress:
+        args.progress = progress
+        return bench_main(args)
 
 
 THRESHOLD_HELP = ("a face when its probability is at least this (default: 0.5; 0.3 for a model that finds every "
@@ -245,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data")
     p.add_argument("--json", action="store_true", help="also print the counts as JSON")
     p.set_defaults(run=_run_inspect)
+
+    _add_dataset(sub)
 
     _add_train(sub)
     sub.choices["train"].set_defaults(run=_run_train)

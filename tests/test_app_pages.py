@@ -183,6 +183,18 @@ def test_dataset_page_shows_every_face_of_group_photos(root, data_root):
     assert sum(c.endswith(" faces") for c in captions) >= 3
 
 
+def test_dataset_page_offers_the_dataset_as_a_coco_yolo_or_voc_zip(faces):
+    at = open_page("app_pages/dataset.py")
+    assert not at.get("download_button"), "the zip is made when asked for"
+    at.radio(key="export_format").set_value("yolo").run()
+    at.button[[b.label for b in at.button].index("Make the zip")].click().run()
+    assert_no_exception(at)
+    assert f"{N_FACES + N_EMPTY} photos ({N_EMPTY} without a face), {N_FACES} faces." in texts(at, "caption")
+    assert "faces-yolo.zip" in at.get("download_button")[0].proto.label
+    at.radio(key="export_format").set_value("coco").run()  # another format: its own zip, when asked
+    assert not at.get("download_button")
+
+
 def test_dataset_path_outside_the_data_root_is_refused(faces, tmp_path):
     at = open_page("app_pages/dataset.py")
     at.selectbox(key="dataset_choice").set_value("another folder under the data root…").run()
@@ -644,7 +656,8 @@ def test_evaluate_shows_metrics_histogram_and_worst_and_best(tiny_run):
     assert_no_exception(at)
     metrics = {m.label: m.value for m in at.metric}
     assert set(metrics) == {"Mean IoU", "IoU ≥ 0.5", "Accuracy", "Precision", "Recall", "AP50", "Faces found",
-                            "Boxes right", "AP50 per face", "AP50:95", "IoU of found faces"}
+                            "Boxes right", "AP50 per face", "AP50:95", "IoU of found faces", "COCO mAP50",
+                            "COCO mAP50:95", "AP small", "AP medium", "AP large"}
     assert all(v == "–" or 0.0 <= float(v) <= 1.0 for v in metrics.values())
     assert any(c == f"{N_FACES} images with a face, {N_EMPTY} without" for c in texts(at, "caption"))
     assert any(c.startswith(f"{N_FACES} labelled faces in {N_FACES + N_EMPTY} photos. Found by face width: ")

@@ -18,6 +18,7 @@ import numpy as np
 
 from facetracker.boxes import average_precision, iou
 from facetracker.data import datasets as data_lib
+from facetracker.evaluation.coco_eval import coco_metrics
 from facetracker.evaluation.face_metrics import score_detector
 from facetracker.inference import models
 from facetracker.inference.dense import input_wh, letterbox, top_cells
@@ -176,6 +177,7 @@ def evaluate_every_face(model: str | Path, data: str | Path, split: str | None =
         threshold = default_threshold(runtime) if threshold is None else threshold
     dataset, samples = _chosen_samples(model, data, split, root)
     metrics, photos, skipped = score_detector(detector.detect, samples, threshold, progress=progress, far=far)
+    metrics.update(coco_metrics(photos))  # COCO's own figures beside ours, from pycocotools
     by_image = {sample.image: sample for sample in samples}
     kept = [by_image[photo.image] for photo in photos]
     return FaceEvaluation(metrics, kept, photos, dataset.skipped + skipped, threshold)

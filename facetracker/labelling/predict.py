@@ -14,7 +14,8 @@ from facetracker.runs.run_folder import atomic_write_text
 
 
 def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, threshold: float | None = None,
-                    overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+                    overwrite: bool = False, log: Callable[[str], None] = print,
+                    progress: Callable[[int, int], None] | None = None) -> dict:
     """Write `<out>/<stem>.json` for every image in `images`, a rectangle for every face the model (a
     model file, run folder, or `yunet` / `haar`) finds; existing labels are kept unless `overwrite`."""
 
@@ -26,7 +27,9 @@ def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, thre
     summary = {"written": 0, "faces": 0, "kept": 0, "skipped": 0}
     skipped: list[data_lib.Skipped] = []
     files = data_lib.list_files(images_dir, data_lib.IMAGE_EXTENSIONS, skipped)
-    for stem, path in files.items():
+    for done, (stem, path) in enumerate(files.items(), start=1):
+        if progress:
+            progress(done - 1, len(files))
         target = out_dir / f"{stem}.json"
         if target.exists() and not overwrite:
             summary["kept"] += 1
@@ -44,6 +47,8 @@ def prelabel_folder(model: str | Path, images: str | Path, out: str | Path, thre
         atomic_write_text(target, labelme_faces_json(str(relative), width, height, faces))
         summary["written"] += 1
         summary["faces"] += len(faces)
+    if progress:
+        progress(len(files), len(files))
     for item in skipped:
         log(str(item))
     summary["skipped"] = len(skipped)

@@ -102,7 +102,8 @@ def yunet_prelabel_iou(labelled: list[data_lib.Sample], photos: list[data_lib.Sa
 
 
 def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,
-                  every_s: float = 0.5, threshold: float = 0.6, log: Callable[[str], None] = print) -> dict:
+                  every_s: float = 0.5, threshold: float = 0.6, log: Callable[[str], None] = print,
+                  progress: Callable[[int, int], None] | None = None) -> dict:
     """Pre-label a dataset folder (`images/` + `labels/`): every photo without a label gets a labelme
     file with a rectangle per face found, placed as the folder's existing labels place theirs. With
     `video`, a frame every `every_s` seconds of it is first added to `images/`. A photo where no face
@@ -120,7 +121,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     detector = models.open_detector(model, models.PHOTO, threshold)
     done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
     if video is not None:
-        done["frames"] = _add_video_frames(Path(video), images, every_s)
+        done["frames"] = _add_video_frames(Path(video), images, every_s, progress)
         log(f"{video}: {done['frames']} frames added to {images}")
     try:
         labelled = [s for s in data_lib.load_dataset(folder, check_pixels=False).samples if s.label]
@@ -130,7 +131,10 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     if convention.pairs:
         log(f"boxes placed as this folder's labels place theirs (learnt from {convention.pairs} faces)")
     skipped: list[data_lib.Skipped] = []
-    for stem, path in sorted(data_lib.list_files(images, data_lib.IMAGE_EXTENSIONS, skipped).items()):
+    photos = sorted(data_lib.list_files(images, data_lib.IMAGE_EXTENSIONS, skipped).items())
+    for index, (stem, path) in enumerate(photos, start=1):
+        if progress:
+            progress(index - 1, len(photos))
         if (labels / f"{stem}.json").exists():
             continue
         try:
@@ -148,17 +152,22 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
         atomic.write_text(labels / f"{stem}.json", labelme_faces_json(f"../images/{path.name}", width, height, faces))
         done["labelled"] += 1
         done["faces"] += len(boxes)
+    if progress:
+        progress(len(photos), len(photos))
     for item in skipped:
         log(str(item))
     return done
 
 
-def _add_video_frames(video: Path, images: Path, every_s: float) -> int:
-    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it."""
-
+def _add_video_frames(video: Path, images: Path, every_s: float,
+                      progress: Callable[[int, int | None], None] | None = None) -> int:
+    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it; `progress`
+    counts the frames read."""
     added, next_time = 0, 0.0
     for index, (frame, seconds) in enumerate(video_frames(video, max_frames=100_000, max_side=1280,
                                                           name=video.name)):
+        if progress:
+            progress(index + 1, None)
         if seconds + 1e-6 < next_time:
             continue
         next_time = seconds + every_s

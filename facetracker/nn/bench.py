@@ -551,6 +551,9 @@ def main(args) -> int:
     def log(message: str) -> None:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
+    stages = 2 * len(BACKBONES) + 2  # the detectors of each backbone, the frame paths, training, augmentation
+    progress = getattr(args, "progress", None) or (lambda done, total: None)
+
     folder = helen_folder(getattr(args, "data", None))
     samples = face_samples(folder)
     frames = camera_frames(samples, settings.photos)
@@ -568,6 +571,7 @@ def main(args) -> int:
             for runtime, detector in by_runtime.items():
                 detectors[f"{backbone}/{runtime}"] = detector
                 report.threads[f"{backbone}/{runtime}"] = str(getattr(detector.runtime, "num_threads", "tf"))
+            progress(len(models), stages)
         detectors[YUNET] = models.open_detector(YUNET, models.LIVE)  # as the Detect page runs it
         report.threads[YUNET] = str(cv2.getNumThreads())
         detectors[HAAR] = models.open_detector(HAAR, models.LIVE)
@@ -575,6 +579,7 @@ def main(args) -> int:
         share = CpuShare()
         report.timings = time_frame_paths(detectors, frames, settings, log)
         report.frame_cores = share.cores()
+        progress(len(BACKBONES) + 1, stages)
     report.prep_ms = preparation_ms(frames, built[BACKBONES[0]].net.input_shape[1])
     detectors.clear()
 
@@ -589,9 +594,11 @@ def main(args) -> int:
                                                folder, warmup, steps)
         report.train_cores[backbone] = share.cores()
         log(f"{backbone}: training {report.train[backbone]:.1f} images/s")
+        progress(len(BACKBONES) + 1 + len(report.train), stages)
     share = CpuShare()
     report.augment = augmentation_rate(cache, settings.augment_batches)
     report.augment_cores = share.cores()
+    progress(stages, stages)
     report.elapsed_s = time.perf_counter() - started
 
     print(format_report(report))

@@ -53,6 +53,7 @@ from facetracker.nn.model import (
     load_model,
     set_backbone_trainable,
 )
+from facetracker.nn.tensorboard_log import EVENTS_DIR, RunEvents
 from facetracker.runs import run_folder as runs
 
 # ----------------------------------------------------------------------------------------------
@@ -475,6 +476,10 @@ class RunFolderCallback(keras.callbacks.Callback):
         self.steps_done_here = 0
         self.window: list[float] = []
         self.predict = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        self.events = RunEvents(self.run_dir, self.log)  # TensorBoard's view of the curves
+
+    def on_train_end(self, logs=None):
+        self.events.close()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -523,6 +528,7 @@ class RunFolderCallback(keras.callbacks.Callback):
                   **{f"val_{k}": v for k, v in metrics.items()
                      if k in ("mean_iou", "iou50", "accuracy", "ap50", "face_recall")}}
         runs.append_metrics(self.run_dir, record)
+        self.events.epoch(epoch + 1, record, self.model.optimizer, self.predict, self.val_inputs, self.val_faces)
         val_iou = metrics["mean_iou"] if not math.isnan(metrics["mean_iou"]) else 0.0
         # A stop in the middle of an epoch must not count that epoch as done on resume.
         finished_epoch = not (self.stop.check() and self.model.stop_training and
@@ -692,6 +698,7 @@ def _clear_results(run_dir: Path) -> None:
     for name in (runs.METRICS, runs.MODEL):
         (run_dir / name).unlink(missing_ok=True)
     shutil.rmtree(run_dir / runs.CHECKPOINT_DIR, ignore_errors=True)
+    shutil.rmtree(run_dir / EVENTS_DIR, ignore_errors=True)
     runs.update_status(run_dir, epoch=None, step=None, progress=None, best_val_iou=None, best_epoch=None,
                        last_val=None, weights_used=None)
 

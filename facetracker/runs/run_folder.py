@@ -5,6 +5,7 @@
     status.json    state, progress, ETA, error                 (rewritten atomically)
     metrics.jsonl  one JSON object per line, appended          (readers skip a torn last line)
     checkpoint/    last epoch's model with optimiser state     (for --resume)
+    tensorboard/   TensorBoard event files: the epochs' curves and validation photos (`nn.tensorboard_log`)
     model.keras    best epoch by validation mean IoU
     train.log      the process's output, when the app started it
     run.lock       flock-ed for its whole life by the process that owns the run; names its pid and start time
