@@ -11,6 +11,8 @@ import pytest
 import streamlit_webrtc  # noqa: F401  (must come before anything that imports tensorflow)
 
 REPO = Path(__file__).resolve().parent.parent
+FIXTURE_FACES = REPO / "tests" / "fixtures" / "faces"
+"""A labelme folder kept in the repository (see tests/fixtures/README.md): one face photo, one without."""
 SHARED_WEIGHTS = Path(os.environ.get("FACETRACKER_KERAS_WEIGHTS", REPO.parent / "shared" / "keras-home" / "models"))
 
 
