@@ -41,6 +41,7 @@ from facetracker.inference.dense import (
     letterbox,
     top_cells,
 )
+from facetracker.io import atomic
 from facetracker.labelling.prelabel import yunet_prelabel_iou
 from facetracker.nn.export import write_runtime_files
 from facetracker.nn.model import (
@@ -360,13 +361,8 @@ def _freeze_epochs(config: TrainConfig, weights_used: str) -> int:
 def _save_model(model, path: Path, include_optimizer: bool, flip_average: bool = False) -> None:
     """Save atomically: a kill or a full disk mid-save leaves the previous file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    try:
+    with atomic.replacing(path, suffix=".keras") as tmp:
         (model if include_optimizer else inference_copy(model, flip_average)).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 RUNTIME_FILES_EVERY_S = 120
