@@ -8,6 +8,7 @@ the dataset's habit (see `facetracker.labelling.convention`), so new labels matc
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -121,7 +122,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
     if video is not None:
         done["frames"] = _add_video_frames(Path(video), images, every_s)
-        log(f"{video}: {done['frames']} frames added to {images}")
+        log(f"{video}: {done['frames']} frames added to {images} as {video_frame_prefix(Path(video))}-*.jpg")
     try:
         labelled = [s for s in data_lib.load_dataset(folder, check_pixels=False).samples if s.label]
     except data_lib.DatasetError:
@@ -153,17 +154,39 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     return done
 
 
-def _add_video_frames(video: Path, images: Path, every_s: float) -> int:
-    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it."""
+VIDEO_DIGEST_CHARS = 10
+"""Hex digits of the video's SHA-256 in its frames' names: two different videos never share a name."""
 
+
+def video_frame_prefix(video: Path) -> str:
+    """`<file stem>-<content digest>`: the name the frames of this video start with.
+
+    Two recordings are often called the same (`VID_0001.mp4`, `clip.mp4`); named by the file alone,
+    the second one's frames would replace the first one's, whose labels would then describe photos
+    they were not drawn on. The same video imported again gives the same names (and frames)."""
+    with open(video, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()[:VIDEO_DIGEST_CHARS]
+    return f"{video.stem}-{digest}"
+
+
+def _add_video_frames(video: Path, images: Path, every_s: float) -> int:
+    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it and its
+    content (`video_frame_prefix`); a photo already there is never replaced. Returns how many were added."""
+    try:
+        prefix = video_frame_prefix(video)
+    except OSError as error:
+        raise ValueError(f"{video}: cannot read the video ({error.strerror or error})") from None
     added, next_time = 0, 0.0
     for index, (frame, seconds) in enumerate(video_frames(video, max_frames=100_000, max_side=1280,
                                                           name=video.name)):
         if seconds + 1e-6 < next_time:
             continue
         next_time = seconds + every_s
+        target = images / f"{prefix}-{index:06d}.jpg"
+        if target.exists() or target.is_symlink():  # this very frame, from an earlier import of this video
+            continue
         ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if ok:
-            atomic.write_bytes(images / f"{video.stem}-{index:06d}.jpg", encoded.tobytes())
+            atomic.write_bytes(target, encoded.tobytes())
             added += 1
     return added
