@@ -8,6 +8,7 @@ the dataset's habit (see `facetracker.labelling.convention`), so new labels matc
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Callable
@@ -68,20 +69,34 @@ def prelabel_boxes(frame_bgr: np.ndarray, detect: Callable[[np.ndarray], Detecti
     return boxes
 
 
+@dataclasses.dataclass(frozen=True)
+class PrelabelFit:
+    """How well pre-labels fit the labelled faces of a set of photos."""
+
+    mean_iou: float | None
+    """Mean IoU over the photos with a face that could be read; None when none could."""
+    photos: int
+    """Photos with a labelled face that were scored."""
+    unreadable: int
+    """Photos with a labelled face that could not be read (deleted or changed since they were
+    listed): left out, never scored as a miss."""
+
+
 def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
-                  detect: Callable[[np.ndarray], Detection]) -> np.ndarray:
+                  detect: Callable[[np.ndarray], Detection]) -> tuple[np.ndarray, int]:
     """How well pre-labels fit the labelled faces of `photos`: per photo with a face, the IoU of the
     most confident pre-label (placed in the convention learnt from `labelled`, as `label_dataset`
-    places it) with the labelled box; 0 where no face is found or the photo cannot be read."""
+    places it) with the labelled box, 0 where no face is found; and how many photos with a face
+    could not be read, which get no score at all (a photo nobody could see is no miss of YuNet's)."""
     convention = learn_convention(labelled, detect)
-    scores = []
+    scores, unreadable = [], 0
     for sample in photos:
         if not sample.has_face:
             continue
         try:
             rgb = data_lib.sample_pixels(sample, max_side=640)
         except (ValueError, OSError):
-            scores.append(0.0)
+            unreadable += 1
             continue
         height, width = rgb.shape[:2]
         boxes = prelabel_boxes(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), detect, convention)
@@ -90,16 +105,15 @@ def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample]
             continue
         found = np.array(boxes[0], float) / [width, height, width, height]
         scores.append(float(iou(found, np.array(sample.box, float))))
-    return np.array(scores, float)
+    return np.array(scores, float), unreadable
 
 
-def yunet_prelabel_iou(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
-                       threshold: float = 0.6) -> float | None:
-    """The mean IoU of YuNet's pre-labels on the faces of `photos`, in `labelled`'s convention (None
-    when no photo has a face): what a trained model has to beat to be worth more than pre-labelling."""
-
-    scores = prelabel_ious(labelled, photos, models.open_detector(YUNET, models.PHOTO, threshold).detect)
-    return float(scores.mean()) if len(scores) else None
+def yunet_prelabel_fit(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
+                       threshold: float = 0.6) -> PrelabelFit:
+    """YuNet's pre-labels on the faces of `photos`, in `labelled`'s convention: what a trained
+    model has to beat to be worth more than pre-labelling."""
+    scores, unreadable = prelabel_ious(labelled, photos, models.open_detector(YUNET, models.PHOTO, threshold).detect)
+    return PrelabelFit(float(scores.mean()) if len(scores) else None, len(scores), unreadable)
 
 
 def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,
