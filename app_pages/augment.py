@@ -84,9 +84,10 @@ def saved_config(folder) -> tuple[AugmentConfig, str | None]:
         data_lib.real_path_inside(path, ui.data_root())
         return AugmentConfig.load(path), None
     except data_lib.OutsideRoot as error:
-        return defaults, f"{ui.shown_path(folder)}/{AUGMENT_FILE}: {error}; showing the {DEFAULT_PRESET} preset's settings"
-    except ConfigError as error:
-        return defaults, f"{error}; showing the {DEFAULT_PRESET} preset's settings"
+        return defaults, (f"{ui.shown_path(path)}: {ui.readable(error)}; showing the {DEFAULT_PRESET} preset's "
+                          "settings")
+    except ConfigError as error:  # its message names the file by its server path: shown relative to the data root
+        return defaults, f"{ui.readable(error)}; showing the {DEFAULT_PRESET} preset's settings"
 
 
 def put_config_in_widgets(config: AugmentConfig) -> None:
@@ -203,10 +204,11 @@ def save_section(folder, config: AugmentConfig) -> None:
     c1, c2 = st.columns(2)
     if c1.button("Save for this dataset", type="primary", help=f"Writes {AUGMENT_FILE} into the dataset folder; "
                  "training uses it by default"):
-        try:
-            runs.atomic_write_text(folder / AUGMENT_FILE, config.to_json())
-            st.success(f"Saved {ui.shown_path(folder / AUGMENT_FILE)}: training on this dataset uses it by default.")
-        except OSError as error:
+        try:  # written through a link as open() would: only to a file inside the data root
+            runs.atomic_write_text(data_lib.real_path_inside(folder / AUGMENT_FILE, ui.data_root()), config.to_json())
+            st.success(f"Saved {ui.shown_path(folder / AUGMENT_FILE)}: training on this dataset uses it "
+                       "by default.")
+        except (OSError, data_lib.OutsideRoot) as error:
             st.error(f"Cannot save: {ui.readable(error)}")
     c2.button(f"Back to the {DEFAULT_PRESET} preset's settings", on_click=put_config_in_widgets,
               args=(preset_augment(DEFAULT_PRESET),))

@@ -68,7 +68,11 @@ def import_zip(uploaded, name: str) -> Path:
     head = uploaded.getvalue()[:64]
     if safety.sniff_kind(head) != "zip":
         raise ValueError(f"{uploaded.name}: not a zip archive (by its content)")
-    staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    # The temporary folder is the server's: an error names the upload and the dataset, never it.
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    except OSError as error:
+        raise ValueError(f"{uploaded.name}: cannot unpack into the data root ({error.strerror or error})") from None
     try:
         safety.extract_zip(uploaded, staging, ZIP_MAX_BYTES, ZIP_MAX_ENTRIES)
         content = staging
@@ -77,7 +81,10 @@ def import_zip(uploaded, name: str) -> Path:
             content = children[0]
         if not workspace.looks_like_dataset(content):
             raise ValueError(f"{uploaded.name}: no images/, labels/ or train/ val/ test/ folders inside")
-        content.rename(target)
+        try:
+            content.rename(target)
+        except OSError as error:
+            raise ValueError(f"{uploaded.name}: cannot make the dataset {name} ({error.strerror or error})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -137,7 +144,7 @@ def counts(dataset: data_lib.Dataset) -> None:
     ui.skipped_files(dataset.skipped)
     if dataset.notes:
         with st.expander(f"{len(dataset.notes)} notes"):
-            st.write("\n".join(f"- {note}" for note in dataset.notes))
+            st.write("\n".join(f"- {ui.shown_text(note)}" for note in dataset.notes))
 
 
 def image_browser(dataset: data_lib.Dataset) -> None:
@@ -275,7 +282,8 @@ def recording_summary(status: RecorderStatus) -> None:
         st.warning(f"No frame from the camera for {status.seconds_since_frame:.0f} s: is the video still playing?")
     if status.phase is Phase.DONE and status.recording:
         if status.stopped_early:
-            st.warning(f"The recording ended early: {status.stopped_early}. What it saved is kept.")
+            st.warning(f"The recording ended early: {ui.shown_text(status.stopped_early)}. What it "
+                       "saved is kept.")
         else:
             st.success(f"Recording finished: {status.saved} photos saved.")
     unlabelled = status.face_photos - status.labelled
@@ -286,7 +294,7 @@ def recording_summary(status: RecorderStatus) -> None:
         st.warning(f"A face was seen in {status.faces_in_no_face} frame(s) of the step-out phase. They are saved "
                    "as no-face photos: look at them under \"no face\" above and delete any that shows a face.")
     if status.single_note:
-        st.warning(status.single_note)
+        st.warning(ui.shown_text(status.single_note))
     if status.errors:
         st.error(f"{status.errors} photo(s) could not be saved or pre-labelled. Last error: "
                  f"{ui.shown_text(str(status.last_error))}")
@@ -313,7 +321,7 @@ def recording_panel(folder: Path, recorder: Recorder, plan: RecordingPlan | None
             elif stop:
                 recorder.stop()
         except CannotRecord as error:
-            st.warning(str(error))
+            st.warning(ui.shown_text(str(error)))
         except (ValueError, OSError, RuntimeError) as error:
             st.error(f"Cannot record: {ui.readable(error)}")
         else:
@@ -424,7 +432,9 @@ def main() -> None:
     else:
         dataset = ui.load_dataset(folder, check_pixels=True)
     if dataset is not None:
-        st.write(dataset.describe().replace(str(folder), f"**{folder.name}**", 1))
+        described = dataset.describe()  # "<folder>: what was found"
+        said = described[len(str(dataset.root)):] if described.startswith(str(dataset.root)) else ": " + described
+        st.write(f"**{folder.name}**{ui.shown_text(said)}")
         counts(dataset)
         st.subheader("Images")
         image_browser(dataset)

@@ -118,7 +118,8 @@ def live_figures(processor: LiveProcessor, playing: bool, follow_model: Callable
                    f"with a face: {stats['detections']} · "
                    f"errors: {stats['errors']} · frames from the camera: {stats['camera_frames']}")
         if stats["errors"]:
-            st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: {ui.shown_text(str(stats['last_error']))}")
+            st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: "
+                     f"{ui.shown_text(str(stats['last_error']))}")
 
     figures()
 
@@ -236,8 +237,9 @@ def main() -> None:
         st.error(f"Cannot load this model: {ui.readable(error)}")
     else:
         runtime = getattr(processor.detector, "runtime", None)
-        st.caption(f"Running {ui.model_name(model_key)} as {runtime.name.upper()} on a {runtime.input_wh[0]}x{runtime.input_wh[1]} px input"
-                   if runtime is not None else f"Running the {ui.model_name(model_key)} on the grey frame")
+        name = ui.model_name(model_key)
+        st.caption(f"Running {name} as {runtime.name.upper()} on a {runtime.input_wh[0]}x{runtime.input_wh[1]} px input"
+                   if runtime is not None else f"Running the {name} on the grey frame")
     rtc, warning = rtc_configuration()
     if warning:
         st.warning(warning)

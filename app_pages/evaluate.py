@@ -67,7 +67,7 @@ def follow_the_models_dataset(run: workspace.RunSummary) -> None:
     if st.session_state.get(State.DATASET_OF) == str(run.path):
         return
     st.session_state[State.DATASET_OF] = str(run.path)
-    name = ui.shown_path(run.data) if run.data else None
+    name = ui.relative_to_root(run.data) if run.data else None
     if name in {folder.name for folder in workspace.list_datasets(ui.data_root())}:
         ui.select_dataset(name)
 

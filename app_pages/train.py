@@ -48,10 +48,10 @@ def weights_note(backbone: str, weights: str) -> str | None:
     """A warning when ImageNet weights would have to be downloaded (the machine may be offline)."""
     if weights != "imagenet":
         return None
-    cached = cached_weights_file(backbone)
-    if cached.is_file():
+    if cached_weights_file(backbone).is_file():
         return None
-    return (f"The ImageNet weights of {backbone} are not in the Keras cache ({cached.parent}): training downloads "
+    # Where the Keras cache is on the server is no business of the browser's: the README says it.
+    return (f"The ImageNet weights of {backbone} are not in the server's Keras cache: training downloads "
             "them first, which needs internet. Offline, choose weights 'none' or tick the fallback below.")
 
 
@@ -169,7 +169,7 @@ def duration(seconds) -> str:
 def progress_bar(status: dict) -> None:
     progress = status.get("progress") or 0.0
     if status.get("state") == "starting":
-        st.progress(0.0, text=status.get("message") or "starting")
+        st.progress(0.0, text=ui.shown_text(status.get("message") or "starting"))
         return
     text = (f"epoch {status.get('epoch', '?')}/{status.get('epochs', '?')} · step {status.get('step', 0)}"
             f"/{status.get('total_steps', '?')} · {status.get('images_per_s') or 0:.1f} images/s · "
@@ -260,9 +260,10 @@ def run_panel(run_dir: Path, live: bool) -> None:
         elif state == "failed":
             st.error(f"The run failed: {ui.shown_text(launcher.failure_reason(run_dir) or '')}")
         elif state == "stopped":
-            st.warning(status.get("message") or "stopped")
+            st.warning(ui.shown_text(status.get("message") or "stopped"))
         elif state == "damaged":
-            st.error(f"This run's files cannot be read: {ui.shown_text(summary.error or '')}. The other runs are not affected.")
+            st.error(f"This run's files cannot be read: {ui.shown_text(summary.error or '')}. The other "
+                     "runs are not affected.")
         elif state == "finished":
             finished_words(summary, status)
         charts(runs.read_metrics(run_dir))

@@ -46,16 +46,30 @@ def runs_root() -> Path:
     return workspace.runs_root()
 
 
-def shown_path(path: str | Path) -> str:
-    """A path as people should read it: relative to the data root when it is inside."""
+DATA_ROOT_NAME = "the data root"
+"""How the data root itself is named in the browser (its relative path "." says nothing)."""
+
+
+def relative_to_root(path: str | Path) -> str | None:
+    """The path relative to the data root ("." for the root itself), or None when it is not inside."""
     try:
-        return str(Path(path).resolve().relative_to(data_root().resolve())) or "."
+        return str(Path(path).resolve().relative_to(data_root().resolve()))
     except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve, Python < 3.13)
-        return str(path)
+        return None
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as people should read it: relative to the data root when it is inside, the data root
+    by that name, and anything outside it by its last part only (the server's folders are not the
+    browser's business)."""
+    relative = relative_to_root(path)
+    if relative is None:
+        return Path(path).name or str(path)
+    return DATA_ROOT_NAME if relative == "." else relative
 
 
 def how_to_add_data() -> None:
-    root = data_root()
+    root = data_root()  # the server's own setting, in code spans: shown as it is
     st.markdown(
         f"""
 **How to give FaceTracker a dataset.** The app reads and writes only under its data root,
@@ -82,7 +96,7 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
     found = [p.name for p in workspace.list_datasets(root)]
     remembered = st.session_state.get(DATASET_NAME)
     if default is not None and remembered is None:
-        remembered = shown_path(default)
+        remembered = relative_to_root(default)
     options = found + [OTHER_FOLDER]
     index = options.index(remembered) if remembered in options else (len(options) - 1 if remembered else 0)
     choice = st.selectbox(label, options, index=index, key=f"{key}_choice",
@@ -325,11 +339,11 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:;,'\"()\[\]`]+/)*([^\s/:;,'\
 
 def shown_text(text: str) -> str:
     """A message for the browser without the server's layout: paths under the data root relative to
-    it (as `shown_path`), any other absolute path (temporary folders, the app's own files) by its
-    last part only."""
+    it (as `shown_path`), the data root itself by name, any other absolute path (temporary folders,
+    the app's own files) by its last part only."""
     roots = {str(data_root()), str(data_root().resolve())}
     for root in sorted(roots, key=len, reverse=True):
-        text = text.replace(root.rstrip("/") + "/", "").replace(root, ".")
+        text = text.replace(root.rstrip("/") + "/", "").replace(root, DATA_ROOT_NAME)
     return _ABSOLUTE_PATH.sub(lambda match: match.group(1), text)
 
 
@@ -345,4 +359,5 @@ def page_guard() -> Iterator[None]:
         yield
     except Exception as error:  # Streamlit's rerun/stop signals are BaseExceptions and pass through
         log.exception("page failed")
-        st.error(f"{UNEXPECTED}: {readable(error)}. The details are in the server's log; the other pages still work.")
+        st.error(f"{UNEXPECTED}: {readable(error)}. The details are in the server's log; the other pages "
+                 "still work.")
