@@ -93,7 +93,7 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
                                         done / max(total, 1), text=f"every face: image {done} of {total}"))
     except (data_lib.DatasetError, ValueError, OSError, RuntimeError) as error:
         bar.empty()
-        st.error(ui.readable(error))
+        st.error(ui.literal(ui.readable(error)))
         return None
     bar.empty()
     st.session_state[State.RESULT] = (key, (result, faces))
