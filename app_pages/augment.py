@@ -84,9 +84,10 @@ def saved_config(folder) -> tuple[AugmentConfig, str | None]:
         data_lib.real_path_inside(path, ui.data_root())
         return AugmentConfig.load(path), None
     except data_lib.OutsideRoot as error:
-        return defaults, f"{ui.shown_path(folder)}/{AUGMENT_FILE}: {error}; showing the {DEFAULT_PRESET} preset's settings"
-    except ConfigError as error:
-        return defaults, f"{error}; showing the {DEFAULT_PRESET} preset's settings"
+        return defaults, (f"{ui.shown_path(path)}: {ui.readable(error)}; showing the {DEFAULT_PRESET} preset's "
+                          "settings")
+    except ConfigError as error:  # its message names the file by its server path: shown relative to the data root
+        return defaults, f"{ui.readable(error)}; showing the {DEFAULT_PRESET} preset's settings"
 
 
 def put_config_in_widgets(config: AugmentConfig) -> None:
@@ -100,7 +101,7 @@ def settings_widgets(folder) -> AugmentConfig | None:
     if st.session_state.get("aug_loaded_for") != str(folder):
         config, problem = saved_config(folder)
         if problem:
-            st.warning(problem)
+            st.warning(ui.literal(problem))
         put_config_in_widgets(config)
         st.session_state["aug_loaded_for"] = str(folder)
     elif any(f"aug_{name}" not in st.session_state for name in FIELDS):
@@ -120,7 +121,7 @@ def settings_widgets(folder) -> AugmentConfig | None:
     try:
         config = AugmentConfig.from_dict(values, source="these settings")
     except ConfigError as error:
-        st.error(ui.readable(error))
+        st.error(ui.literal(ui.readable(error)))
         return None
     st.session_state["aug_config"] = config
     return config
@@ -156,7 +157,7 @@ def preview(sample: data_lib.Sample, config: AugmentConfig, seed: int, count: in
     try:
         square = training_view(sample.image, sample.embedded)
     except (ValueError, OSError) as error:
-        st.error(f"{ui.shown_path(sample.image)}: {ui.readable(error)}")
+        st.error(ui.literal(f"{ui.shown_path(sample.image)}: {ui.readable(error)}"))
         return
     transform = build_transform(config, MODEL_SIZE, seed=seed)
     images = [ui.draw_box(square, sample.box, label="face" if sample.box else None)]
@@ -180,7 +181,7 @@ def scene_preview(sample: data_lib.Sample, others: list[data_lib.Sample], config
             square, boxes = letterboxed_view(item.image, item.embedded, tuple(map(tuple, item.faces)))
         except (ValueError, OSError) as error:
             if item is sample:
-                st.error(f"{ui.shown_path(sample.image)}: {ui.readable(error)}")
+                st.error(ui.literal(f"{ui.shown_path(sample.image)}: {ui.readable(error)}"))
                 return
             continue  # another photo that cannot be read is left out of the mosaics
         if not item.has_face:
@@ -203,11 +204,12 @@ def save_section(folder, config: AugmentConfig) -> None:
     c1, c2 = st.columns(2)
     if c1.button("Save for this dataset", type="primary", help=f"Writes {AUGMENT_FILE} into the dataset folder; "
                  "training uses it by default"):
-        try:
-            runs.atomic_write_text(folder / AUGMENT_FILE, config.to_json())
-            st.success(f"Saved {ui.shown_path(folder / AUGMENT_FILE)}: training on this dataset uses it by default.")
-        except OSError as error:
-            st.error(f"Cannot save: {ui.readable(error)}")
+        try:  # written through a link as open() would: only to a file inside the data root
+            runs.atomic_write_text(data_lib.real_path_inside(folder / AUGMENT_FILE, ui.data_root()), config.to_json())
+            st.success(f"Saved {ui.literal(ui.shown_path(folder / AUGMENT_FILE))}: training on this dataset uses it "
+                       "by default.")
+        except (OSError, data_lib.OutsideRoot) as error:
+            st.error(f"Cannot save: {ui.literal(ui.readable(error))}")
     c2.button(f"Back to the {DEFAULT_PRESET} preset's settings", on_click=put_config_in_widgets,
               args=(preset_augment(DEFAULT_PRESET),))
 

@@ -69,7 +69,11 @@ def import_zip(uploaded, name: str) -> Path:
     head = uploaded.getvalue()[:64]
     if safety.sniff_kind(head) != "zip":
         raise ValueError(f"{uploaded.name}: not a zip archive (by its content)")
-    staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    # The temporary folder is the server's: an error names the upload and the dataset, never it.
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".upload-", dir=root))
+    except OSError as error:
+        raise ValueError(f"{uploaded.name}: cannot unpack into the data root ({error.strerror or error})") from None
     try:
         safety.extract_zip(uploaded, staging, ZIP_MAX_BYTES, ZIP_MAX_ENTRIES)
         content = staging
@@ -78,7 +82,10 @@ def import_zip(uploaded, name: str) -> Path:
             content = children[0]
         if not workspace.looks_like_dataset(content):
             raise ValueError(f"{uploaded.name}: no images/, labels/ or train/ val/ test/ folders inside")
-        content.rename(target)
+        try:
+            content.rename(target)
+        except OSError as error:
+            raise ValueError(f"{uploaded.name}: cannot make the dataset {name} ({error.strerror or error})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -102,7 +109,7 @@ def add_dataset_section() -> None:
                     ui.select_dataset(target.name)
                     st.rerun()
                 except (ValueError, OSError, safety.UnsafeArchive) as error:
-                    st.error(ui.readable(error))
+                    st.error(ui.literal(ui.readable(error)))
         if c2.button("Create an empty dataset"):
             folder = safe_folder_name(name)
             if folder is None:
@@ -113,7 +120,7 @@ def add_dataset_section() -> None:
                     ui.select_dataset(folder)
                     st.rerun()
                 except OSError as error:
-                    st.error(ui.readable(error))
+                    st.error(ui.literal(ui.readable(error)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,7 +136,7 @@ def counts(dataset: data_lib.Dataset) -> None:
     c4.metric("Skipped files", summary["skipped"])
     splits = [{"split": s, "with a face": summary[s]["faces"], "no face": summary[s]["no_face"]}
               for s in data_lib.SPLITS if s in summary]
-    st.caption(f"Label format: {summary['layout']}. Faces labelled: {summary['labelled_faces']}"
+    st.caption(f"Label format: {ui.literal(summary['layout'])}. Faces labelled: {summary['labelled_faces']}"
                + (f" ({summary['several_faces']} images with several). " if summary["several_faces"] else ". ")
                + ("Split into folders: " if dataset.has_splits else
                   "No split folders: training splits the images by a seeded hash of their names."))
@@ -138,7 +145,7 @@ def counts(dataset: data_lib.Dataset) -> None:
     ui.skipped_files(dataset.skipped)
     if dataset.notes:
         with st.expander(f"{len(dataset.notes)} notes"):
-            st.write("\n".join(f"- {note}" for note in dataset.notes))
+            st.write("\n".join(f"- {ui.literal(ui.shown_text(note))}" for note in dataset.notes))
 
 
 def image_browser(dataset: data_lib.Dataset) -> None:
@@ -255,7 +262,7 @@ def recording_plan() -> RecordingPlan | None:
     try:
         return RecordingPlan(face_s=float(face_s), photos_per_s=float(rate), no_face_s=float(no_face_s))
     except ValueError as error:
-        st.error(ui.readable(error))
+        st.error(ui.literal(ui.readable(error)))
         return None
 
 
@@ -276,7 +283,8 @@ def recording_summary(status: RecorderStatus) -> None:
         st.warning(f"No frame from the camera for {status.seconds_since_frame:.0f} s: is the video still playing?")
     if status.phase is Phase.DONE and status.recording:
         if status.stopped_early:
-            st.warning(f"The recording ended early: {status.stopped_early}. What it saved is kept.")
+            st.warning(f"The recording ended early: {ui.literal(ui.shown_text(status.stopped_early))}. What it "
+                       "saved is kept.")
         else:
             st.success(f"Recording finished: {status.saved} photos saved.")
     unlabelled = status.face_photos - status.labelled
@@ -287,10 +295,10 @@ def recording_summary(status: RecorderStatus) -> None:
         st.warning(f"A face was seen in {status.faces_in_no_face} frame(s) of the step-out phase. They are saved "
                    "as no-face photos: look at them under \"no face\" above and delete any that shows a face.")
     if status.single_note:
-        st.warning(status.single_note)
+        st.warning(ui.literal(ui.shown_text(status.single_note)))
     if status.errors:
         st.error(f"{status.errors} photo(s) could not be saved or pre-labelled. Last error: "
-                 f"{ui.shown_text(str(status.last_error))}")
+                 f"{ui.literal(ui.shown_text(str(status.last_error)))}")
 
 
 def recording_panel(folder: Path, recorder: Recorder, plan: RecordingPlan | None) -> None:
@@ -314,9 +322,9 @@ def recording_panel(folder: Path, recorder: Recorder, plan: RecordingPlan | None
             elif stop:
                 recorder.stop()
         except CannotRecord as error:
-            st.warning(str(error))
+            st.warning(ui.literal(ui.shown_text(str(error))))
         except (ValueError, OSError, RuntimeError) as error:
-            st.error(f"Cannot record: {ui.readable(error)}")
+            st.error(f"Cannot record: {ui.literal(ui.readable(error))}")
         else:
             if record or one:
                 st.rerun()  # the whole page, so that this panel refreshes itself while the recorder works
@@ -336,11 +344,11 @@ def recording_panel(folder: Path, recorder: Recorder, plan: RecordingPlan | None
 def correct_capture(saved: capture.Capture) -> None:
     source = st.session_state.get("last_capture_source", "the detector")
     found = f"a face pre-labelled by {source}" if saved.box else "no face: saved as a no-face sample"
-    st.markdown(f"Saved **{saved.image.name}** ({found}). Correct the box if it is wrong:")
+    st.markdown(f"Saved **{ui.literal(saved.image.name)}** ({ui.literal(found)}). Correct the box if it is wrong:")
     try:  # read under the data root like every other photo the page shows
         rgb = data_lib.read_image(saved.image, root=ui.data_root())
     except (ValueError, OSError) as error:
-        st.warning(f"{ui.shown_path(saved.image)} cannot be shown: {ui.readable(error)}")
+        st.warning(ui.literal(f"{ui.shown_path(saved.image)} cannot be shown: {ui.readable(error)}"))
         return
     w, h = saved.width, saved.height
     x_key, y_key, drag_key = (f"fix_{part}_{saved.image.stem}" for part in ("x", "y", "drag"))
@@ -365,19 +373,19 @@ def correct_capture(saved: capture.Capture) -> None:
     try:
         if save_box:
             ui.remember("last_capture", capture.relabel(saved.label, box, root=ui.data_root()))
-            ui.remember("capture_message", f"Box saved for {saved.image.name}.")
+            ui.remember("capture_message", f"Box saved for {ui.literal(saved.image.name)}.")
         elif no_face:
             ui.remember("last_capture", capture.relabel(saved.label, None, note="marked as no face",
                                                         root=ui.data_root()))
-            ui.remember("capture_message", f"{saved.image.name} saved as a no-face sample.")
+            ui.remember("capture_message", f"{ui.literal(saved.image.name)} saved as a no-face sample.")
         elif delete:
             capture.discard(saved, root=ui.data_root())
             st.session_state.pop("last_capture", None)
-            ui.remember("capture_message", f"{saved.image.name} deleted.")
+            ui.remember("capture_message", f"{ui.literal(saved.image.name)} deleted.")
         else:
             return
     except (ValueError, OSError) as error:
-        st.error(ui.readable(error))
+        st.error(ui.literal(ui.readable(error)))
         return
     st.rerun()  # the counts and the grid above include the change
 
@@ -385,8 +393,8 @@ def correct_capture(saved: capture.Capture) -> None:
 def record_section(folder: Path) -> None:
     st.subheader("Record photos with the webcam")
     target = capture.capture_folder(folder)
-    st.caption(f"Photos go to `{ui.shown_path(target / 'images')}` at the camera's own size. Photos with your "
-               f"face get a labelme label in `{ui.shown_path(target / 'labels')}`, pre-labelled by "
+    st.caption(f"Photos go to {ui.literal(ui.shown_path(target / 'images'))} at the camera's own size. Photos with "
+               f"your face get a labelme label in {ui.literal(ui.shown_path(target / 'labels'))}, pre-labelled by "
                f"{ui.model_name(YUNET)}, which ships with the app, its boxes placed as this dataset's labels place "
                "theirs; photos out of view get no label, which makes them no-face photos. Black frames and frames "
                "that repeat the previous photo are dropped and counted.")
@@ -451,12 +459,14 @@ def main() -> None:
     if folder is None:
         return
     if holds_no_file(folder):  # just created to record into: nothing is wrong with it yet
-        st.info(f"**{folder.name}** is empty: record photos with the webcam below.")
+        st.info(f"**{ui.literal(folder.name)}** is empty: record photos with the webcam below.")
         dataset = None
     else:
         dataset = ui.load_dataset(folder, check_pixels=True)
     if dataset is not None:
-        st.write(dataset.describe().replace(str(folder), f"**{folder.name}**", 1))
+        described = dataset.describe()  # "<folder>: what was found"
+        said = described[len(str(dataset.root)):] if described.startswith(str(dataset.root)) else ": " + described
+        st.write(f"**{ui.literal(folder.name)}**{ui.literal(ui.shown_text(said))}")
         counts(dataset)
         export_section(folder)
         st.subheader("Images")

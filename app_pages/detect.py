@@ -118,7 +118,8 @@ def live_figures(processor: LiveProcessor, playing: bool, follow_model: Callable
                    f"with a face: {stats['detections']} · "
                    f"errors: {stats['errors']} · frames from the camera: {stats['camera_frames']}")
         if stats["errors"]:
-            st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: {ui.shown_text(str(stats['last_error']))}")
+            st.error(f"{stats['errors']} frame(s) failed and went out unprocessed. Last error: "
+                     f"{ui.literal(ui.shown_text(str(stats['last_error'])))}")
 
     figures()
 
@@ -145,9 +146,9 @@ def save_frame_section(processor: LiveProcessor, model_key: str) -> None:
         saved = capture.save_capture(folder, frame, box, source=source, prefix="webcam" if as_face else "negative",
                                      root=ui.data_root())
     except (ValueError, OSError) as error:
-        st.error(f"Could not save the frame: {ui.readable(error)}")
+        st.error(f"Could not save the frame: {ui.literal(ui.readable(error))}")
         return
-    st.success(f"Saved {ui.shown_path(saved.image)} " + ("with its box" if box else "as a no-face sample")
+    st.success(f"Saved {ui.literal(ui.shown_path(saved.image))} " + ("with its box" if box else "as a no-face sample")
                + "; correct it on the Dataset page if needed.")
 
 
@@ -155,7 +156,7 @@ def detect_image(content: bytes, detector) -> None:
     try:
         rgb = data_lib.read_image(content, max_side=1600)
     except data_lib.ImageError as error:
-        st.error(f"Cannot read the image: {ui.readable(error)}")
+        st.error(f"Cannot read the image: {ui.literal(ui.readable(error))}")
         return
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     detection = detector.detect(bgr)
@@ -181,7 +182,7 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple, smooth: bo
                                          name=uploaded.name, smooth=smooth)
             except ValueError as error:
                 bar.empty()
-                st.error(f"Cannot use this video: {ui.readable(error)}")
+                st.error(f"Cannot use this video: {ui.literal(ui.readable(error))}")
                 return
             result = (cache_key, figures, target.read_bytes())
         bar.empty()
@@ -206,14 +207,14 @@ def upload_section(model_key: str, threshold: float, smooth: bool) -> None:
         version = ui.model_version(model_key)  # the webcam's model too: the newest of a run still training
         detector = ui.make_detector(model_key, threshold, version, look_closer=kind in IMAGE_KINDS)
     except (ValueError, OSError, RuntimeError) as error:
-        st.error(ui.readable(error))
+        st.error(ui.literal(ui.readable(error)))
         return
     if kind in IMAGE_KINDS:
         detect_image(content, detector)
     elif kind in VIDEO_KINDS or (kind is None and uploaded.name.lower().endswith(".mkv")):
         detect_video(uploaded, content, detector, (version, threshold, smooth), smooth)
     else:
-        st.error(f"{uploaded.name}: its content is neither an image (JPEG, PNG, WebP, BMP) nor a video "
+        st.error(f"{ui.literal(uploaded.name)}: its content is neither an image (JPEG, PNG, WebP, BMP) nor a video "
                  "(MP4, WebM, AVI, MOV)")
 
 
@@ -233,11 +234,12 @@ def main() -> None:
         processor.detector = ui.session_detector(State.DETECTOR, model_key, threshold)
     except Exception as error:  # a damaged or foreign model file: say so, keep the page usable
         processor.detector = None
-        st.error(f"Cannot load this model: {ui.readable(error)}")
+        st.error(f"Cannot load this model: {ui.literal(ui.readable(error))}")
     else:
         runtime = getattr(processor.detector, "runtime", None)
-        st.caption(f"Running {ui.model_name(model_key)} as {runtime.name.upper()} on a {runtime.input_wh[0]}x{runtime.input_wh[1]} px input"
-                   if runtime is not None else f"Running the {ui.model_name(model_key)} on the grey frame")
+        name = ui.literal(ui.model_name(model_key))
+        st.caption(f"Running {name} as {runtime.name.upper()} on a {runtime.input_wh[0]}x{runtime.input_wh[1]} px input"
+                   if runtime is not None else f"Running the {name} on the grey frame")
     rtc, warning = rtc_configuration()
     if warning:
         st.warning(warning)

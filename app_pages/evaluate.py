@@ -67,7 +67,7 @@ def follow_the_models_dataset(run: workspace.RunSummary) -> None:
     if st.session_state.get(State.DATASET_OF) == str(run.path):
         return
     st.session_state[State.DATASET_OF] = str(run.path)
-    name = ui.shown_path(run.data) if run.data else None
+    name = ui.relative_to_root(run.data) if run.data else None
     if name in {folder.name for folder in workspace.list_datasets(ui.data_root())}:
         ui.select_dataset(name)
 
@@ -93,7 +93,7 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
                                         done / max(total, 1), text=f"every face: image {done} of {total}"))
     except (data_lib.DatasetError, ValueError, OSError, RuntimeError) as error:
         bar.empty()
-        st.error(ui.readable(error))
+        st.error(ui.literal(ui.readable(error)))
         return None
     bar.empty()
     st.session_state[State.RESULT] = (key, (result, faces))

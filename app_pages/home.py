@@ -15,16 +15,16 @@ def loaded_overview(datasets, summaries, models, live) -> None:
     c2.metric("Training runs", len(summaries), f"{len(live)} training now" if live else None, delta_color="off")
     c3.metric("Trained models", len(models))
     if datasets:
-        st.markdown("**Datasets** under the data root: " + ", ".join(f"`{p.name}`" for p in datasets))
+        st.markdown("**Datasets** under the data root: " + ", ".join(ui.literal(p.name) for p in datasets))
     if summaries:
-        st.markdown("**Runs**: " + ", ".join(f"`{s.name}` ({s.state})" for s in summaries[:8])
+        st.markdown("**Runs**: " + ", ".join(f"{ui.literal(s.name)} ({ui.literal(s.state)})" for s in summaries[:8])
                     + (" …" if len(summaries) > 8 else ""))
 
 
 def next_step(datasets, models, live) -> None:
     st.subheader("What to do next")
     if live:
-        st.info(f"**{live[0].name}** is training right now: watch its charts on the Train page.")
+        st.info(f"**{ui.literal(live[0].name)}** is training right now: watch its charts on the Train page.")
         st.page_link("app_pages/train.py", label="Watch the training run", icon=":material/model_training:")
     if not datasets:
         st.warning("There is no dataset yet.")
@@ -40,7 +40,7 @@ def next_step(datasets, models, live) -> None:
         st.page_link("app_pages/dataset.py", label="Look at the dataset", icon=":material/photo_library:")
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
         return
-    st.markdown(f"Your newest model is **{models[0].name}**. See it box your face live, or measure it.")
+    st.markdown(f"Your newest model is **{ui.literal(models[0].name)}**. See it box your face live, or measure it.")
     st.page_link("app_pages/detect.py", label="Detect faces on the webcam", icon=":material/videocam:")
     st.page_link("app_pages/evaluate.py", label="Evaluate the model", icon=":material/analytics:")
     st.page_link("app_pages/train.py", label="Train another model", icon=":material/model_training:")
@@ -54,7 +54,7 @@ def main() -> None:
         datasets = workspace.list_datasets(root)
         summaries = workspace.list_run_summaries(ui.runs_root())
     except OSError as error:
-        st.error(f"Cannot read the data root: {ui.readable(error)}")
+        st.error(f"Cannot read the data root: {ui.literal(ui.readable(error))}")
         return
     st.caption(f"Data root: `{root}` (datasets and runs live here; set FACETRACKER_DATA_ROOT to change it)")
     models = [s for s in summaries if s.has_model]

@@ -48,10 +48,10 @@ def weights_note(backbone: str, weights: str) -> str | None:
     """A warning when ImageNet weights would have to be downloaded (the machine may be offline)."""
     if weights != "imagenet":
         return None
-    cached = cached_weights_file(backbone)
-    if cached.is_file():
+    if cached_weights_file(backbone).is_file():
         return None
-    return (f"The ImageNet weights of {backbone} are not in the Keras cache ({cached.parent}): training downloads "
+    # Where the Keras cache is on the server is no business of the browser's: the README says it.
+    return (f"The ImageNet weights of {backbone} are not in the server's Keras cache: training downloads "
             "them first, which needs internet. Offline, choose weights 'none' or tick the fallback below.")
 
 
@@ -60,7 +60,7 @@ def augment_choice(folder: Path, preset: str | None) -> AugmentConfig | None:
     try:
         saved = default_augment(folder)
     except ConfigError as error:
-        st.warning(f"{ui.readable(error)}; it is not offered")
+        st.warning(f"{ui.literal(ui.readable(error))}; it is not offered")
         saved = None
     if saved is not None:
         options["saved for this dataset (Augment page)"] = saved
@@ -116,7 +116,7 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
                             batch_size=int(batch_size), lr=float(lr), copies=int(copies), augment=augment,
                             allow_random_weights=allow_random, data_root=str(ui.data_root().resolve()))
     except ConfigError as error:
-        st.error(ui.readable(error))
+        st.error(ui.literal(ui.readable(error)))
         return None
     return config, name or launcher.new_run_name(ui.runs_root(), folder, backbone)
 
@@ -128,7 +128,7 @@ def photos_to_train_on(folder: Path) -> int | None:
     if dataset is None:
         return None
     if not any(sample.has_face for sample in dataset.samples):
-        st.warning(f"{ui.shown_path(folder)} has no photo with a labelled face yet: label some (or capture them "
+        st.warning(f"{ui.literal(ui.shown_path(folder))} has no photo with a labelled face yet: label some (or capture them "
                    "on the Dataset page, pre-labelled for you) before training.")
         return None
     return len(dataset.samples)
@@ -138,14 +138,14 @@ def start_section(folder: Path, live: list[workspace.RunSummary]) -> None:
     n_photos = photos_to_train_on(folder)
     chosen = training_options(folder, n_photos) if n_photos is not None else None
     if live:
-        st.info(f"**{live[0].name}** is training now. One run at a time shares this machine's cores: "
+        st.info(f"**{ui.literal(live[0].name)}** is training now. One run at a time shares this machine's cores: "
                 "stop it below or wait for it to finish.")
     if st.button("Start training", type="primary", disabled=chosen is None or bool(live)):
         config, name = chosen
         try:
             run_dir = launcher.start_run(ui.runs_root(), name, config)
         except (runs.RunLocked, FileExistsError, ValueError, OSError) as error:
-            st.error(ui.readable(error))
+            st.error(ui.literal(ui.readable(error)))
             return
         ui.remember("train_run", run_dir.name)
         st.rerun()
@@ -169,7 +169,7 @@ def duration(seconds) -> str:
 def progress_bar(status: dict) -> None:
     progress = status.get("progress") or 0.0
     if status.get("state") == "starting":
-        st.progress(0.0, text=status.get("message") or "starting")
+        st.progress(0.0, text=ui.literal(ui.shown_text(status.get("message") or "starting")))
         return
     text = (f"epoch {status.get('epoch', '?')}/{status.get('epochs', '?')} · step {status.get('step', 0)}"
             f"/{status.get('total_steps', '?')} · {status.get('images_per_s') or 0:.1f} images/s · "
@@ -212,9 +212,9 @@ def controls(summary: workspace.RunSummary) -> None:
         c1, c2 = st.columns([1, 3])
         if c1.button("Stop", key=f"stop_{summary.name}", help="Saves after the current step, then ends"):
             ui.remember("stop_clicked", summary.name)
-            st.toast(launcher.stop_run(summary.path))
+            st.toast(ui.literal(launcher.stop_run(summary.path)))
         if st.session_state.get("stop_clicked") == summary.name and c2.button("Force stop (SIGTERM)"):
-            st.toast(launcher.stop_run(summary.path, force=True))
+            st.toast(ui.literal(launcher.stop_run(summary.path, force=True)))
         return
     if summary.resumable:
         c1, c2 = st.columns([1, 2])
@@ -226,7 +226,7 @@ def controls(summary: workspace.RunSummary) -> None:
             try:
                 launcher.resume_run(summary.path, epochs=int(epochs))
             except (runs.RunLocked, FileNotFoundError, ConfigError, OSError) as error:
-                st.error(ui.readable(error))
+                st.error(ui.literal(ui.readable(error)))
                 return
             st.rerun()
 
@@ -242,7 +242,7 @@ def finished_words(summary: workspace.RunSummary, status: dict) -> None:
     warnings = [w for w in verdict.get("warnings", []) if isinstance(w, str)] \
         if isinstance(verdict.get("warnings"), list) else []
     if warnings:
-        st.warning(said + ". But " + "; and ".join(warnings) + ".")
+        st.warning(said + ". But " + "; and ".join(ui.literal(w) for w in warnings) + ".")
     else:
         st.success(said + ".")
 
@@ -253,16 +253,18 @@ def run_panel(run_dir: Path, live: bool) -> None:
         summary = workspace.run_summary(run_dir)
         status = runs.read_status(run_dir)
         state = summary.state
-        st.markdown(f"**{summary.name}** · {state}" + (f" · {summary.backbone}" if summary.backbone else "")
-                    + (f" · data `{ui.shown_path(summary.data)}`" if summary.data else ""))
+        st.markdown(f"**{ui.literal(summary.name)}** · {ui.literal(state)}"
+                    + (f" · {ui.literal(summary.backbone)}" if summary.backbone else "")
+                    + (f" · data {ui.literal(ui.shown_path(summary.data))}" if summary.data else ""))
         if summary.live:
             progress_bar(status)
         elif state == "failed":
-            st.error(f"The run failed: {ui.shown_text(launcher.failure_reason(run_dir) or '')}")
+            st.error(f"The run failed: {ui.literal(ui.shown_text(launcher.failure_reason(run_dir) or ''))}")
         elif state == "stopped":
-            st.warning(status.get("message") or "stopped")
+            st.warning(ui.literal(ui.shown_text(status.get("message") or "stopped")))
         elif state == "damaged":
-            st.error(f"This run's files cannot be read: {ui.shown_text(summary.error or '')}. The other runs are not affected.")
+            st.error(f"This run's files cannot be read: {ui.literal(ui.shown_text(summary.error or ''))}. The other "
+                     "runs are not affected.")
         elif state == "finished":
             finished_words(summary, status)
         charts(runs.read_metrics(run_dir))

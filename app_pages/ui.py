@@ -46,16 +46,62 @@ def runs_root() -> Path:
     return workspace.runs_root()
 
 
-def shown_path(path: str | Path) -> str:
-    """A path as people should read it: relative to the data root when it is inside."""
+DATA_ROOT_NAME = "the data root"
+"""How the data root itself is named in the browser (its relative path "." says nothing)."""
+
+
+def relative_to_root(path: str | Path) -> str | None:
+    """The path relative to the data root ("." for the root itself), or None when it is not inside."""
     try:
-        return str(Path(path).resolve().relative_to(data_root().resolve())) or "."
+        return str(Path(path).resolve().relative_to(data_root().resolve()))
     except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve, Python < 3.13)
-        return str(path)
+        return None
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as people should read it: relative to the data root when it is inside, the data root
+    by that name, and anything outside it by its last part only (the server's folders are not the
+    browser's business)."""
+    relative = relative_to_root(path)
+    if relative is None:
+        return Path(path).name or str(path)
+    return DATA_ROOT_NAME if relative == "." else relative
+
+
+# Markdown syntax that can start anywhere in a line: escapes, code, emphasis, strikethrough, links
+# and images, autolinks and HTML, headings, tables, Streamlit's directives (:red[...],
+# :material/icon:, emoji shortcodes) and LaTeX. Every ASCII punctuation character may be escaped
+# with a backslash in CommonMark, and an escaped one is plain text.
+_MARKDOWN_SYNTAX = re.compile(r"[\\`*_\[\]<>#!|~$:&{}]")
+# List markers count only at the start of a line (a numbered one: digits and "." or ")").
+_LEADING_MARKER = re.compile(r"^(\s*)(?:([-+=])|(\d+)([.)]))")
+# GitHub's "literal" autolinks (a bare www.x.y, http(s)://x or name@host.tld) and emoji shortcodes
+# (:smile:) are found in the text after escapes are undone, so an escape cannot stop them; an
+# invisible word joiner inside does.
+_AUTOLINK_START = re.compile(r"(?i)(https?(?=://)|www(?=\.)|@(?=[\w-])|:(?=[\w+-]+:))")
+WORD_JOINER = "\u2060"
+
+
+def literal(text: object) -> str:
+    """`text` from outside the app (a file or folder name, a zip entry, a run's error, a label's
+    content, an exception's message) as Markdown that shows it as it is: no link, image, emphasis,
+    code, heading, list, icon, colour or formula can come out of it. Lines are joined with spaces.
+
+    Every element that renders Markdown (st.write, st.markdown, st.caption, alerts, toasts, widget
+    and expander labels, image captions, progress texts) gets outside text only through this.
+    Selectbox options and table cells are plain text already and take the text as it is.
+    """
+    text = " ".join(str(text).splitlines())
+    text = re.sub(r"^\s+", " ", text)  # four spaces at the start of a line would make a code block
+    text = _AUTOLINK_START.sub(lambda match: match.group(1) + WORD_JOINER, text)
+    text = _MARKDOWN_SYNTAX.sub(lambda match: "\\" + match.group(0), text)
+    text = text.replace("\\:material/", "\\:material\\/")  # Streamlit rewrites ":material/" before parsing
+    return _LEADING_MARKER.sub(lambda m: m.group(1) + ("\\" + m.group(2) if m.group(2) else m.group(3) + "\\" + m.group(4)),
+                               text)
 
 
 def how_to_add_data() -> None:
-    root = data_root()
+    root = data_root()  # the server's own setting, in code spans: shown as it is
     st.markdown(
         f"""
 **How to give FaceTracker a dataset.** The app reads and writes only under its data root,
@@ -82,11 +128,11 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
     found = [p.name for p in workspace.list_datasets(root)]
     remembered = st.session_state.get(DATASET_NAME)
     if default is not None and remembered is None:
-        remembered = shown_path(default)
+        remembered = relative_to_root(default)
     options = found + [OTHER_FOLDER]
     index = options.index(remembered) if remembered in options else (len(options) - 1 if remembered else 0)
     choice = st.selectbox(label, options, index=index, key=f"{key}_choice",
-                          help=f"Folders under the data root {root}")
+                          help=f"Folders under the data root {literal(root)}")
     if choice == OTHER_FOLDER:
         typed = st.text_input("Folder, relative to the data root", key=f"{key}_typed",
                               value=remembered if remembered and remembered not in found else "",
@@ -99,17 +145,17 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
         try:
             path = safety.resolve_under(root, typed.strip())
         except safety.UnsafePath as error:
-            st.error(readable(error))
+            st.error(literal(readable(error)))
             return None
         if not path.is_dir():
-            st.error(f"{typed}: no such folder under the data root")
+            st.error(f"{literal(typed)}: no such folder under the data root")
             return None
         st.session_state[DATASET_NAME] = typed.strip()
         return path
     try:
         path = safety.resolve_under(root, choice)
     except safety.UnsafePath as error:
-        st.error(readable(error))
+        st.error(literal(readable(error)))
         return None
     st.session_state[DATASET_NAME] = choice
     return path
@@ -149,10 +195,10 @@ def load_dataset(folder: Path, check_pixels: bool = False) -> data_lib.Dataset |
     try:
         return _load_dataset(str(folder), folder_signature(folder), check_pixels)
     except data_lib.DatasetError as error:
-        st.warning(readable(error))
+        st.warning(literal(readable(error)))
         return None
     except OSError as error:
-        st.error(f"{shown_path(folder)}: cannot read it ({error.strerror or readable(error)})")
+        st.error(literal(f"{shown_path(folder)}: cannot read it ({error.strerror or readable(error)})"))
         return None
 
 
@@ -302,11 +348,12 @@ def skipped_files(skipped: list) -> None:
 
 
 def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4) -> None:
+    """Images in rows of `columns`, each with its caption shown as text (captions name files)."""
     for start in range(0, len(images), columns):
         cells = st.columns(columns)
         for cell, image, caption in zip(cells, images[start:start + columns], captions[start:start + columns]):
             with cell:
-                st.image(image, caption=caption, width="stretch")
+                st.image(image, caption=literal(caption), width="stretch")
 
 
 def readable(error: BaseException) -> str:
@@ -325,11 +372,11 @@ _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:[^\s/:;,'\"()\[\]`]+/)*([^\s/:;,'\
 
 def shown_text(text: str) -> str:
     """A message for the browser without the server's layout: paths under the data root relative to
-    it (as `shown_path`), any other absolute path (temporary folders, the app's own files) by its
-    last part only."""
+    it (as `shown_path`), the data root itself by name, any other absolute path (temporary folders,
+    the app's own files) by its last part only."""
     roots = {str(data_root()), str(data_root().resolve())}
     for root in sorted(roots, key=len, reverse=True):
-        text = text.replace(root.rstrip("/") + "/", "").replace(root, ".")
+        text = text.replace(root.rstrip("/") + "/", "").replace(root, DATA_ROOT_NAME)
     return _ABSOLUTE_PATH.sub(lambda match: match.group(1), text)
 
 
@@ -345,4 +392,5 @@ def page_guard() -> Iterator[None]:
         yield
     except Exception as error:  # Streamlit's rerun/stop signals are BaseExceptions and pass through
         log.exception("page failed")
-        st.error(f"{UNEXPECTED}: {readable(error)}. The details are in the server's log; the other pages still work.")
+        st.error(f"{UNEXPECTED}: {literal(readable(error))}. The details are in the server's log; the other pages "
+                 "still work.")

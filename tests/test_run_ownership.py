@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -90,14 +91,17 @@ def test_signal_process_checks_the_start_time_before_it_signals(unrelated_proces
     assert unrelated_process.wait(timeout=10) == -signal.SIGTERM
 
 
-def test_a_launched_process_is_live_before_it_takes_the_lock_and_force_stop_ends_it(tmp_path):
+def test_a_launched_process_owns_the_run_lock_before_it_takes_it_over_and_force_stop_ends_it(tmp_path):
     run_dir = tmp_path / "runs" / "starting"
     run_dir.mkdir(parents=True)
     pid = launcher._spawn(run_dir, [sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         status = runs.read_json(run_dir / runs.STATUS)
         assert status["pid"] == pid and status["pid_start"] == runs.process_start_time(pid)
-        assert runs.lock_owner(run_dir) is None and launcher.live_pid(run_dir) == pid
+        assert runs.lock_owner(run_dir) == pid and launcher.live_pid(run_dir) == pid
+        assert runs.owner_is_starting(run_dir)
+        with pytest.raises(runs.RunLocked):  # nobody else can take the run meanwhile
+            runs.acquire_lock(run_dir)
         assert runs.read_status(run_dir)["state"] == "starting"
         assert "before training began" in launcher.stop_run(run_dir, force=True)
         assert not runs.pid_alive(pid)
@@ -184,7 +188,7 @@ def test_a_process_recording_its_own_pid_records_its_start_time_beside_it(tmp_pa
     runs.update_status(tmp_path, state="starting", pid=os.getpid())
     status = runs.read_json(tmp_path / runs.STATUS)
     assert status["pid_start"] == runs.process_start_time(os.getpid()) is not None
-    assert runs.owner_process(tmp_path) == (os.getpid(), status["pid_start"])  # live before it takes the lock
+    assert runs.owner_process(tmp_path) is None, "a status file alone makes no process the run's owner"
 
 
 def test_force_stop_signals_the_lock_holder_itself(tmp_path):
@@ -204,3 +208,93 @@ def test_force_stop_signals_the_lock_holder_itself(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+HOLDER = ("import os, sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
+          "runs.update_status(sys.argv[1], state='running', pid=os.getpid(), epoch=1, epochs=5); "
+          "print('locked', flush=True); time.sleep(120)")
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["stop", "force-stop"])
+def test_stop_on_a_copy_of_a_live_run_folder_leaves_the_original_running(tmp_path, force):
+    """`cp -r` of a run while it trains copies run.lock and status.json (pid and start time), never the lock."""
+    original = tmp_path / "runs" / "live"
+    original.mkdir(parents=True)
+    (original / runs.CONFIG).write_text("{}")
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(original)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        copy = tmp_path / "backup" / "live"
+        shutil.copytree(original, copy)
+        copied = runs.read_json(copy / runs.STATUS)
+        assert copied["pid"] == holder.pid and copied["pid_start"] == runs.process_start_time(holder.pid)
+
+        assert runs.owner_process(copy) is None and launcher.live_pid(copy) is None
+        assert runs.read_status(copy)["state"] == "failed"  # a copy trains nothing
+        assert launcher.stop_run(copy, force=force) == "live is not running"
+        assert still_running(holder), "Stop on the copy must not signal the original's trainer"
+        assert not (original / runs.STOP).exists()
+        assert launcher.live_pid(original) == holder.pid and runs.read_status(original)["state"] == "running"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stop_on_a_copy_of_a_run_still_starting_leaves_the_original_running(tmp_path):
+    original = tmp_path / "runs" / "starting"
+    original.mkdir(parents=True)
+    pid = launcher._spawn(original, [sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        copy = tmp_path / "backup" / "starting"
+        shutil.copytree(original, copy)
+        assert launcher.stop_run(copy, force=True) == "starting is not running"
+        assert launcher.stop_run(copy) == "starting is not running"
+        time.sleep(0.5)
+        assert runs.is_same_process(pid, runs.process_start_time(pid)) and launcher.live_pid(original) == pid
+        assert "before training began" in launcher.stop_run(original)
+        assert not runs.pid_alive(pid)
+    finally:
+        if runs.pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_a_run_lock_hard_linked_into_another_folder_does_not_make_that_folder_live(tmp_path):
+    """`cp -al` shares run.lock's inode, and so its lock: the lock names the folder it was taken in."""
+    original = tmp_path / "runs" / "live"
+    original.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(original)], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parent.parent)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        linked = tmp_path / "linked"
+        linked.mkdir()
+        os.link(original / runs.LOCK, linked / runs.LOCK)
+        shutil.copy(original / runs.STATUS, linked / runs.STATUS)
+        assert runs.lock_held(linked) and runs.owner_process(linked) is None
+        assert launcher.stop_run(linked, force=True) == "linked is not running"
+        assert still_running(holder)
+        assert runs.lock_owner(original) == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_launched_trainer_takes_over_the_lock_the_launcher_took_for_it(tmp_path):
+    """`train` calls acquire_lock: in a launched process it takes over the inherited lock (no second
+    lock is waited for), and from then on Stop asks it through the STOP file instead of signalling it."""
+    run_dir = tmp_path / "runs" / "handed-over"
+    run_dir.mkdir(parents=True)
+    taker = ("import sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
+             "print('taken', flush=True); time.sleep(120)")
+    pid = launcher._spawn(run_dir, [sys.executable, "-c", taker, str(run_dir)])
+    try:
+        deadline = time.monotonic() + 60
+        while "taken" not in (run_dir / runs.LOG).read_text().splitlines() and time.monotonic() < deadline:
+            assert runs.pid_alive(pid), (run_dir / runs.LOG).read_text()
+            time.sleep(0.05)
+        assert runs.lock_owner(run_dir) == pid and not runs.owner_is_starting(run_dir)
+        assert "asked handed-over to stop" in launcher.stop_run(run_dir)
+        assert (run_dir / runs.STOP).exists() and runs.pid_alive(pid)
+    finally:
+        os.kill(pid, signal.SIGKILL)

@@ -939,7 +939,7 @@ def load_dataset(folder: str | Path, *, check_pixels: bool = True, root: str | P
         try:
             real_path_inside(root_dir, root)
         except OutsideRoot:
-            raise DatasetError(f"{root_dir}: the folder lies outside the data root {root}") from None
+            raise DatasetError(f"{root_dir}: the folder lies outside {root}, where datasets must be") from None
 
     coco = find_coco(root_dir, root)
     if coco:

@@ -25,10 +25,13 @@ difference between the two are noise)."""
 
 def run_verdict(model_val_iou: float, val_has_face: np.ndarray, val_boxes: np.ndarray, train_has_face: np.ndarray,
                 train_boxes: np.ndarray, validated_on_training: bool = False,
-                prelabel_val_iou: float | None = None) -> dict:
+                prelabel_val_iou: float | None = None, prelabel_photos: int | None = None,
+                prelabel_unreadable: int = 0) -> dict:
     """What the run's status records: the figures, and a warning per reason not to trust the model.
 
-    `prelabel_val_iou` is the pre-labeller's mean IoU on the same validation photos (None: not measured)."""
+    `prelabel_val_iou` is the pre-labeller's mean IoU on the validation photos with a face it could
+    read (None: not measured), `prelabel_photos` how many those were and `prelabel_unreadable` how
+    many it could not read (removed since training read them): those count for nothing, not as 0."""
     val_faces = np.asarray(val_boxes, np.float64)[np.asarray(val_has_face) > 0.5]
     train_faces = np.asarray(train_boxes, np.float64)[np.asarray(train_has_face) > 0.5]
     mean_box = train_faces.mean(axis=0) if len(train_faces) else np.full(4, np.nan)
@@ -51,7 +54,9 @@ def run_verdict(model_val_iou: float, val_has_face: np.ndarray, val_boxes: np.nd
     return {"val_photos": int(len(val_has_face)), "val_faces": int(len(val_faces)),
             "model_val_iou": round(float(model_val_iou), 4),
             "mean_box_val_iou": round(guess, 4) if np.isfinite(guess) else None,
-            "prelabel_val_iou": round(prelabel, 4) if prelabel is not None else None, "warnings": warnings}
+            "prelabel_val_iou": round(prelabel, 4) if prelabel is not None else None,
+            "prelabel_photos": prelabel_photos if prelabel is not None else 0,
+            "prelabel_unreadable": int(prelabel_unreadable), "warnings": warnings}
 
 
 def comparison_line(verdict: dict) -> str:
@@ -61,8 +66,20 @@ def comparison_line(verdict: dict) -> str:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
         return f"{value:.3f}" if ok else "not measured"
 
-    photos = verdict.get("val_photos")
-    where = f" on the same {photos} validation photos" if isinstance(photos, int) and not isinstance(photos, bool) \
-        else ""
-    return (f"your model: mean IoU {figure('model_val_iou')}; YuNet pre-labels: {figure('prelabel_val_iou')}; "
+    def count(key: str) -> int | None:
+        value = verdict.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    photos = count("val_photos")
+    where = f" on the same {photos} validation photos" if photos is not None else ""
+    prelabel = figure("prelabel_val_iou")
+    unreadable, scored = count("prelabel_unreadable"), count("prelabel_photos")
+    if unreadable and prelabel == "not measured":
+        prelabel = (f"not measured: none of the {unreadable} validation photos with a face could be read again "
+                    "(moved or deleted during training?)")
+    elif unreadable:
+        prelabel += (f" on the {scored} validation photos with a face it could read ({unreadable} could not be "
+                     "read again and were left out)" if scored is not None else
+                     f" ({unreadable} validation photos could not be read again and were left out)")
+    return (f"your model: mean IoU {figure('model_val_iou')}; YuNet pre-labels: {prelabel}; "
             f"always-the-average-box: {figure('mean_box_val_iou')}{where}")

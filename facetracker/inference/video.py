@@ -48,6 +48,27 @@ def _video_stream(path: str | Path, name: str | None = None):
         yield container, stream
 
 
+_TURNS = {1: cv2.ROTATE_90_COUNTERCLOCKWISE, 2: cv2.ROTATE_180, 3: cv2.ROTATE_90_CLOCKWISE}
+
+
+def tagged_rotation(stream) -> int:
+    """Counter-clockwise degrees from an old-style `rotate` tag in the stream's metadata (which
+    says clockwise degrees), for files that carry no display matrix; 0 without one."""
+    for key, value in (stream.metadata or {}).items():
+        if key.lower() == "rotate":
+            try:
+                return -round(float(value))
+            except ValueError:
+                return 0
+    return 0
+
+
+def upright(image: np.ndarray, degrees: float) -> np.ndarray:
+    """The frame turned `degrees` counter-clockwise (to the nearest quarter turn), as a player shows it."""
+    turn = _TURNS.get(round(degrees / 90) % 4)
+    return image if turn is None else cv2.rotate(image, turn)
+
+
 def video_rate_and_length(path: str | Path, name: str | None = None) -> tuple[Fraction, int]:
     """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
     unknown). Raises ValueError when the file cannot be opened as a video."""
@@ -58,18 +79,21 @@ def video_rate_and_length(path: str | Path, name: str | None = None) -> tuple[Fr
 
 def video_frames(path: str | Path, max_frames: int, max_side: int = 960,
                  name: str | None = None) -> Iterator[tuple[np.ndarray, float]]:
-    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV."""
+    """Decode up to `max_frames` BGR frames (and their time in seconds) from a video file with PyAV,
+    upright: a phone stores a portrait video sideways with a rotation for the player (its display
+    matrix, or in older files a `rotate` tag), which is applied here as a player applies it."""
     import av
 
     with _video_stream(path, name) as (container, stream):
         stream.thread_type = "AUTO"
+        tagged = tagged_rotation(stream)
         count = 0
         try:
             for frame in container.decode(stream):
                 if frame.width * frame.height > MAX_IMAGE_PIXELS:  # a stream that grows after its header
                     raise ValueError(f"{name or path}: a frame is {frame.width}x{frame.height} px, larger than the "
                                      f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels this app reads")
-                image = frame.to_ndarray(format="bgr24")
+                image = upright(frame.to_ndarray(format="bgr24"), frame.rotation or tagged)
                 if max(image.shape[:2]) > max_side:
                     scale = max_side / max(image.shape[:2])
                     image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),

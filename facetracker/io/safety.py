@@ -53,8 +53,8 @@ def resolve_under(root: str | Path, user_path: str | Path) -> Path:
     except OSError as error:
         raise UnsafePath(f"{text}: cannot follow the path ({error.strerror or error})") from None
     if real != real_root and real_root not in real.parents:
-        raise UnsafePath(f"{text}: the path leads outside the data folder {real_root}; "
-                         "only datasets and runs inside it can be used")
+        raise UnsafePath(f"{text}: the path leads outside the data folder; only datasets and runs inside "
+                         f"{real_root} can be used")
     return real
 
 
@@ -124,9 +124,13 @@ def extract_zip(archive: str | Path | BinaryIO, target_dir: str | Path, max_tota
         members = _checked_members(zf, name, max_total_bytes, max_entries)
         clashes = [str(rel) for _, rel in members if (target / rel).exists() and not (target / rel).is_dir()]
         if clashes:
-            raise UnsafeArchive(f"{name}: {clashes[0]} already exists in {target}; nothing was unpacked")
+            raise UnsafeArchive(f"{name}: {clashes[0]} already exists where it would be unpacked; nothing was "
+                                "unpacked")
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".unzip-", dir=target.parent))
+        # A file system error names the entry and the archive, never the temporary or target
+        # folders: those are the server's, and the message goes to whoever uploaded the zip.
+        info = None
         try:
             written = 0
             for info, rel in members:
@@ -146,6 +150,10 @@ def extract_zip(archive: str | Path | BinaryIO, target_dir: str | Path, max_tota
                 os.replace(staging / rel, target / rel)
                 moved.append(target / rel)
             return moved
+        except OSError as error:
+            entry = f"the entry {info.filename!r}" if info is not None else "the archive"
+            raise UnsafeArchive(f"{name}: cannot unpack {entry} ({error.strerror or type(error).__name__}); "
+                                "nothing was unpacked") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 

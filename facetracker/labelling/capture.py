@@ -71,7 +71,7 @@ def _inside(path: Path, root: str | Path | None, what: str) -> Path:
     try:
         return real_path_inside(path, root)
     except OutsideRoot:
-        raise ValueError(f"{path}: {what} links outside the data root {root}; nothing was written there") from None
+        raise ValueError(f"{path}: {what} links outside the data root; nothing was written there") from None
 
 
 def save_capture(dataset: str | Path, frame_bgr: np.ndarray, box: PixelBox | None, *, split: str | None = None,

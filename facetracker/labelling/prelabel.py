@@ -8,6 +8,8 @@ the dataset's habit (see `facetracker.labelling.convention`), so new labels matc
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Callable
 
@@ -67,20 +69,34 @@ def prelabel_boxes(frame_bgr: np.ndarray, detect: Callable[[np.ndarray], Detecti
     return boxes
 
 
+@dataclasses.dataclass(frozen=True)
+class PrelabelFit:
+    """How well pre-labels fit the labelled faces of a set of photos."""
+
+    mean_iou: float | None
+    """Mean IoU over the photos with a face that could be read; None when none could."""
+    photos: int
+    """Photos with a labelled face that were scored."""
+    unreadable: int
+    """Photos with a labelled face that could not be read (deleted or changed since they were
+    listed): left out, never scored as a miss."""
+
+
 def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
-                  detect: Callable[[np.ndarray], Detection]) -> np.ndarray:
+                  detect: Callable[[np.ndarray], Detection]) -> tuple[np.ndarray, int]:
     """How well pre-labels fit the labelled faces of `photos`: per photo with a face, the IoU of the
     most confident pre-label (placed in the convention learnt from `labelled`, as `label_dataset`
-    places it) with the labelled box; 0 where no face is found or the photo cannot be read."""
+    places it) with the labelled box, 0 where no face is found; and how many photos with a face
+    could not be read, which get no score at all (a photo nobody could see is no miss of YuNet's)."""
     convention = learn_convention(labelled, detect)
-    scores = []
+    scores, unreadable = [], 0
     for sample in photos:
         if not sample.has_face:
             continue
         try:
             rgb = data_lib.sample_pixels(sample, max_side=640)
         except (ValueError, OSError):
-            scores.append(0.0)
+            unreadable += 1
             continue
         height, width = rgb.shape[:2]
         boxes = prelabel_boxes(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), detect, convention)
@@ -89,16 +105,15 @@ def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample]
             continue
         found = np.array(boxes[0], float) / [width, height, width, height]
         scores.append(float(iou(found, np.array(sample.box, float))))
-    return np.array(scores, float)
+    return np.array(scores, float), unreadable
 
 
-def yunet_prelabel_iou(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
-                       threshold: float = 0.6) -> float | None:
-    """The mean IoU of YuNet's pre-labels on the faces of `photos`, in `labelled`'s convention (None
-    when no photo has a face): what a trained model has to beat to be worth more than pre-labelling."""
-
-    scores = prelabel_ious(labelled, photos, models.open_detector(YUNET, models.PHOTO, threshold).detect)
-    return float(scores.mean()) if len(scores) else None
+def yunet_prelabel_fit(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
+                       threshold: float = 0.6) -> PrelabelFit:
+    """YuNet's pre-labels on the faces of `photos`, in `labelled`'s convention: what a trained
+    model has to beat to be worth more than pre-labelling."""
+    scores, unreadable = prelabel_ious(labelled, photos, models.open_detector(YUNET, models.PHOTO, threshold).detect)
+    return PrelabelFit(float(scores.mean()) if len(scores) else None, len(scores), unreadable)
 
 
 def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,
@@ -122,7 +137,7 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     done = {"frames": 0, "photos": 0, "labelled": 0, "faces": 0}
     if video is not None:
         done["frames"] = _add_video_frames(Path(video), images, every_s, progress)
-        log(f"{video}: {done['frames']} frames added to {images}")
+        log(f"{video}: {done['frames']} frames added to {images} as {video_frame_prefix(Path(video))}-*.jpg")
     try:
         labelled = [s for s in data_lib.load_dataset(folder, check_pixels=False).samples if s.label]
     except data_lib.DatasetError:
@@ -159,10 +174,30 @@ def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path
     return done
 
 
+VIDEO_DIGEST_CHARS = 10
+"""Hex digits of the video's SHA-256 in its frames' names: two different videos never share a name."""
+
+
+def video_frame_prefix(video: Path) -> str:
+    """`<file stem>-<content digest>`: the name the frames of this video start with.
+
+    Two recordings are often called the same (`VID_0001.mp4`, `clip.mp4`); named by the file alone,
+    the second one's frames would replace the first one's, whose labels would then describe photos
+    they were not drawn on. The same video imported again gives the same names (and frames)."""
+    with open(video, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()[:VIDEO_DIGEST_CHARS]
+    return f"{video.stem}-{digest}"
+
+
 def _add_video_frames(video: Path, images: Path, every_s: float,
                       progress: Callable[[int, int | None], None] | None = None) -> int:
-    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it; `progress`
-    counts the frames read."""
+    """A frame every `every_s` seconds of the video, saved as JPEG photos named after it and its
+    content (`video_frame_prefix`); a photo already there is never replaced. Returns how many were
+    added; `progress` counts the frames read."""
+    try:
+        prefix = video_frame_prefix(video)
+    except OSError as error:
+        raise ValueError(f"{video}: cannot read the video ({error.strerror or error})") from None
     added, next_time = 0, 0.0
     for index, (frame, seconds) in enumerate(video_frames(video, max_frames=100_000, max_side=1280,
                                                           name=video.name)):
@@ -171,8 +206,11 @@ def _add_video_frames(video: Path, images: Path, every_s: float,
         if seconds + 1e-6 < next_time:
             continue
         next_time = seconds + every_s
+        target = images / f"{prefix}-{index:06d}.jpg"
+        if target.exists() or target.is_symlink():  # this very frame, from an earlier import of this video
+            continue
         ok, encoded = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if ok:
-            atomic.write_bytes(images / f"{video.stem}-{index:06d}.jpg", encoded.tobytes())
+            atomic.write_bytes(target, encoded.tobytes())
             added += 1
     return added

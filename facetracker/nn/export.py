@@ -32,7 +32,7 @@ from tensorflow.python.framework.convert_to_constants import (
 
 from facetracker.config.catalog import EXPORT_FORMATS
 from facetracker.inference.dense import LIVE_FRAME, input_for_frame
-from facetracker.io.atomic import write_bytes
+from facetracker.io import atomic
 from facetracker.nn.model import dense_network_at, inference_copy, is_dense, load_model
 from facetracker.runs.run_folder import find_model
 
@@ -129,14 +129,11 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, fram
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if fmt == "keras":
-        tmp = out.with_name(f".{out.stem}.tmp.keras")
-        inference_copy(model).save(tmp)
-        os.replace(tmp, out)
+        with atomic.replacing(out, suffix=".keras") as tmp:
+            inference_copy(model).save(tmp)
     elif fmt in ("tflite", "tflite-int8"):
         content = to_tflite_bytes(model, quantize=fmt == "tflite-int8", input_wh=input_wh)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, out)
+        atomic.write_bytes(out, content)
     elif fmt == "savedmodel":
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         shutil.rmtree(tmp)
@@ -150,17 +147,12 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, fram
             shutil.rmtree(out)
         os.replace(tmp, out)
     else:  # onnx
-        tmp = out.with_name(f".{out.name}.tmp.onnx")
         net = network_at(model, input_wh)
         net(np.zeros((1, *net.input_shape[1:]), np.float32))  # Keras exports only a model that has been called
-        try:
-            with warnings.catch_warnings():  # Keras' tf2onnx shim probes numpy for `np.object`
-                warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
-                net.export(str(tmp), format="onnx", verbose=False)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, out)
+        with atomic.replacing(out, suffix=".onnx") as tmp, warnings.catch_warnings():
+            # Keras' tf2onnx shim probes numpy for `np.object`
+            warnings.filterwarnings("ignore", message=".*np.object.*", category=FutureWarning)
+            net.export(str(tmp), format="onnx", verbose=False)
     return out
 
 
@@ -174,7 +166,7 @@ def write_runtime_files(model_path: str | Path) -> list[Path]:
     written = []
     for input_wh in [None] + ([input_for(model, LIVE_FRAME)] if is_dense(model) else []):
         out = default_output(model_path, "tflite", input_wh)
-        write_bytes(out, to_tflite_bytes(model, input_wh=input_wh))
+        atomic.write_bytes(out, to_tflite_bytes(model, input_wh=input_wh))
         written.append(out)
     return written
 

@@ -41,7 +41,8 @@ from facetracker.inference.dense import (
     letterbox,
     top_cells,
 )
-from facetracker.labelling.prelabel import yunet_prelabel_iou
+from facetracker.io import atomic
+from facetracker.labelling.prelabel import PrelabelFit, yunet_prelabel_fit
 from facetracker.nn.export import write_runtime_files
 from facetracker.nn.model import (
     PhasedCosine,
@@ -361,13 +362,8 @@ def _freeze_epochs(config: TrainConfig, weights_used: str) -> int:
 def _save_model(model, path: Path, include_optimizer: bool, flip_average: bool = False) -> None:
     """Save atomically: a kill or a full disk mid-save leaves the previous file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    try:
+    with atomic.replacing(path, suffix=".keras") as tmp:
         (model if include_optimizer else inference_copy(model, flip_average)).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 RUNTIME_FILES_EVERY_S = 120
@@ -854,18 +850,26 @@ def _with_enough_copies(config: TrainConfig, n_train: int, log: Callable[[str], 
     return config.replace(copies=copies)
 
 
-def _prelabel_val_iou(train_cache: ImageCache, val_cache: ImageCache, run_dir: Path, stop: StopRequested,
-                      log: Callable[[str], None]) -> float | None:
+def _prelabel_fit(train_cache: ImageCache, val_cache: ImageCache, run_dir: Path, stop: StopRequested,
+                  log: Callable[[str], None]) -> PrelabelFit | None:
     """Step 6: YuNet's pre-labels on the validation photos, placed as the training labels place their
-    boxes, for the verdict (a few seconds; skipped after a stop, and a failure only costs the figure)."""
+    boxes, for the verdict (a few seconds; skipped after a stop, and a failure only costs the figure).
+    The photos are read again from disk: any deleted meanwhile are counted and left out."""
     if stop.check():
         return None
     _stage(run_dir, "comparing with YuNet's pre-labels on the validation photos", log)
     try:
-        return yunet_prelabel_iou(train_cache.samples, val_cache.samples)
+        return yunet_prelabel_fit(train_cache.samples, val_cache.samples)
     except Exception as error:  # the model is trained and saved: the comparison must not fail the run
         log(f"note: could not compare with YuNet's pre-labels ({_describe_error(error)})")
         return None
+
+
+def _prelabel_figures(fit: PrelabelFit | None) -> dict:
+    """`run_verdict`'s pre-label arguments from what `_prelabel_fit` measured (nothing: not measured)."""
+    if fit is None:
+        return {}
+    return {"prelabel_val_iou": fit.mean_iou, "prelabel_photos": fit.photos, "prelabel_unreadable": fit.unreadable}
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
@@ -904,7 +908,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         message = "stopped early: validation IoU stopped improving" if state.get("early_stopped") else None
     verdict = run_verdict(state["best_val_iou"], val_cache.has_face, val_cache.boxes, train_cache.has_face,
                           train_cache.boxes, validated_on_training=val_cache is train_cache,
-                          prelabel_val_iou=_prelabel_val_iou(train_cache, val_cache, run_dir, stop, log))
+                          **_prelabel_figures(_prelabel_fit(train_cache, val_cache, run_dir, stop, log)))
     log(comparison_line(verdict))
     for warning in verdict["warnings"]:
         log(f"warning: {warning}")

@@ -26,16 +26,15 @@ from facetracker.runs import run_folder as runs
 
 LAUNCH_LOCK = ".launch.lock"
 PACKAGE_PARENT = Path(__file__).resolve().parents[2]
-# A run that has not taken its lock yet is still importing TensorFlow: it has not installed its
-# SIGTERM handler, so a signal ends it at once and nothing is lost.
+# A run that has not taken over the lock the launcher took for it is still importing TensorFlow: it
+# has not installed its SIGTERM handler, so a signal ends it at once and nothing is lost.
 EARLY_EXIT_WAIT_S = 5.0
 
 
 def live_pid(run_dir: str | Path) -> int | None:
     """The pid of the live process that owns the run folder, or None when nobody trains in it.
 
-    Never a bare recorded pid: the holder of the run lock, or the launched process whose recorded
-    start time still matches (see `runs.owner_process`).
+    Never a recorded pid: the holder of the run lock (see `runs.owner_process`).
     """
     owner = runs.owner_process(Path(run_dir))
     return owner[0] if owner else None
@@ -76,17 +75,26 @@ def train_command(run_dir: Path, *, resume: bool = False) -> list[str]:
 
 
 def _spawn(run_dir: Path, command: list[str]) -> int:
+    """Start `command` as the run's owner: it inherits the run lock, taken here, so it owns the run
+    from its first instant (before it has imported anything), and nobody else can."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
-    with open(run_dir / runs.LOG, "ab") as log:
-        log.write(f"\n$ {' '.join(command)}\n".encode())
-        log.flush()
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=str(PACKAGE_PARENT), env=env, start_new_session=True)
-    # Its start time, read before anything can reap it, names this process and no later one that
-    # is given the same pid; status.json keeps it beside the pid for viewers and for Force stop.
-    runs.update_status(run_dir, state="starting", pid=process.pid, pid_start=runs.process_start_time(process.pid))
+    lock = runs.lock_for_child(run_dir)
+    try:
+        env[runs.LOCK_FD_ENV] = str(lock)
+        with open(run_dir / runs.LOG, "ab") as log:
+            log.write(f"\n$ {' '.join(command)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       cwd=str(PACKAGE_PARENT), env=env, start_new_session=True, pass_fds=(lock,))
+        # Its start time, read before anything can reap it, names this process and no later one
+        # that is given the same pid.
+        start = runs.process_start_time(process.pid)
+        runs.record_child(lock, run_dir, process.pid, start)
+    finally:
+        os.close(lock)  # the child holds the lock now; it drops when the child ends
+    runs.update_status(run_dir, state="starting", pid=process.pid, pid_start=start)
     # Reap it when it ends, or it stays a zombie of the app's process until the app exits.
     threading.Thread(target=process.wait, name=f"reap-train-{process.pid}", daemon=True).start()
     return process.pid
@@ -156,16 +164,18 @@ def stop_run(run_dir: str | Path, *, force: bool = False) -> str:
     """Ask a run to stop; returns what was done, in words.
 
     The STOP file makes the run finish its current step, save and exit. A process that has not
-    started training yet (still importing) is sent SIGTERM, as is any process when `force`; only
-    a process whose start time matches the one recorded for the run is ever signalled.
+    started training yet (still importing) is sent SIGTERM, as is any process when `force`. Only
+    the holder of the run's lock is ever signalled, never a process because a file names it: a
+    copy of a live run folder is not running, and Stop on it leaves the original alone.
     """
     run_dir = Path(run_dir)
     owner = runs.owner_process(run_dir)
     if not owner:
         return f"{run_dir.name} is not running"
     pid, start = owner
+    # Read once: a process that dies of the signal drops the lock at once.
+    training = not runs.owner_is_starting(run_dir)
     runs.atomic_write_text(run_dir / runs.STOP, f"stop requested at {time.ctime()}\n")
-    training = runs.lock_held(run_dir)  # read once: a process that dies of the signal drops the lock at once
     if training and not force:
         return f"asked {run_dir.name} to stop; it saves and exits after the current step"
     if not runs.signal_process(pid, start, signal.SIGTERM):
