@@ -58,16 +58,7 @@ def list_datasets(data_root: str | Path) -> list[Path]:
         candidates = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.name != RUNS_FOLDER)
     except OSError:
         return []
-    return [p for p in candidates if _is_utf8(p.name) and looks_like_dataset(p)]
-
-
-def _is_utf8(name: str) -> bool:
-    """False for a name with bytes that are not UTF-8: no page, JSON file or browser can show it."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return [p for p in candidates if runs.is_utf8_name(p.name) and looks_like_dataset(p)]
 
 
 @dataclasses.dataclass(frozen=True)
