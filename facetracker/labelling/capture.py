@@ -10,7 +10,6 @@ without a label file, which is what a no-face sample is (see `facetracker.labell
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ import cv2
 import numpy as np
 
 from facetracker.boxes import PixelBox
+from facetracker.config.jsonconfig import parse_json
 from facetracker.data.datasets import SPLITS, OutsideRoot, real_path_inside
 from facetracker.data.labelme import labelme_faces_json, labelme_json
 from facetracker.io import atomic
@@ -136,11 +136,11 @@ def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected
     """
     label_path = _inside(Path(label_path), root, "the label")
     try:
-        data = json.loads(label_path.read_text(encoding="utf-8"))
+        data = parse_json(label_path.read_text(encoding="utf-8"))
         width, height, image_ref = data["imageWidth"], data["imageHeight"], data["imagePath"]
         if not (isinstance(image_ref, str) and all(type(v) is int and 0 < v <= 100_000 for v in (width, height))):
             raise ValueError("imageWidth, imageHeight or imagePath is missing or of the wrong kind")
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{label_path}: not a label this app wrote ({error})") from None
     image_path = _inside(label_path.parent / image_ref, root, "the image its label names")
     box = clip_box(box, width, height)

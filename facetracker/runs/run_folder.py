@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facetracker.config.jsonconfig import parse_json
 from facetracker.io import atomic
 
 CONFIG = "config.json"
@@ -62,7 +63,7 @@ def write_json(path: str | Path, value: Any) -> None:
 
 def read_json(path: str | Path, default: Any = None) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return parse_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return default
 
@@ -90,7 +91,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     records = []
     for line in text.splitlines():
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except ValueError:
             continue
         if _record_fits(record):
@@ -302,7 +303,7 @@ def read_status(run_dir: str | Path) -> dict:
     """
     run_dir = Path(run_dir)
     try:
-        status = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+        status = parse_json((run_dir / STATUS).read_text(encoding="utf-8"))
     except OSError:
         return {"state": "none"} if not (run_dir / CONFIG).exists() else {"state": "unknown"}
     except ValueError:  # written atomically, so never torn: someone or something else wrote it

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from facetracker.config.jsonconfig import parse_json
 from facetracker.data.datasets import IMAGE_EXTENSIONS, SPLITS
 from facetracker.runs import run_folder as runs
 
@@ -101,7 +102,7 @@ def _checked(value, types: tuple[type, ...]):
 def _config_damage(run_dir: Path) -> tuple[dict, str | None]:
     """config.json's fields this summary uses, and why the file cannot be used (None when it can)."""
     try:
-        config = json.loads((run_dir / runs.CONFIG).read_text(encoding="utf-8"))
+        config = parse_json((run_dir / runs.CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:  # a run launched a moment ago writes it first thing
         return {}, None
     except OSError as error:
