@@ -72,8 +72,9 @@ def video_frames(path: str | Path, max_frames: int, max_side: int = 960,
                 image = frame.to_ndarray(format="bgr24")
                 if max(image.shape[:2]) > max_side:
                     scale = max_side / max(image.shape[:2])
-                    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                                       interpolation=cv2.INTER_AREA)
+                    # at least 1 px: a 2 px wide, 3000 px tall video keeps a column
+                    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 yield image, float(frame.time or 0.0)
                 count += 1
                 if count >= max_frames:
@@ -108,7 +109,9 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
             if output is None:
                 output = av.open(str(out_path), mode="w")
                 stream = output.add_stream("libx264", rate=rate)
-                stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2
+                # H.264 in 4:2:0 wants even sides of 2 px or more: an odd side loses its last pixel
+                # row or column, a 1 px side is doubled
+                stream.width, stream.height = (max(2, side // 2 * 2) for side in (image.shape[1], image.shape[0]))
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"preset": "veryfast"}
             detection = detector.detect(image)
@@ -120,8 +123,11 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
             tracks = tracker.update([f.box for f in detection.faces], [f.score for f in detection.faces],
                                     seconds if seconds else index / float(rate or 25))
             draw_faces(image, [FaceBox(t.box, t.score, t.id) for t in tracks])
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]),
-                                               format="bgr24")
+            image = image[: stream.height, : stream.width]
+            if image.shape[:2] != (stream.height, stream.width):
+                image = cv2.copyMakeBorder(image, 0, stream.height - image.shape[0], 0, stream.width - image.shape[1],
+                                           cv2.BORDER_REPLICATE)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
             for packet in stream.encode(frame):
                 output.mux(packet)
             if progress:
