@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from facetracker.config.jsonconfig import parse_json
+from facetracker.config.training import SETTINGS
 from facetracker.data.datasets import IMAGE_EXTENSIONS, SPLITS
 from facetracker.runs import run_folder as runs
 
@@ -116,6 +117,9 @@ def _config_damage(run_dir: Path) -> tuple[dict, str | None]:
         value = config.get(field)
         if value is not None and _checked(value, types) is None:
             return {}, f"{runs.CONFIG}: '{field}' is {json.dumps(value)[:40]}, of the wrong type"
+    epochs = config.get("epochs")
+    if epochs is not None and epochs not in SETTINGS["epochs"]:  # no run trains, or resumes, with it
+        return {}, f"{runs.CONFIG}: 'epochs' is {epochs}, not {SETTINGS['epochs'].describe()}"
     return config, None
 
 
