@@ -3,6 +3,7 @@ from the webcam."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -450,6 +451,8 @@ def main() -> None:
     folder = ui.choose_dataset()
     if folder is None:
         return
+    with contextlib.suppress(OSError):  # best effort: a dataset that cannot be written holds nothing of ours
+        capture.finish_interrupted_writes(folder, root=ui.data_root())
     if holds_no_file(folder):  # just created to record into: nothing is wrong with it yet
         st.info(f"**{folder.name}** is empty: record photos with the webcam below.")
         dataset = None
