@@ -47,9 +47,22 @@ ZIP_MAX_ENTRIES = 50_000  # files and folders
 # Adding a dataset
 
 
+MAX_FOLDER_NAME = 80
+
+
 def safe_folder_name(name: str) -> str | None:
     name = name.strip()
-    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", name) and name != workspace.RUNS_FOLDER else None
+    pattern = r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (MAX_FOLDER_NAME - 1)
+    return name if re.fullmatch(pattern, name) and name != workspace.RUNS_FOLDER else None
+
+
+def folder_name_problem(name: str) -> str:
+    """Why `safe_folder_name` refused the name, in words."""
+    name = name.strip()
+    if len(name) > MAX_FOLDER_NAME:
+        return (f"That name is {len(name):,} characters long; a dataset folder's name can have at most "
+                f"{MAX_FOLDER_NAME}.")
+    return "Name the folder with letters, digits, '.', '_' or '-' (not 'runs')."
 
 
 def create_empty_dataset(name: str) -> Path:
@@ -95,7 +108,7 @@ def add_dataset_section() -> None:
         if c1.button("Unpack the zip as this dataset", disabled=uploaded is None):
             folder = safe_folder_name(name or Path(uploaded.name).stem)
             if folder is None:
-                st.error("Name the folder with letters, digits, '.', '_' or '-' (not 'runs').")
+                st.error(folder_name_problem(name or Path(uploaded.name).stem))
             else:
                 try:
                     with st.spinner("Unpacking…"):
@@ -107,7 +120,7 @@ def add_dataset_section() -> None:
         if c2.button("Create an empty dataset"):
             folder = safe_folder_name(name)
             if folder is None:
-                st.error("Name the folder with letters, digits, '.', '_' or '-' (not 'runs').")
+                st.error(folder_name_problem(name))
             else:
                 try:
                     create_empty_dataset(folder)

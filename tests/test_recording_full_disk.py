@@ -45,11 +45,11 @@ def frames(webcam) -> dict[str, list[np.ndarray]]:
     folder = webcam / "train"
     labelled = {p.stem for p in (folder / "labels").glob("*.json")}
     images = sorted((folder / "images").glob("*.jpg"))
-    faces = [cv2.imread(str(p)) for p in images if p.stem in labelled][:6]
+    with_face = [cv2.imread(str(p)) for p in images if p.stem in labelled][:6]
     empty = [cv2.imread(str(p)) for p in images if p.stem not in labelled]
     empty = [frame for frame in empty if frame_problem(frame, None)[0] is None][::2][:4]  # not black, not frozen
-    assert len(faces) == 6 and len(empty) == 4
-    return {"face": faces, "empty": empty}
+    assert len(with_face) == 6 and len(empty) == 4
+    return {"face": with_face, "empty": empty}
 
 
 @pytest.fixture(scope="module")

@@ -130,13 +130,16 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, fram
 
     if fmt == "keras":
         tmp = out.with_name(f".{out.stem}.tmp.keras")
-        inference_copy(model).save(tmp)
-        os.replace(tmp, out)
+        try:
+            inference_copy(model).save(tmp)
+            os.replace(tmp, out)
+        except OSError as error:
+            tmp.unlink(missing_ok=True)
+            if error.errno is not None and error.filename is None:  # a failed write(2) names no file
+                raise OSError(error.errno, error.strerror, str(out)) from None
+            raise
     elif fmt in ("tflite", "tflite-int8"):
-        content = to_tflite_bytes(model, quantize=fmt == "tflite-int8", input_wh=input_wh)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_bytes(content)
-        os.replace(tmp, out)
+        write_bytes(out, to_tflite_bytes(model, quantize=fmt == "tflite-int8", input_wh=input_wh))
     elif fmt == "savedmodel":
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         shutil.rmtree(tmp)

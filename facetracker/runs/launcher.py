@@ -111,6 +111,8 @@ def start_run(runs_root: str | Path, name: str, config: TrainConfig, *, exclusiv
     live training process, and FileExistsError when the folder is already used by a past run.
     """
     runs_root = Path(runs_root)
+    if len(name) > 100:
+        raise ValueError(f"a run name can have at most 100 characters; this one has {len(name):,}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     run_dir = runs_root / name
