@@ -11,10 +11,12 @@ import pytest
 
 from facetracker.config.jsonconfig import MAX_NESTING, ConfigError, NestedTooDeep, parse_json
 from facetracker.data.augment import AUGMENT_FILE, AugmentConfig
+from facetracker.data.datasets import find_coco
 from facetracker.runs import run_folder as runs
 from facetracker.runs import workspace
 from tests.conftest import REPO
-from tests.test_app_pages import assert_no_exception, faces, no_webrtc_session, open_page, root, texts, write_run  # noqa: F401
+from tests.test_app_pages import (assert_no_exception, copy_helen, faces, no_webrtc_session, open_page, root,  # noqa: F401
+                                  texts, write_run)
 
 DEEP_LISTS = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECTS = '{"a":' * 100_000 + "1" + "}" * 100_000
@@ -71,3 +73,14 @@ def test_a_run_file_nested_too_deeply_leaves_every_page_working(faces, root, dam
     assert states == {"healthy": "finished", "bad": "finished" if damaged == runs.METRICS else "damaged"}
     for page in ["app_pages/home.py", "app_pages/train.py", "app_pages/detect.py", "app_pages/evaluate.py"]:
         assert_no_exception(open_page(page))
+
+
+def test_a_deeply_nested_coco_file_is_reported_beside_a_good_one(tmp_path, helen):
+    folder = copy_helen(helen, tmp_path / "faces", faces=3, empty=1)
+    (folder / "annotations").mkdir()
+    (folder / "annotations" / "instances_bad.json").write_text(DEEP_OBJECTS)
+    (folder / "annotations" / "instances_good.json").write_text(json.dumps({"images": [], "annotations": []}))
+    found = dict(find_coco(folder))
+    assert found[folder / "annotations" / "instances_good.json"] == {"images": [], "annotations": []}
+    reason = str(found[folder / "annotations" / "instances_bad.json"])
+    assert "its JSON is nested too deeply to read (lists or objects nested more than" in reason, reason

@@ -392,8 +392,8 @@ def _parse_json(path: Path, root: str | Path | None) -> object:
         raise LabelError("not a text file") from None
     except json.JSONDecodeError as error:
         raise LabelError(f"not valid JSON ({error.msg} at line {error.lineno})") from None
-    except NestedTooDeep:
-        raise LabelError("not a labelme file (its JSON is nested too deeply to read)") from None
+    except NestedTooDeep as error:  # a labelme or a COCO file: neither nests past a few levels
+        raise LabelError(f"its JSON is nested too deeply to read ({error})") from None
     except ValueError as error:  # e.g. an integer of more digits than Python converts
         raise LabelError(f"not valid JSON ({error})") from None
 
