@@ -3,6 +3,7 @@ from the webcam."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import re
@@ -46,9 +47,22 @@ ZIP_MAX_ENTRIES = 50_000  # files and folders
 # Adding a dataset
 
 
+MAX_FOLDER_NAME = 80
+
+
 def safe_folder_name(name: str) -> str | None:
     name = name.strip()
-    return name if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}", name) and name != workspace.RUNS_FOLDER else None
+    pattern = r"[A-Za-z0-9][A-Za-z0-9._-]{0,%d}" % (MAX_FOLDER_NAME - 1)
+    return name if re.fullmatch(pattern, name) and name != workspace.RUNS_FOLDER else None
+
+
+def folder_name_problem(name: str) -> str:
+    """Why `safe_folder_name` refused the name, in words."""
+    name = name.strip()
+    if len(name) > MAX_FOLDER_NAME:
+        return (f"That name is {len(name):,} characters long; a dataset folder's name can have at most "
+                f"{MAX_FOLDER_NAME}.")
+    return "Name the folder with letters, digits, '.', '_' or '-' (not 'runs')."
 
 
 def create_empty_dataset(name: str) -> Path:
@@ -101,7 +115,7 @@ def add_dataset_section() -> None:
         if c1.button("Unpack the zip as this dataset", disabled=uploaded is None):
             folder = safe_folder_name(name or Path(uploaded.name).stem)
             if folder is None:
-                st.error("Name the folder with letters, digits, '.', '_' or '-' (not 'runs').")
+                st.error(folder_name_problem(name or Path(uploaded.name).stem))
             else:
                 try:
                     with st.spinner("Unpacking…"):
@@ -113,7 +127,7 @@ def add_dataset_section() -> None:
         if c2.button("Create an empty dataset"):
             folder = safe_folder_name(name)
             if folder is None:
-                st.error("Name the folder with letters, digits, '.', '_' or '-' (not 'runs').")
+                st.error(folder_name_problem(name))
             else:
                 try:
                     create_empty_dataset(folder)
@@ -458,6 +472,8 @@ def main() -> None:
     folder = ui.choose_dataset()
     if folder is None:
         return
+    with contextlib.suppress(OSError):  # best effort: a dataset that cannot be written holds nothing of ours
+        capture.finish_interrupted_writes(folder, root=ui.data_root())
     if holds_no_file(folder):  # just created to record into: nothing is wrong with it yet
         st.info(f"**{ui.literal(folder.name)}** is empty: record photos with the webcam below.")
         dataset = None

@@ -218,9 +218,12 @@ def controls(summary: workspace.RunSummary) -> None:
         return
     if summary.resumable:
         c1, c2 = st.columns([1, 2])
-        # config.json holds the epochs the run trains towards (a resume records its new total there).
-        epochs = c1.number_input("Epochs in total", 1, 10_000, int(summary.epochs or 1) + (
-            0 if summary.state != "finished" else 5), key=f"resume_epochs_{summary.name}")
+        # config.json holds the epochs the run trains towards (a resume records its new total there);
+        # a finished run is offered five more, as far as the limit allows.
+        low, high = whole_bounds("epochs")
+        wanted = int(summary.epochs or low) + (5 if summary.state == "finished" else 0)
+        epochs = c1.number_input("Epochs in total", low, high, min(max(wanted, low), high),
+                                 key=f"resume_epochs_{summary.name}")
         label = "Resume from the last checkpoint" if summary.has_checkpoint else "Start again (no epoch had finished)"
         if c2.button(label, key=f"resume_{summary.name}"):
             try:

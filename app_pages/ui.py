@@ -147,7 +147,12 @@ def choose_dataset(label: str = "Dataset", key: str = "dataset", default: str | 
         except safety.UnsafePath as error:
             st.error(literal(readable(error)))
             return None
-        if not path.is_dir():
+        try:
+            is_folder = path.is_dir()
+        except OSError as error:  # a folder that cannot be opened, a name the file system refuses
+            st.error(f"{literal(shown_text(typed.strip()))}: cannot open it ({literal(error.strerror or readable(error))})")
+            return None
+        if not is_folder:
             st.error(f"{literal(typed)}: no such folder under the data root")
             return None
         st.session_state[DATASET_NAME] = typed.strip()

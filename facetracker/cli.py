@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import sys
@@ -357,11 +358,34 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except known as error:
-        print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
+        if isinstance(error, OSError) and error.errno is not None:  # the system's own, not one of our messages
+            print(f"error: {os_error_sentence(error)}", file=sys.stderr)
+        else:
+            print(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except OSError as error:
-        print(f"error: {error.strerror or error} ({error.filename})", file=sys.stderr)
+        print(f"error: {os_error_sentence(error)}", file=sys.stderr)
         return 2
+
+
+def _shortened(path: object, keep: int = 80) -> str:
+    text = str(path)
+    return text if len(text) <= keep else f"{text[:keep]}… ({len(text):,} characters)"
+
+
+def os_error_sentence(error: OSError) -> str:
+    """An operating-system error as one sentence naming the file it is about, when the error knows it."""
+    reason = error.strerror or str(error) or type(error).__name__
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = f"the disk is full ({reason}); free some space and run it again"
+    elif error.errno == errno.ENAMETOOLONG:
+        reason = "the name is too long for the file system (at most 255 bytes a name, 4096 a path)"
+    if error.filename is None:
+        return reason[0].upper() + reason[1:]
+    where = _shortened(error.filename)
+    if error.filename2 is not None:
+        where += f" -> {_shortened(error.filename2)}"
+    return f"{where}: {reason}"

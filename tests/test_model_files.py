@@ -40,8 +40,9 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
 
 
 EXPECTED = {
-    "other.keras": "not a FaceTracker model: it is a Keras Functional with 1 output of shape (None, 3)",
-    "two.keras": "not a FaceTracker model: it is a Keras Functional with 2 outputs of shape (None, 1), (None, 4)",
+    "other.keras": "not a FaceTracker model: it is a plain Keras model (Functional, 1 output of shape (None, 3))",
+    "two.keras": "not a FaceTracker model: it is a plain Keras model (Functional, 2 outputs of shape (None, 1), "
+                 "(None, 4))",
     "empty.keras": "not a Keras file: it is empty (0 bytes)",
     "garbage.keras": "not a Keras file (zip): its first bytes are",
     "legacy.keras": "not a Keras file (zip): it is an HDF5 file",

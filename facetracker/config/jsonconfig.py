@@ -15,6 +15,40 @@ class ConfigError(ValueError):
     """A config file or value that cannot be used; the message says which and why."""
 
 
+MAX_NESTING = 64
+"""Lists and objects inside each other that a JSON file read here may hold. This program's files
+hold a few; past this, code that walks the value (printing it in a message, writing it back) could
+run out of Python's recursion depth long after the file was read."""
+
+
+class NestedTooDeep(ValueError):
+    """JSON with lists or objects nested deeper than anything this program reads."""
+
+    def __init__(self) -> None:
+        super().__init__(f"lists or objects nested more than {MAX_NESTING} levels deep")
+
+
+def parse_json(text: str | bytes) -> Any:
+    """`json.loads` for text from a file or a person. JSON nested too deeply (which makes Python's
+    parser raise RecursionError, or would make later code do so) raises NestedTooDeep, a
+    ValueError like every other JSON that cannot be read, so each caller that handles bad JSON
+    handles this too."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise NestedTooDeep() from None
+    pending = [(value, 1)]
+    while pending:  # without recursion, for the same reason
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth >= MAX_NESTING:
+                    raise NestedTooDeep()
+                pending.append((child, depth + 1))
+    return value
+
+
 @dataclasses.dataclass
 class JsonConfig:
     def to_dict(self) -> dict[str, Any]:
@@ -42,8 +76,10 @@ class JsonConfig:
     @classmethod
     def from_json(cls: type[T], text: str, *, source: str = "config") -> T:
         try:
-            values = json.loads(text)
-        except json.JSONDecodeError as error:
+            values = parse_json(text)
+        except NestedTooDeep as error:
+            raise ConfigError(f"{source}: not a config file ({error})") from None
+        except ValueError as error:  # a JSONDecodeError, or an integer of more digits than Python converts
             raise ConfigError(f"{source}: not valid JSON ({error})") from None
         return cls.from_dict(values, source=source)
 

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from facetracker.boxes import Box
+from facetracker.config.jsonconfig import NestedTooDeep, parse_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
@@ -386,13 +387,13 @@ def _side(value: object, what: str) -> int:
 
 def _parse_json(path: Path, root: str | Path | None) -> object:
     try:
-        return json.loads(_read_bytes(path, root).decode("utf-8"))
+        return parse_json(_read_bytes(path, root).decode("utf-8"))
     except UnicodeDecodeError:
         raise LabelError("not a text file") from None
     except json.JSONDecodeError as error:
         raise LabelError(f"not valid JSON ({error.msg} at line {error.lineno})") from None
-    except RecursionError:
-        raise LabelError("not a labelme file (its JSON is nested too deeply to read)") from None
+    except NestedTooDeep as error:  # a labelme or a COCO file: neither nests past a few levels
+        raise LabelError(f"its JSON is nested too deeply to read ({error})") from None
     except ValueError as error:  # e.g. an integer of more digits than Python converts
         raise LabelError(f"not valid JSON ({error})") from None
 

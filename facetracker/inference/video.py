@@ -21,30 +21,54 @@ from facetracker.inference.tracking import Tracker
 
 
 def check_frame_size(stream, name: str) -> None:
-    """Refuse a video whose frames are larger than the images this app reads, from the stream's
-    header, before a frame is decoded: one 12000x12000 frame alone is 430 MB of BGR pixels."""
-    width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
+    """Refuse a video whose frames are larger than the images this app reads, or whose header gives
+    no frame size, from the stream's header, before a frame is decoded: one 12000x12000 frame alone
+    is 430 MB of BGR pixels."""
+    context = getattr(stream, "codec_context", None)
+    width = max(int(getattr(stream, "width", 0) or 0), int(getattr(context, "width", 0) or 0))
+    height = max(int(getattr(stream, "height", 0) or 0), int(getattr(context, "height", 0) or 0))
     if width * height > MAX_IMAGE_PIXELS:
         raise ValueError(f"{name}: its frames are {width}x{height} px, larger than the "
                          f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels this app reads; scale the video down first")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{name}: its header gives no frame size, so it cannot be checked before it is decoded")
+
+
+def _decoder_limits() -> dict[str, str]:
+    """FFmpeg's own cap on a decoded picture, given to every decoder of the file: opening a file
+    decodes its first frames to learn their format, and a stream can change size after its header."""
+    return {"max_pixels": str(MAX_IMAGE_PIXELS)}
 
 
 @contextlib.contextmanager
 def _video_stream(path: str | Path, name: str | None = None):
     """The file, open, and its first video stream; ValueError naming the file and the problem
-    otherwise. `name` is how the file is named in messages (an upload's own name), else its path."""
+    otherwise. `name` is how the file is named in messages (an upload's own name), else its path.
+
+    Nothing larger than the pixel cap is decoded, even while the file is opened."""
     import av
 
     name = name or str(path)
+    limits = _decoder_limits()
     try:
-        container = av.open(str(path))
+        # stream_options makes PyAV refuse, before probing, a container whose streams appear only
+        # once its packets are read (FLV, MPEG program streams): the cap could not reach their decoders.
+        container = av.open(str(path), options=limits, stream_options=[limits])
     except av.error.FFmpegError as error:
         raise ValueError(f"{name}: cannot open the video ({error.strerror or error})") from None
+    except ValueError as error:
+        if "does not expose its streams" not in str(error):
+            raise
+        raise ValueError(f"{name}: this kind of video (such as FLV or MPEG-PS) gives its frame size only in its "
+                         "frames, so its size cannot be checked before decoding; convert it to MP4 or WebM "
+                         "first") from None
     with container:
         if not container.streams.video:
             raise ValueError(f"{name}: the file has no video stream")
         stream = container.streams.video[0]
         check_frame_size(stream, name)
+        if stream.codec_context is not None:
+            stream.codec_context.options = {**stream.codec_context.options, **limits}
         yield container, stream
 
 
@@ -96,13 +120,18 @@ def video_frames(path: str | Path, max_frames: int, max_side: int = 960,
                 image = upright(frame.to_ndarray(format="bgr24"), frame.rotation or tagged)
                 if max(image.shape[:2]) > max_side:
                     scale = max_side / max(image.shape[:2])
-                    image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
-                                       interpolation=cv2.INTER_AREA)
+                    # at least 1 px: a 2 px wide, 3000 px tall video keeps a column
+                    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 yield image, float(frame.time or 0.0)
                 count += 1
                 if count >= max_frames:
                     break
         except av.error.FFmpegError as error:
+            context = stream.codec_context
+            if context is not None and context.width * context.height > MAX_IMAGE_PIXELS:  # refused by the decoder
+                raise ValueError(f"{name or path}: a frame is {context.width}x{context.height} px, larger than the "
+                                 f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels this app reads") from None
             if count == 0:
                 raise ValueError(f"{name or path}: cannot decode the video ({error.strerror or error})") from None
 
@@ -132,7 +161,9 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
             if output is None:
                 output = av.open(str(out_path), mode="w")
                 stream = output.add_stream("libx264", rate=rate)
-                stream.width, stream.height = image.shape[1] // 2 * 2, image.shape[0] // 2 * 2
+                # H.264 in 4:2:0 wants even sides of 2 px or more: an odd side loses its last pixel
+                # row or column, a 1 px side is doubled
+                stream.width, stream.height = (max(2, side // 2 * 2) for side in (image.shape[1], image.shape[0]))
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"preset": "veryfast"}
             detection = detector.detect(image)
@@ -144,8 +175,11 @@ def annotate_video(path: str | Path, detector, out_path: str | Path, max_frames:
             tracks = tracker.update([f.box for f in detection.faces], [f.score for f in detection.faces],
                                     seconds if seconds else index / float(rate or 25))
             draw_faces(image, [FaceBox(t.box, t.score, t.id) for t in tracks])
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[: stream.height, : stream.width]),
-                                               format="bgr24")
+            image = image[: stream.height, : stream.width]
+            if image.shape[:2] != (stream.height, stream.width):
+                image = cv2.copyMakeBorder(image, 0, stream.height - image.shape[0], 0, stream.width - image.shape[1],
+                                           cv2.BORDER_REPLICATE)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
             for packet in stream.encode(frame):
                 output.mux(packet)
             if progress:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 
+from facetracker.config.jsonconfig import parse_json
+
 ICE_SERVERS_ENV = "FACETRACKER_ICE_SERVERS"
 
 
@@ -20,9 +22,10 @@ def rtc_configuration(environ: dict | None = None) -> tuple[dict, str | None]:
     if not raw:
         return {"iceServers": []}, None
     try:
-        servers = json.loads(raw)
-    except json.JSONDecodeError as error:
-        return {"iceServers": []}, f"{ICE_SERVERS_ENV} is not valid JSON ({error.msg}); using no STUN/TURN server"
+        servers = parse_json(raw)
+    except ValueError as error:
+        reason = error.msg if isinstance(error, json.JSONDecodeError) else error
+        return {"iceServers": []}, f"{ICE_SERVERS_ENV} is not valid JSON ({reason}); using no STUN/TURN server"
     if isinstance(servers, dict) and "iceServers" in servers:
         servers = servers["iceServers"]
     if not isinstance(servers, list) or not all(isinstance(s, dict) and "urls" in s for s in servers):

@@ -26,6 +26,11 @@ LICENSE_FILE = MODEL_FILE.parent / "YUNET_LICENSE"
 SCORE_THRESHOLD = 0.6
 NMS_THRESHOLD = 0.3
 TOP_K = 5000
+# On an input 32 px or less on a side (a video ten times taller than wide, shrunk to 32x320) the
+# network's output depends on what an earlier call left in its buffers: boxes where no face is, or
+# inf and NaN. Such an image is padded to this side first, grey to the right and below.
+MIN_SIDE = 64
+PAD_GREY = 127
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +86,10 @@ class YuNetDetector:
             scale = self.max_side / max(height, width)
             image = cv2.resize(frame_bgr, (max(1, round(width * scale)), max(1, round(height * scale))),
                                interpolation=cv2.INTER_AREA)
+        if min(image.shape[:2]) < MIN_SIDE:
+            padded = np.full((max(image.shape[0], MIN_SIDE), max(image.shape[1], MIN_SIDE), 3), PAD_GREY, image.dtype)
+            padded[:image.shape[0], :image.shape[1]] = image
+            image = padded  # boxes keep their coordinates: the frame is at the top left
         with self._lock:
             start = time.perf_counter()
             size = (image.shape[1], image.shape[0])
@@ -91,6 +100,7 @@ class YuNetDetector:
             self.last_ms = (time.perf_counter() - start) * 1000
         if rows is None:
             return []
+        rows = rows[np.isfinite(rows[:, :15]).all(axis=1)]  # a row with inf or NaN says nothing about a face
         faces = []
         for row in rows:
             x, y, w, h = row[:4] / scale

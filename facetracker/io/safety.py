@@ -42,6 +42,7 @@ def resolve_under(root: str | Path, user_path: str | Path) -> Path:
     text = os.fspath(user_path)
     if "\x00" in text:
         raise UnsafePath(f"{text!r}: a path cannot contain a NUL character")
+    _refuse_long_names(text)
     real_root = Path(root).expanduser().resolve()
     candidate = Path(text).expanduser()
     if not candidate.is_absolute():
@@ -56,6 +57,25 @@ def resolve_under(root: str | Path, user_path: str | Path) -> Path:
         raise UnsafePath(f"{text}: the path leads outside the data folder; only datasets and runs inside "
                          f"{real_root} can be used")
     return real
+
+
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
+"""The longest file name and path Linux file systems take (ext4, XFS, Btrfs; in UTF-8 bytes)."""
+
+
+def _refuse_long_names(text: str) -> None:
+    """Refuse, in words, a path no file system can hold, before the system answers "File name too long"."""
+    def shown(name: str) -> str:
+        return name if len(name) <= 40 else f"{name[:40]}…"
+
+    for part in Path(text).parts:
+        if len(os.fsencode(part)) > NAME_MAX_BYTES:
+            raise UnsafePath(f"{shown(part)}: this name is too long ({len(part):,} characters); a file or folder "
+                             f"name can have at most {NAME_MAX_BYTES} bytes")
+    if len(os.fsencode(text)) > PATH_MAX_BYTES:
+        raise UnsafePath(f"{shown(text)}: this path is too long ({len(text):,} characters); a path can have at most "
+                         f"{PATH_MAX_BYTES} bytes")
 
 
 def sniff_kind(head: bytes) -> str | None:
@@ -291,6 +311,10 @@ def _inflate(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out: Path, written: int
     except NotImplementedError as error:
         raise UnsafeArchive(f"{name}: the entry {info.filename!r} uses an unsupported compression ({error}); "
                             "nothing was unpacked") from None
+    except OSError as error:  # a full disk: write(2) names no file, so the entry and the archive are named
+        if error.errno is None or error.filename is not None:
+            raise
+        raise OSError(error.errno, error.strerror, f"{name}: {info.filename}") from None
     if count != info.file_size or crc != info.CRC:
         raise UnsafeArchive(f"{name}: the entry {info.filename!r} declares {info.file_size:,} bytes but holds "
                             f"{count:,} (or fails its checksum); nothing was unpacked")

@@ -10,7 +10,7 @@ without a label file, which is what a no-face sample is (see `facetracker.labell
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from facetracker.boxes import PixelBox
+from facetracker.config.jsonconfig import parse_json
 from facetracker.data.datasets import SPLITS, OutsideRoot, real_path_inside
 from facetracker.data.labelme import labelme_faces_json, labelme_json
 from facetracker.io import atomic
@@ -117,14 +118,66 @@ def save_frame(dataset: str | Path, frame_bgr: np.ndarray, boxes: list[PixelBox]
     ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(frame_bgr), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
     if not ok:
         raise ValueError("could not encode the frame as JPEG")
-    if clipped is not None:
-        # The label goes first: a crash between the two writes then leaves a label without an image
-        # (reported and skipped), never an unlabelled image that would read as a no-face sample.
+    if clipped is None:
+        atomic.write_bytes(image_path, encoded.tobytes())
+    else:
         faces = [(box, f"pre-label: {source}") for box in clipped]
-        atomic.write_text(label_path, labelme_faces_json(f"../images/{image_path.name}", width, height, faces))
-    atomic.write_bytes(image_path, encoded.tobytes())
+        _write_pair(image_path, encoded.tobytes(), label_path,
+                    labelme_faces_json(f"../images/{image_path.name}", width, height, faces))
     return Capture(image_path, label_path if clipped is not None else None, width, height,
                    clipped[0] if clipped else None, clipped or ())
+
+
+def _write_pair(image_path: Path, image: bytes, label_path: Path, label: str) -> None:
+    """A photo and its label, both or neither. The photo's bytes go to disk first (a hidden temporary
+    file), then the label, then the photo takes its name; a write that fails removes what was
+    written of the pair. An image without its label would read as a no-face sample, so a kill
+    between the last two steps leaves the label and the complete temporary photo, which
+    `finish_interrupted_writes` puts in place."""
+    staged = atomic.stage_bytes(image_path, image)
+    try:
+        atomic.write_text(label_path, label)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    try:
+        os.replace(staged, image_path)
+    except BaseException as error:
+        label_path.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.filename is None:
+            raise OSError(error.errno, error.strerror, str(image_path)) from None
+        raise
+
+
+def finish_interrupted_writes(dataset: str | Path, *, root: str | Path | None = None) -> dict[str, int]:
+    """Tidy what writers killed mid-write (kill -9, a crash, a power cut) left in a dataset's
+    images/ and labels/ folders, its split folders' too: the hidden temporary files of processes
+    that no longer run are removed, except a photo whose label was written (see `_write_pair`),
+    which gets its name. Temporary files of live writers are left alone. Returns how many files
+    were removed and how many photos put in place."""
+    done = {"removed": 0, "completed": 0}
+    dataset = Path(dataset)
+    for folder in [dataset, *(dataset / split for split in SPLITS)]:
+        images, labels = folder / "images", folder / "labels"
+        try:
+            images, labels = _inside(images, root, "its images folder"), _inside(labels, root, "its labels folder")
+        except ValueError:
+            continue
+        for temp, target in atomic.dead_temps(images):
+            photo = images / target
+            staged_by_this_app = atomic.temp_target(temp)[1] is not None  # older names: a half-written photo
+            if (staged_by_this_app and (labels / f"{Path(target).stem}.json").is_file()
+                    and not (photo.exists() or photo.is_symlink())):
+                os.replace(temp, photo)
+                done["completed"] += 1
+            else:
+                temp.unlink(missing_ok=True)
+                done["removed"] += 1
+        for temp, _ in atomic.dead_temps(labels):
+            temp.unlink(missing_ok=True)
+            done["removed"] += 1
+    return done
 
 
 def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected by hand", *,
@@ -136,11 +189,11 @@ def relabel(label_path: str | Path, box: PixelBox | None, note: str = "corrected
     """
     label_path = _inside(Path(label_path), root, "the label")
     try:
-        data = json.loads(label_path.read_text(encoding="utf-8"))
+        data = parse_json(label_path.read_text(encoding="utf-8"))
         width, height, image_ref = data["imageWidth"], data["imageHeight"], data["imagePath"]
         if not (isinstance(image_ref, str) and all(type(v) is int and 0 < v <= 100_000 for v in (width, height))):
             raise ValueError("imageWidth, imageHeight or imagePath is missing or of the wrong kind")
-    except (OSError, ValueError, KeyError, TypeError, RecursionError) as error:
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{label_path}: not a label this app wrote ({error})") from None
     image_path = _inside(label_path.parent / image_ref, root, "the image its label names")
     box = clip_box(box, width, height)

@@ -19,6 +19,7 @@ a face the pre-labeller sees in one is counted so the page can warn about it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import logging
@@ -224,6 +225,9 @@ class Recorder:
             if phase not in (Phase.IDLE, Phase.DONE):
                 raise CannotRecord(f"A recording is running ({phase.value}, {left:.0f} s left); stop it first.")
             self._require_frames()
+            # What a recording killed mid-write (kill -9 of the server) left in this dataset goes first.
+            with contextlib.suppress(OSError):  # best effort: a failing write is reported by the recording
+                capture.finish_interrupted_writes(folder, root=self.root)
             self._plan = plan
             self._target = _Target(Path(folder), prelabel, source)
             self._started_at = self._clock()
@@ -334,16 +338,30 @@ class Recorder:
         with self._lock:
             self._counter += 1
             name = f"{self._name_base}-{'face' if phase is Phase.FACE else 'noface'}-{self._counter:04d}"
+        try:
+            self._save(target, frame_bgr, boxes if phase is Phase.FACE else None, name)
+        except OSError as error:  # a full disk, a folder gone read-only: the next photo would fail too
+            self._stop_on_failed_write(recording, phase, error)
+            return
         if phase is Phase.FACE:
-            self._save(target, frame_bgr, boxes, name)
             self._count(recording, "face_photos", "labelled" if boxes else None)
         else:
-            self._save(target, frame_bgr, None, name)
             self._count(recording, "no_face_photos", "faces_in_no_face" if boxes else None)
         with self._lock:
             if recording == self._recording:
                 size = (frame_bgr.shape[1], frame_bgr.shape[0])
                 self._sizes[size] = self._sizes.get(size, 0) + 1
+
+    def _stop_on_failed_write(self, recording: int, phase: Phase, error: OSError) -> None:
+        """End the recording at its first photo that could not be written, keeping those saved."""
+        self._record_error(error)
+        with self._lock:
+            if recording != self._recording or self._phase in (Phase.IDLE, Phase.DONE):
+                return
+            saved = self._counts["face_photos"] + self._counts["no_face_photos"]
+            where = f" ({error.filename})" if error.filename else ""
+            self._end(f"a photo could not be written during the {phase.value} phase: "
+                      f"{error.strerror or error}{where}; the {saved} photo(s) saved before it are kept")
 
     def _take_single(self, frame_bgr: np.ndarray, target: _Target) -> None:
         problem, _ = frame_problem(frame_bgr, None)

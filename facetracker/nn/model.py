@@ -596,19 +596,72 @@ def load_model(path: str | Path) -> FaceTracker:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
     _check_keras_archive(path)
+    code = _code_in_archive(path)
+    if code:
+        raise ValueError(f"{path}: refused: the model holds code ({code}), which this app never runs: a model "
+                         "file is data here. Use a model saved by `python -m facetracker train`") from None
     try:
         model = keras.models.load_model(path, safe_mode=True, compile=True)
     except Exception as error:  # Keras raises ValueError, OSError, zipfile errors... for bad files
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if "safe_mode" in reason or "Lambda" in reason:
-            raise ValueError(f"{path}: refused: it holds a Lambda layer, whose Python code would run when the "
-                             "model loads (arbitrary code execution); model files are data, never code") from None
+            raise ValueError(f"{path}: refused: the model holds code (a Lambda layer), which this app never runs: "
+                             "a model file is data here") from None
         raise ValueError(f"{path}: not a usable FaceTracker model ({reason[:300]})") from None
     if not isinstance(model, FaceTracker):
-        raise ValueError(f"{path}: not a FaceTracker model: it is a Keras {type(model).__name__} with "
-                         f"{_describe_outputs(model)}; a FaceTracker gives one output of shape (None, 5) "
-                         "(face probability and box), as `python -m facetracker train` saves it")
+        outputs = _describe_outputs(model)
+        raise ValueError(f"{path}: not a FaceTracker model: it is a plain Keras model ({type(model).__name__}, "
+                         f"{outputs}), not one saved by this app's training, the only kind the app runs "
+                         "(its output is read as a face probability and a box). Train one with "
+                         "`python -m facetracker train`, or choose a run's model.keras") from None
     return model
+
+
+CODE_CLASSES = {"Lambda": "a Lambda layer", "__lambda__": "a Python lambda", "TFOpLambda": "a TensorFlow op layer"}
+KNOWN_MODULES = ("keras", "facetracker")
+"""Classes of these packages are what a FaceTracker's config names; any other class is code from
+somewhere else, which loading the model would import and run."""
+MAX_CONFIG_BYTES = 64 * 1024 * 1024
+
+
+def _code_in_archive(path: Path) -> str | None:
+    """What code a .keras archive's config.json asks to run when loaded (a Lambda layer, a Python
+    function, a class from outside Keras and FaceTracker), in words; None when it names none.
+    Read from the config alone, before Keras deserialises anything."""
+    import json
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo("config.json")
+            if info.file_size > MAX_CONFIG_BYTES:
+                return None  # Keras refuses such a file by itself; nothing of it is deserialised here
+            config = json.loads(archive.read(info).decode("utf-8"))
+    except (KeyError, OSError, ValueError, RecursionError, zipfile.BadZipFile):
+        return None  # not a readable config: Keras' own load says what is wrong with it
+    pending = [config]
+    while pending:  # without recursion: a hostile config may nest deeply
+        item = pending.pop()
+        if isinstance(item, list):
+            pending.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        pending.extend(item.values())
+        class_name, module = item.get("class_name"), item.get("module")
+        if not isinstance(class_name, str):
+            continue
+        name = item.get("config", {}).get("name") if isinstance(item.get("config"), dict) else None
+        called = f" '{name}'" if isinstance(name, str) else ""
+        if class_name in CODE_CLASSES:
+            return f"{CODE_CLASSES[class_name]}{called}"
+        if isinstance(module, str) and module.split(".")[0] not in KNOWN_MODULES:
+            what = "a Python function" if class_name == "function" else f"the class {class_name}"
+            return f"{what} from the Python module '{module}'"
+        registered = item.get("registered_name")
+        if isinstance(registered, str) and ">" in registered and registered.split(">")[0] not in KNOWN_MODULES:
+            return f"the layer class {class_name}{called} of the package '{registered.split('>')[0]}'"
+    return None
 
 
 def _check_keras_archive(path: Path) -> None:

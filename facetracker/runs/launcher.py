@@ -42,7 +42,7 @@ def live_pid(run_dir: str | Path) -> int | None:
 
 def live_runs(runs_root: str | Path) -> list[Path]:
     """Run folders under the root with a live training process."""
-    return [run for run in runs.list_runs(runs_root) if live_pid(run)]
+    return [run for run in runs.list_runs(runs_root, every_name=True) if live_pid(run)]
 
 
 def new_run_name(runs_root: str | Path, data: str | Path, backbone: str | None) -> str:
@@ -107,7 +107,7 @@ def _refuse_if_busy(run_dir: Path, runs_root: Path, exclusive: bool) -> None:
     if exclusive:
         others = [run for run in live_runs(runs_root) if run.resolve() != run_dir.resolve()]
         if others:
-            raise runs.RunLocked(f"{others[0].name} is training right now; one run at a time shares this "
+            raise runs.RunLocked(f"{runs.display_name(others[0])} is training right now; one run at a time shares this "
                                  "machine's cores, so stop it or wait for it to finish")
 
 
@@ -119,6 +119,8 @@ def start_run(runs_root: str | Path, name: str, config: TrainConfig, *, exclusiv
     live training process, and FileExistsError when the folder is already used by a past run.
     """
     runs_root = Path(runs_root)
+    if len(name) > 100:
+        raise ValueError(f"a run name can have at most 100 characters; this one has {len(name):,}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise ValueError(f"run name {name!r}: use letters, digits, '.', '_' and '-' (at most 100)")
     run_dir = runs_root / name

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from facetracker.config.jsonconfig import parse_json
 from facetracker.io import atomic
 
 CONFIG = "config.json"
@@ -63,7 +64,7 @@ def write_json(path: str | Path, value: Any) -> None:
 
 def read_json(path: str | Path, default: Any = None) -> Any:
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        return parse_json(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return default
 
@@ -91,7 +92,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     records = []
     for line in text.splitlines():
         try:
-            record = json.loads(line)
+            record = parse_json(line)
         except ValueError:
             continue
         if _record_fits(record):
@@ -342,7 +343,7 @@ def read_status(run_dir: str | Path) -> dict:
     """
     run_dir = Path(run_dir)
     try:
-        status = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+        status = parse_json((run_dir / STATUS).read_text(encoding="utf-8"))
     except OSError:
         return {"state": "none"} if not (run_dir / CONFIG).exists() else {"state": "unknown"}
     except ValueError:  # written atomically, so never torn: someone or something else wrote it
@@ -473,12 +474,31 @@ def release_lock(run_dir: str | Path) -> None:
     os.close(fd)
 
 
-def list_runs(runs_root: str | Path) -> list[Path]:
+def is_utf8_name(name: str) -> bool:
+    """False for a file name with bytes that are not UTF-8 (made outside the app, e.g. with a bytes
+    path): no page, JSON file or browser can show it, so such folders are not listed."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def display_name(path: str | Path) -> str:
+    """A path's name fit to show anywhere: bytes that are not UTF-8 become U+FFFD."""
+    return os.fsencode(Path(path).name).decode("utf-8", errors="replace")
+
+
+def list_runs(runs_root: str | Path, *, every_name: bool = False) -> list[Path]:
     """Run folders under a root, newest first, including a run launched a moment ago that has no
-    config.json yet (its status.json says it is starting)."""
+    config.json yet (its status.json says it is starting).
+
+    A folder whose name is not UTF-8 is left out (see `is_utf8_name`) unless `every_name` is set,
+    as for the one-run-at-a-time check, which must see a training process in any folder."""
     root = Path(runs_root)
     try:
         found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                 and (every_name or is_utf8_name(p.name))
                  and ((p / CONFIG).exists() or (p / STATUS).exists())]
     except OSError:  # no runs folder yet, or unreadable
         return []

@@ -12,6 +12,8 @@ import json
 import os
 from pathlib import Path
 
+from facetracker.config.jsonconfig import parse_json
+from facetracker.config.training import SETTINGS
 from facetracker.data.datasets import IMAGE_EXTENSIONS, SPLITS
 from facetracker.runs import run_folder as runs
 
@@ -58,16 +60,7 @@ def list_datasets(data_root: str | Path) -> list[Path]:
         candidates = sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.name != RUNS_FOLDER)
     except OSError:
         return []
-    return [p for p in candidates if _is_utf8(p.name) and looks_like_dataset(p)]
-
-
-def _is_utf8(name: str) -> bool:
-    """False for a name with bytes that are not UTF-8: no page, JSON file or browser can show it."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return [p for p in candidates if runs.is_utf8_name(p.name) and looks_like_dataset(p)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +103,7 @@ def _checked(value, types: tuple[type, ...]):
 def _config_damage(run_dir: Path) -> tuple[dict, str | None]:
     """config.json's fields this summary uses, and why the file cannot be used (None when it can)."""
     try:
-        config = json.loads((run_dir / runs.CONFIG).read_text(encoding="utf-8"))
+        config = parse_json((run_dir / runs.CONFIG).read_text(encoding="utf-8"))
     except FileNotFoundError:  # a run launched a moment ago writes it first thing
         return {}, None
     except OSError as error:
@@ -124,6 +117,9 @@ def _config_damage(run_dir: Path) -> tuple[dict, str | None]:
         value = config.get(field)
         if value is not None and _checked(value, types) is None:
             return {}, f"{runs.CONFIG}: '{field}' is {json.dumps(value)[:40]}, of the wrong type"
+    epochs = config.get("epochs")
+    if epochs is not None and epochs not in SETTINGS["epochs"]:  # no run trains, or resumes, with it
+        return {}, f"{runs.CONFIG}: 'epochs' is {epochs}, not {SETTINGS['epochs'].describe()}"
     return config, None
 
 
