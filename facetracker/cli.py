@@ -371,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _shortened(path: object, keep: int = 80) -> str:
+def _shortened(path: object, keep: int = 255) -> str:
+    """A path as it is, unless it is longer than any one name may be: then its start and its length."""
     text = str(path)
     return text if len(text) <= keep else f"{text[:keep]}… ({len(text):,} characters)"
 

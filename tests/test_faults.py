@@ -448,7 +448,7 @@ def test_atomic_writes_keep_the_old_file_when_the_disk_fills_mid_write(tmp_path,
 def test_a_stale_lock_is_taken_over_but_a_live_one_is_not(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from facetracker import runs; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from facetracker.runs import run_folder as runs; "
                                "runs.acquire_lock(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
                                str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:

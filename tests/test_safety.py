@@ -470,7 +470,7 @@ _DELETE = object()
     ({"epochs": "10; rm -rf /"}, "field 'epochs' must be a whole number"),
     ({"lr": "0.001"}, "field 'lr' must be a number"),
     ({"backbone": "../../../../tmp/evil"}, "backbone must be one of"),
-    ({"batch_size": 10**9}, "batch_size must be between"),
+    ({"batch_size": 10**9}, "batch_size must be a whole number from 1 to 4096"),
     ({"augment": {"hflip_p": 0.5, "exec": "x"}}, "unknown field(s) exec"),
     ({"augment": "not an object"}, "expected a JSON object"),
 ])

@@ -524,7 +524,7 @@ class RunFolderCallback(keras.callbacks.Callback):
                   **{f"val_{k}": v for k, v in metrics.items()
                      if k in ("mean_iou", "iou50", "accuracy", "ap50", "face_recall")}}
         runs.append_metrics(self.run_dir, record)
-        self.events.epoch(epoch + 1, record, self.model.optimizer, self.predict, self.val_inputs, self.val_faces)
+        self.events.epoch(epoch + 1, record, getattr(self.model, "optimizer", None), self.predict, self.val_inputs, self.val_faces)
         val_iou = metrics["mean_iou"] if not math.isnan(metrics["mean_iou"]) else 0.0
         # A stop in the middle of an epoch must not count that epoch as done on resume.
         finished_epoch = not (self.stop.check() and self.model.stop_training and
