@@ -52,9 +52,14 @@ DATA_ROOT_NAME = "the data root"
 
 def relative_to_root(path: str | Path) -> str | None:
     """The path relative to the data root ("." for the root itself), or None when it is not inside."""
+    path = Path(path)
     try:
-        return str(Path(path).resolve().relative_to(data_root().resolve()))
-    except (ValueError, OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve, Python < 3.13)
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Path.resolve, Python < 3.13)
+            real = path.parent.resolve() / path.name  # the broken entry itself sits in its folder
+        return str(real.relative_to(data_root().resolve()))
+    except (ValueError, OSError, RuntimeError):
         return None
 
 

@@ -571,7 +571,7 @@ def main(args) -> int:
             for runtime, detector in by_runtime.items():
                 detectors[f"{backbone}/{runtime}"] = detector
                 report.threads[f"{backbone}/{runtime}"] = str(getattr(detector.runtime, "num_threads", "tf"))
-            progress(len(models), stages)
+            progress(len(built), stages)
         detectors[YUNET] = models.open_detector(YUNET, models.LIVE)  # as the Detect page runs it
         report.threads[YUNET] = str(cv2.getNumThreads())
         detectors[HAAR] = models.open_detector(HAAR, models.LIVE)
