@@ -342,13 +342,13 @@ def test_the_augment_page_opens_on_the_bad_corpus_and_lists_each_skipped_file(co
 
 
 def test_the_training_cache_takes_every_usable_sample_and_its_manifest_is_json(corpus, tmp_path):
-    from facetracker.nn import train
+    from facetracker.nn import pipeline
 
     dataset = data_lib.load_dataset(corpus.root, check_pixels=False)
     samples = data_lib.assign_splits(dataset.samples)
     lines: list[str] = []
     late: list = []
-    cache = train.build_cache(samples, 32, lines.append, late)
+    cache = pipeline.build_cache(samples, 32, lines.append, late)
     # Only the truncated photo is found broken this late (pixels were not checked while listing).
     assert [str(Path(item.path).relative_to(corpus.root)) for item in late] == ["images/truncated.jpg"]
     assert len(cache.images) == len(corpus.usable) and cache.images.shape[1:] == (32, 32, 3)

@@ -135,7 +135,7 @@ def test_fast_box_handling_gives_what_albumentations_bbox_processor_gives(helen)
 def test_training_dataset_batches_match_their_labels(helen):
     from facetracker.config.training import TrainConfig
     from facetracker.data.augment import AugmentConfig
-    from facetracker.nn.train import build_cache, training_dataset
+    from facetracker.nn.pipeline import build_cache, training_dataset
 
     samples = data.load_dataset(helen, check_pixels=False).samples
     chosen = [s for s in samples if s.box][:10] + [s for s in samples if not s.box][:4]

@@ -180,7 +180,8 @@ def test_a_stopped_run_resumes_on_every_worker(stopped_run):
 
 def test_workers_share_out_each_pass_over_the_images():
     """Seeded alike, each worker draws only its own images of a pass, and together they draw every image once."""
-    from facetracker.nn.train import TrainConfig, image_order
+    from facetracker.config.training import TrainConfig
+    from facetracker.nn.pipeline import image_order
 
     count, copies = 12, 2
     config = TrainConfig(copies=copies, seed=3)
@@ -193,7 +194,7 @@ def test_workers_share_out_each_pass_over_the_images():
 
 def test_the_chief_is_the_chief_task_or_else_worker_0(monkeypatch):
     from facetracker.config.jsonconfig import ConfigError
-    from facetracker.nn.train import _is_chief
+    from facetracker.nn.distribution import is_chief
 
     def cluster(task_type: str, index: int, chief: bool = False) -> str:
         tasks = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}
@@ -202,8 +203,8 @@ def test_the_chief_is_the_chief_task_or_else_worker_0(monkeypatch):
     for tf_config, chief in [(cluster("worker", 0), True), (cluster("worker", 1), False),
                              (cluster("worker", 0, chief=True), False), (cluster("chief", 0, chief=True), True)]:
         monkeypatch.setenv("TF_CONFIG", tf_config)
-        assert _is_chief("multiworker") is chief, tf_config
-        assert _is_chief("default") is True  # one process: it writes its run folder
+        assert is_chief("multiworker") is chief, tf_config
+        assert is_chief("default") is True  # one process: it writes its run folder
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ConfigError, match="TF_CONFIG"):
-        _is_chief("multiworker")
+        is_chief("multiworker")

@@ -129,7 +129,7 @@ def test_lost_checkpoint_bookkeeping_is_rebuilt_from_the_metrics(tmp_path, capfd
 
 def test_rebuilt_bookkeeping_skips_an_epoch_cut_short_and_says_when_nothing_finished(tmp_path):
     from facetracker.config.jsonconfig import ConfigError
-    from facetracker.nn.train import recovered_state
+    from facetracker.nn.resume import recovered_state
 
     run = past_run(tmp_path / "run", tmp_path / "missing", epochs_done=2)
     # A STOP in the middle of epoch 3 logs its first step and an epoch record, not its last step.
@@ -143,7 +143,7 @@ def test_rebuilt_bookkeeping_skips_an_epoch_cut_short_and_says_when_nothing_fini
 
 
 def test_rebuilt_bookkeeping_looks_for_the_best_epoch_where_the_run_did(tmp_path):
-    from facetracker.nn.train import recovered_state
+    from facetracker.nn.resume import recovered_state
 
     run = past_run(tmp_path / "run", tmp_path / "missing", epochs_done=3)  # validation 0.2, 0.5, 0.4
     assert recovered_state(run)["best_epoch"] == 2
@@ -200,7 +200,8 @@ def tiny_model():
 
 
 def test_the_run_folder_callback_records_validates_checkpoints_and_stops(tmp_path):
-    from facetracker.nn.train import RunFolderCallback, fresh_state
+    from facetracker.nn.resume import fresh_state
+    from facetracker.nn.run_callback import RunFolderCallback
 
     saved: list[str] = []
     stop = Stop()
@@ -263,7 +264,8 @@ def test_a_run_resumed_in_its_frozen_phase_unfreezes_with_its_optimiser_state(ti
 def test_the_best_model_is_chosen_and_patience_counted_only_from_best_from_epoch(tmp_path):
     """An untrained first epoch that happens to score best on a few validation photos is not the
     model kept, and the run does not stop early because later epochs fail to beat it."""
-    from facetracker.nn.train import RunFolderCallback, fresh_state
+    from facetracker.nn.resume import fresh_state
+    from facetracker.nn.run_callback import RunFolderCallback
 
     scores = iter([0.9, 0.1, 0.3, 0.5, 0.4, 0.45, 0.2])
     saved: list[int] = []
@@ -289,7 +291,8 @@ def test_the_best_model_is_chosen_and_patience_counted_only_from_best_from_epoch
 
 
 def test_a_run_shorter_than_best_from_epoch_keeps_its_last_epoch(tmp_path):
-    from facetracker.nn.train import RunFolderCallback, fresh_state
+    from facetracker.nn.resume import fresh_state
+    from facetracker.nn.run_callback import RunFolderCallback
 
     scores = iter([0.9, 0.1])
     state = fresh_state()

@@ -52,7 +52,11 @@ from facetracker.nn.model import (
     inference_copy,
     set_backbone_trainable,
 )
-from facetracker.nn.train import build_cache, dense_training_dataset, training_dataset
+from facetracker.nn.pipeline import (
+    build_cache,
+    dense_training_dataset,
+    training_dataset,
+)
 from facetracker.runs.run_folder import write_json
 
 
