@@ -6,10 +6,6 @@ name as the old automatic multipage app on a fresh server's first request to a p
 then runs the page without this file: no layout, and every file listed in the sidebar.)
 """
 
-# streamlit_webrtc must be imported before anything imports tensorflow: the other order segfaults
-# the process. So it comes first here, before any page is run.
-import streamlit_webrtc  # noqa: F401  isort: skip
-
 import streamlit as st
 
 PAGES = [
