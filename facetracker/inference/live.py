@@ -52,7 +52,8 @@ def stream_started(processor: "LiveProcessor") -> None:
     collection walks them all while holding the GIL, and the app triggers one about every second, so
     the frame worker stalled and camera frames in a row went unprocessed each time. After one
     collection and `gc.freeze()` a full collection is quick; see
-    docs/notes/2026-11-28-browser-frame-rate.md.
+    docs/notes/2026-11-28-browser-frame-rate.md. The server's libraries alone, without TensorFlow,
+    still hold enough to stall it (docs/notes/2026-12-07-tensorflow-free-server.md).
     Streams whose end was never reported are ended first, and a background check keeps ending them
     while any stream runs, so a dead stream cannot keep the collector frozen for good.
     """
