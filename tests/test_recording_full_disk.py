@@ -25,18 +25,11 @@ from facetracker.labelling import capture
 from facetracker.labelling.prelabel import prelabel_boxes
 from facetracker.labelling.recording import Phase, Recorder, RecordingPlan, frame_problem
 from tests.conftest import REPO
+from tests.test_recording import Clock
 from tests.test_app_pages import assert_no_exception, faces, no_webrtc_session, open_page, root  # noqa: F401
 
 PLAN = RecordingPlan(face_s=3, photos_per_s=2, no_face_s=2, countdown_s=0)
 """Six face photos (t = 0, 0.5, ... 2.5 s), then four without a face (t = 3 .. 4.5 s)."""
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")
