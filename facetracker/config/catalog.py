@@ -26,6 +26,19 @@ BOX_LOSS_NAMES: tuple[str, ...] = ("corner_size", "giou")
 WEIGHTS: tuple[str, ...] = ("imagenet", "none")
 EXPORT_FORMATS: tuple[str, ...] = ("keras", "savedmodel", "tflite", "tflite-int8", "onnx")
 """What `facetracker export` writes (see `facetracker.nn.export`)."""
+EXPORT_SUFFIXES = {"keras": ".keras", "savedmodel": "_savedmodel", "tflite": ".tflite", "tflite-int8": ".int8.tflite",
+                   "onnx": ".onnx"}
+
+
+def exported_path(model_path: Path, fmt: str, input_wh: tuple[int, int] | None = None) -> Path:
+    """Where an export of `model_path` in `fmt` goes by default: beside it, named for its format and,
+    when shaped for camera frames, its input (`model.tflite`, `model.384x288.tflite`). The export
+    writes there and the app looks there, so both name it through here."""
+    stem = model_path.name[: -len(".keras")] if model_path.name.endswith(".keras") else model_path.stem
+    if fmt == "keras":
+        return model_path.with_name(f"{stem}.exported.keras")
+    shaped = f".{input_wh[0]}x{input_wh[1]}" if input_wh else ""
+    return model_path.with_name(stem + shaped + EXPORT_SUFFIXES[fmt])
 
 
 def keras_cache_dir() -> Path:

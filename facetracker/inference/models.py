@@ -18,11 +18,11 @@ this process has TensorFlow loaded already: the web server never loads TensorFlo
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
+from facetracker.config.catalog import exported_path
 from facetracker.inference.dense import DEFAULT_THRESHOLD, LIVE_FRAME, input_for_frame
 from facetracker.inference.detect import (
     HAAR,
@@ -34,6 +34,7 @@ from facetracker.inference.detect import (
 )
 from facetracker.inference.runtimes import ModelKey, load_runtime, model_file_key
 from facetracker.runs import run_folder as runs
+from facetracker.runs.launcher import PACKAGE_PARENT, child_environment
 
 LIVE, VIDEO, PHOTO = "live", "video", "photo"
 USES = (LIVE, VIDEO, PHOTO)
@@ -42,7 +43,6 @@ REFERENCE_LIVE_SIDE = 320
 REFERENCE_THRESHOLD = 0.6
 """YuNet's faces count from this score on live video."""
 EXPORT_TIMEOUT_S = 600
-PACKAGE_PARENT = Path(__file__).resolve().parents[2]
 
 
 def is_reference(model: str | Path) -> bool:
@@ -94,15 +94,13 @@ def frame_for(model: str | Path, use: str) -> tuple[int, int] | None:
 def exported_file(keras_path: Path, frame: tuple[int, int] | None) -> Path:
     """Where the TFLite file of a `.keras` model for `frame` (None: square) is kept: beside it, named
     as `facetracker export` names it (`model.tflite`, `model.384x288.tflite`)."""
-    stem = keras_path.name[: -len(".keras")]
     if frame is None:
-        return keras_path.with_name(f"{stem}.tflite")
+        return exported_path(keras_path, "tflite")
     config = run_config(keras_path) or {}
     size = config.get("image_size")
     if not isinstance(size, int) or isinstance(size, bool):
         raise ValueError(f"{keras_path}: its run's config.json does not say the model's input size")
-    width, height = input_for_frame(size, *frame)
-    return keras_path.with_name(f"{stem}.{width}x{height}.tflite")
+    return exported_path(keras_path, "tflite", input_for_frame(size, *frame))
 
 
 def _training_now(keras_path: Path) -> bool:
@@ -143,10 +141,8 @@ def export_runtime_files(keras_path: Path) -> None:
 
         write_runtime_files(keras_path)
         return
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(PACKAGE_PARENT), os.environ.get("PYTHONPATH"))
-                                                        if p)}
     try:
-        done = subprocess.run([sys.executable, "-m", "facetracker.nn.export", str(keras_path)], env=env,
+        done = subprocess.run([sys.executable, "-m", "facetracker.nn.export", str(keras_path)], env=child_environment(),
                               capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S, cwd=str(PACKAGE_PARENT))
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{keras_path}: exporting it to TFLite took over {EXPORT_TIMEOUT_S} s") from None

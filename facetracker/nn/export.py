@@ -30,25 +30,13 @@ from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
 
-from facetracker.config.catalog import EXPORT_FORMATS
+from facetracker.config.catalog import EXPORT_FORMATS, exported_path
 from facetracker.inference.dense import LIVE_FRAME, input_for_frame
 from facetracker.io import atomic
 from facetracker.nn.model import dense_network_at, inference_copy, is_dense, load_model
 from facetracker.runs.run_folder import find_model
 
 FORMATS = EXPORT_FORMATS
-SUFFIXES = {"keras": ".keras", "savedmodel": "_savedmodel", "tflite": ".tflite", "tflite-int8": ".int8.tflite",
-            "onnx": ".onnx"}
-
-
-def default_output(model_path: Path, fmt: str, input_wh: tuple[int, int] | None = None) -> Path:
-    stem = model_path.name[: -len(".keras")] if model_path.name.endswith(".keras") else model_path.stem
-    if fmt == "keras":
-        return model_path.with_name(f"{stem}.exported.keras")
-    shaped = f".{input_wh[0]}x{input_wh[1]}" if input_wh else ""
-    return model_path.with_name(stem + shaped + SUFFIXES[fmt])
-
-
 def input_for(model, frame: tuple[int, int] | None) -> tuple[int, int] | None:
     """The (width, height) input a dense model is exported at for frames of `frame` (width, height);
     None keeps the square input it trained at. Raises ValueError for a single-box model."""
@@ -125,7 +113,7 @@ def export(model_path: str | Path, fmt: str, out: str | Path | None = None, fram
         input_wh = input_for(model, frame)
     except ValueError as error:
         raise ValueError(f"{model_path}: {error}") from None
-    out = Path(out) if out else default_output(model_path, fmt, input_wh)
+    out = Path(out) if out else exported_path(model_path, fmt, input_wh)
     out.parent.mkdir(parents=True, exist_ok=True)
 
     if fmt == "keras":
@@ -165,7 +153,7 @@ def write_runtime_files(model_path: str | Path) -> list[Path]:
     model = load_model(model_path)
     written = []
     for input_wh in [None] + ([input_for(model, LIVE_FRAME)] if is_dense(model) else []):
-        out = default_output(model_path, "tflite", input_wh)
+        out = exported_path(model_path, "tflite", input_wh)
         atomic.write_bytes(out, to_tflite_bytes(model, input_wh=input_wh))
         written.append(out)
     return written

@@ -74,11 +74,18 @@ def train_command(run_dir: Path, *, resume: bool = False) -> list[str]:
     return [sys.executable, "-m", "facetracker", "train", "--run-dir", str(run_dir)] + (["--resume"] if resume else [])
 
 
+def child_environment() -> dict[str, str]:
+    """This process's environment for a child `python -m facetracker...`: the package importable
+    from wherever the child starts, whether or not it is installed."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
+    return env
+
+
 def _spawn(run_dir: Path, command: list[str]) -> int:
     """Start `command` as the run's owner: it inherits the run lock, taken here, so it owns the run
     from its first instant (before it has imported anything), and nobody else can."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH")) if p)
+    env = child_environment()
     env.setdefault("PYTHONUNBUFFERED", "1")
     lock = runs.lock_for_child(run_dir)
     try:
