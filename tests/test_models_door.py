@@ -64,8 +64,8 @@ def test_a_run_is_read_without_loading_it(tmp_path):
     assert models.model_version(single, models.LIVE) == models.model_version(single, models.PHOTO)
 
 
-def test_an_exported_model_runs_as_it_is(tmp_path):
-    """A `.tflite` handed in runs as it is (no run folder, no export); a missing one is named."""
+def test_a_missing_model_file_is_named(tmp_path):
+    """A model file that is not there is named in the error, not looked for elsewhere."""
     with pytest.raises(FileNotFoundError, match="no such model file"):
         models.open_runtime(tmp_path / "absent.tflite", models.PHOTO)
 
