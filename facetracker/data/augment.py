@@ -101,7 +101,7 @@ def build_transform(config: AugmentConfig, size: int, seed: int | None = None) -
     # processor: that checks, clips and filters every box after every transform and took most of
     # the time, which made augmentation the bottleneck of training (see
     # docs/notes/2026-11-28-what-makes-it-fast.md).
-    # `augment` gives exactly its result (tests/test_bench.py compares the two).
+    # `augment` gives exactly its result (tests/integration/test_bench.py compares the two).
     transform = A.Compose(transforms, seed=seed, save_applied_params=True)
     transform.min_visibility = config.min_visibility
     return transform
