@@ -25,6 +25,7 @@ from facetracker.data.augment import (
     build_transform,
     make_scene,
 )
+from facetracker.data.images import model_input, sample_pixels
 from facetracker.runs import run_folder as runs
 
 # Training caches images at this size and augments them to the model's input size (TrainConfig).
@@ -132,8 +133,8 @@ def training_view(image: str, embedded: bool) -> np.ndarray:
     """The image as a single-box model's training caches it: decoded at up to twice the cache size,
     stretched to a square."""
     sample = data_lib.Sample(image, None, embedded=embedded, root=str(ui.data_root()))
-    pixels = data_lib.sample_pixels(sample, max_side=CACHE_SIZE * 2)
-    return data_lib.model_input(pixels, CACHE_SIZE)
+    pixels = sample_pixels(sample, max_side=CACHE_SIZE * 2)
+    return model_input(pixels, CACHE_SIZE)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -143,7 +144,7 @@ def letterboxed_view(image: str, embedded: bool, faces: tuple) -> tuple[np.ndarr
 
     sample = data_lib.Sample(image, None, embedded=embedded, root=str(ui.data_root()))
     side = DENSE["cache_size"]
-    square, placed = letterbox(data_lib.sample_pixels(sample, max_side=side * 2), side)
+    square, placed = letterbox(sample_pixels(sample, max_side=side * 2), side)
     return square, placed.to_input(np.array(faces, np.float64).reshape(-1, 4))
 
 
@@ -164,7 +165,7 @@ def preview(sample: data_lib.Sample, config: AugmentConfig, seed: int, count: in
     captions = ["as training reads it" + ("" if sample.box else " (no face)")]
     for i in range(count):
         out, box = augment(transform, square, sample.box)
-        big = data_lib.model_input(out, DISPLAY_SIZE)
+        big = model_input(out, DISPLAY_SIZE)
         images.append(ui.draw_box(big, box, label="face" if box else None))
         lost = "" if box else " · no face" if sample.box is None else " · face cropped away"
         captions.append(f"sample {i + 1}{lost}")
@@ -195,7 +196,7 @@ def scene_preview(sample: data_lib.Sample, others: list[data_lib.Sample], config
     for i in range(count):
         scene, boxes = make_scene(rng, config, np.stack(squares), faces, 0, np.array(backgrounds, np.int64))
         out, kept = augment_faces(transform, scene, boxes)
-        images.append(draw_faces(data_lib.model_input(out, DISPLAY_SIZE), kept))
+        images.append(draw_faces(model_input(out, DISPLAY_SIZE), kept))
         captions.append(f"sample {i + 1} · {len(kept)} face{'s' if len(kept) != 1 else ''}")
     ui.image_grid(images, captions, columns=4)
 

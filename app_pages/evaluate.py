@@ -10,6 +10,7 @@ import streamlit as st
 
 from app_pages import ui
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import sample_pixels
 from facetracker.evaluation.evaluate import (
     Evaluation,
     FaceEvaluation,
@@ -155,7 +156,7 @@ def missed_faces(faces: FaceEvaluation) -> None:
         images, captions = [], []
         for count, sample, photo, confident in missed[:GRID]:
             try:  # the photo as it was scored (at most 640 px a side), where the boxes are
-                drawn = data_lib.sample_pixels(sample, max_side=640)
+                drawn = sample_pixels(sample, max_side=640)
             except (ValueError, OSError):
                 continue
             for box in photo.truth:

@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import sample_pixels
 from facetracker.inference import detect, models
 from facetracker.inference.draw import draw_labelled_box
 from facetracker.io import safety
@@ -215,7 +216,7 @@ def load_dataset(folder: Path, check_pixels: bool = False) -> data_lib.Dataset |
 @st.cache_data(max_entries=512, show_spinner=False)
 def thumbnail(image: str, embedded: bool, max_side: int) -> np.ndarray:
     sample = data_lib.Sample(image, None, embedded=embedded, root=str(data_root()))
-    return data_lib.sample_pixels(sample, max_side)
+    return sample_pixels(sample, max_side)
 
 
 def sample_thumbnail(sample: data_lib.Sample, max_side: int = 320) -> np.ndarray | None:

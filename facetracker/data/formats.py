@@ -28,6 +28,8 @@ from typing import Callable
 from facetracker.boxes import Box
 from facetracker.data import datasets as data_lib
 from facetracker.data.datasets import Sample, Skipped
+from facetracker.data.files import open_regular
+from facetracker.data.images import embedded_bytes
 
 FORMATS = ("coco", "yolo", "voc")
 COCO_CATEGORY = {"id": 1, "name": "face", "supercategory": "face"}
@@ -66,7 +68,7 @@ def _written_name(sample: Sample) -> tuple[str, bytes | None]:
     """The photo's file name in the export, and its bytes when they come from a label's imageData."""
     if not sample.embedded:
         return Path(sample.image).name, None
-    content = data_lib._embedded_bytes(Path(sample.image), sample.root)
+    content = embedded_bytes(Path(sample.image), sample.root)
     from PIL import Image
 
     with Image.open(io.BytesIO(content)) as image:
@@ -222,7 +224,7 @@ def _export_photo(writer: _Writer, group: str, sample: Sample) -> None:
     if content is not None:
         target.write_bytes(content)
     else:
-        with data_lib._open_regular(sample.image, sample.root) as handle, open(target, "wb") as copy:
+        with open_regular(sample.image, sample.root) as handle, open(target, "wb") as copy:
             shutil.copyfileobj(handle, copy)
     faces = [(x0 * width, y0 * height, x1 * width, y1 * height) for x0, y0, x1, y1 in sample.faces]
     writer.add(group, name, width, height, faces)

@@ -18,6 +18,7 @@ import numpy as np
 
 from facetracker.boxes import average_precision, iou
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import model_input, sample_pixels
 from facetracker.evaluation.coco_eval import coco_metrics
 from facetracker.evaluation.face_metrics import score_detector
 from facetracker.inference import models
@@ -90,7 +91,7 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
 
     for i, sample in enumerate(samples):
         try:
-            pixels = data_lib.sample_pixels(sample, max_side=max(width * 4, height * 4, 480))
+            pixels = sample_pixels(sample, max_side=max(width * 4, height * 4, 480))
         except (ValueError, OSError) as error:
             skipped.append(data_lib.Skipped(sample.image, str(error)))
             continue
@@ -99,7 +100,7 @@ def evaluate_samples(predict: Callable[[np.ndarray], np.ndarray], samples: list[
             batch.append(image)
             placements.append(placed)
         else:
-            batch.append(data_lib.model_input(pixels, width))  # a single-box model is square
+            batch.append(model_input(pixels, width))  # a single-box model is square
         batch_samples.append(sample)
         if len(batch) == batch_size:
             flush()

@@ -23,6 +23,7 @@ import numpy as np
 
 from facetracker.boxes import average_precision, greedy_match
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import sample_pixels
 
 IOU_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 # Face width in pixels of the photo as scored: below 32 a face is a few cells of any detector's
@@ -128,7 +129,7 @@ def score_detector(detect: Callable[[np.ndarray], "object"], samples: list[data_
     rng = np.random.default_rng(0)
     for index, sample in enumerate(samples):
         try:
-            rgb = data_lib.sample_pixels(sample, max_side=max_side)
+            rgb = sample_pixels(sample, max_side=max_side)
         except (ValueError, OSError) as error:
             skipped.append(data_lib.Skipped(sample.image, str(error)))
             continue

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from facetracker.boxes import PixelBox
-from facetracker.data.datasets import model_input
+from facetracker.data.images import model_input
 from facetracker.inference.dense import (
     DEFAULT_THRESHOLD,
     closer_tiles,

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from facetracker.data.datasets import MAX_IMAGE_PIXELS
+from facetracker.data.images import MAX_IMAGE_PIXELS
 from facetracker.inference.detect import FaceBox
 from facetracker.inference.draw import draw_faces
 from facetracker.inference.tracking import Tracker

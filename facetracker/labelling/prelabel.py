@@ -18,6 +18,7 @@ import numpy as np
 
 from facetracker.boxes import PixelBox, iou, iou_matrix
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import sample_pixels
 from facetracker.data.labelme import labelme_faces_json
 from facetracker.inference import models
 from facetracker.inference.detect import YUNET, Detection
@@ -42,7 +43,7 @@ def learn_convention(samples: list[data_lib.Sample], detect: Callable[[np.ndarra
     pairs = []
     for sample in labelled:
         try:
-            rgb = data_lib.sample_pixels(sample, max_side=640)
+            rgb = sample_pixels(sample, max_side=640)
         except (ValueError, OSError):
             continue
         height, width = rgb.shape[:2]
@@ -94,7 +95,7 @@ def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample]
         if not sample.has_face:
             continue
         try:
-            rgb = data_lib.sample_pixels(sample, max_side=640)
+            rgb = sample_pixels(sample, max_side=640)
         except (ValueError, OSError):
             unreadable += 1
             continue

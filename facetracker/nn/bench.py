@@ -34,6 +34,7 @@ import tensorflow as tf
 from facetracker.config.training import PRESETS, TrainConfig, config_for
 from facetracker.data import datasets as data_lib
 from facetracker.data.augment import AugmentConfig
+from facetracker.data.images import model_input, sample_pixels
 from facetracker.inference import models
 from facetracker.inference.dense import input_for_frame
 from facetracker.inference.detect import (
@@ -210,7 +211,7 @@ def camera_frames(samples: list[data_lib.Sample], count: int) -> list[np.ndarray
     frames = []
     for sample in spread(samples, count):
         try:
-            frames.append(letterbox(data_lib.sample_pixels(sample)))
+            frames.append(letterbox(sample_pixels(sample)))
         except (ValueError, OSError):
             continue  # a photo that does not decode is simply not a frame
     if not frames:
@@ -337,7 +338,7 @@ def preparation_ms(frames: list[np.ndarray], size: int) -> float:
     times = []
     for frame in frames * 5:
         start = time.perf_counter()
-        data_lib.model_input(frame, size, bgr=True)
+        model_input(frame, size, bgr=True)
         times.append((time.perf_counter() - start) * 1000)
     return float(np.median(times))
 

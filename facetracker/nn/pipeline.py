@@ -12,6 +12,7 @@ import tensorflow as tf
 from facetracker.config.training import TrainConfig
 from facetracker.data import datasets as data_lib
 from facetracker.data.augment import augment, augment_faces, build_transform, make_scene
+from facetracker.data.images import model_input, sample_pixels
 from facetracker.inference.dense import (
     cell_targets,
     letterbox,
@@ -40,7 +41,7 @@ def build_cache(samples: list[data_lib.Sample], size: int, log: Callable[[str], 
     images, kept, faces = [], [], []
     for sample in samples:
         try:
-            pixels = data_lib.sample_pixels(sample, max_side=size * 2)
+            pixels = sample_pixels(sample, max_side=size * 2)
         except (ValueError, OSError) as error:
             item = data_lib.Skipped(sample.image, str(error))
             log(str(item))
@@ -52,7 +53,7 @@ def build_cache(samples: list[data_lib.Sample], size: int, log: Callable[[str], 
             image, placed = letterbox(pixels, size)
             boxes = placed.to_input(boxes).astype(np.float32)
         else:
-            image = data_lib.model_input(pixels, size)
+            image = model_input(pixels, size)
         images.append(image)
         faces.append(boxes)
         kept.append(sample)
@@ -154,5 +155,5 @@ def image_order(n: int, config: TrainConfig, shard: tuple[int, int] = (1, 0)):
 
 
 def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
-    return np.stack([data_lib.model_input(img, size) for img in cache.images]) if len(cache.images) else \
+    return np.stack([model_input(img, size) for img in cache.images]) if len(cache.images) else \
         np.zeros((0, size, size, 3), np.uint8)

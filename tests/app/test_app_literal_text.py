@@ -24,7 +24,14 @@ from markdown_it import MarkdownIt
 from app_pages import ui
 from facetracker.runs import run_folder as runs
 from tests.helpers.app import (  # noqa: F401  (fixtures: the data root, no webcam session)
-    assert_no_exception, copy_helen, face_jpeg, no_webrtc_session, open_page, root, write_run)
+    assert_no_exception,
+    copy_helen,
+    face_jpeg,
+    no_webrtc_session,
+    open_page,
+    root,
+    write_run,
+)
 
 # A folder or file name cannot hold "/", so the names use what a name can hold.
 NAME = "[click](https:evil.example) ![x](evil.png) **bold** $x$ :red[red] :smile: www.evil.example"

@@ -10,8 +10,7 @@ import zipfile
 from pathlib import Path
 
 from app_pages import ui
-from tests.helpers.app import (  # noqa: F401  (fixtures: the data root, its photos, no webcam session)
-    face_jpeg, faces, no_webrtc_session, open_page, root)
+from tests.helpers.app import face_jpeg, faces, no_webrtc_session, open_page, root  # noqa: F401  (fixtures: the data root, its photos, no webcam session)
 
 
 def server_paths(at, *folders: Path) -> list[str]:

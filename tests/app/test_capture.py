@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from facetracker.data import datasets as data
+from facetracker.data.files import OUTSIDE_ROOT
 from facetracker.labelling import capture
 from tests.conftest import REPO
 from tests.helpers.synthetic import face_image, labelme
@@ -115,7 +116,7 @@ def test_the_dataset_page_lists_no_photo_from_outside_and_refuses_to_capture_the
     assert app.selectbox[0].value == "faces"
     table = next(df.value for df in app.dataframe if "reason" in df.value.columns)
     reasons = {Path(row.file).name: row.reason for row in table.itertuples()}
-    assert reasons == {"theirs.jpg": data.OUTSIDE_ROOT}
+    assert reasons == {"theirs.jpg": OUTSIDE_ROOT}
     assert len(app.image) == 1, "only the photo inside the data root may be shown"
     before = tree(outside)
     recorder = app.session_state["dataset_recorder"]

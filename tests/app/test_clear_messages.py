@@ -11,16 +11,22 @@ from pathlib import Path
 
 import pytest
 
+from app_pages import ui
 from facetracker.cli import main, os_error_sentence
 from facetracker.config.training import config_for
 from facetracker.inference.runtimes import load_runtime
 from facetracker.io import safety
 from facetracker.nn.model import load_model
 from facetracker.runs import launcher
-from tests.helpers.app import (assert_no_exception, copy_helen, faces, no_webrtc_session, open_page, root,  # noqa: F401
-                                  texts)
-from app_pages import ui
-
+from tests.helpers.app import (  # noqa: F401
+    assert_no_exception,
+    copy_helen,
+    faces,
+    no_webrtc_session,
+    open_page,
+    root,
+    texts,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Model files

@@ -10,7 +10,15 @@ from facetracker.config.jsonconfig import ConfigError
 from facetracker.config.training import SETTINGS, TrainConfig
 from facetracker.runs import launcher
 from facetracker.runs import run_folder as runs
-from tests.helpers.app import assert_no_exception, faces, no_webrtc_session, open_page, root, texts, write_run  # noqa: F401
+from tests.helpers.app import (  # noqa: F401
+    assert_no_exception,
+    faces,
+    no_webrtc_session,
+    open_page,
+    root,
+    texts,
+    write_run,
+)
 
 MIN_EPOCHS, MAX_EPOCHS = int(SETTINGS["epochs"].low), int(SETTINGS["epochs"].high)
 RECORDED = [9_995, 9_996, 9_999, MAX_EPOCHS, MAX_EPOCHS + 1, 50_000, 0, -3]

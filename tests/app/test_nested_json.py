@@ -9,14 +9,27 @@ import sys
 
 import pytest
 
-from facetracker.config.jsonconfig import MAX_NESTING, ConfigError, NestedTooDeep, parse_json
+from facetracker.config.jsonconfig import (
+    MAX_NESTING,
+    ConfigError,
+    NestedTooDeep,
+    parse_json,
+)
 from facetracker.data.augment import AUGMENT_FILE, AugmentConfig
 from facetracker.data.datasets import find_coco
 from facetracker.runs import run_folder as runs
 from facetracker.runs import workspace
 from tests.conftest import REPO
-from tests.helpers.app import (assert_no_exception, copy_helen, faces, no_webrtc_session, open_page, root,  # noqa: F401
-                                  texts, write_run)
+from tests.helpers.app import (  # noqa: F401
+    assert_no_exception,
+    copy_helen,
+    faces,
+    no_webrtc_session,
+    open_page,
+    root,
+    texts,
+    write_run,
+)
 
 DEEP_LISTS = "[" * 100_000 + "]" * 100_000
 DEEP_OBJECTS = '{"a":' * 100_000 + "1" + "}" * 100_000

@@ -11,7 +11,14 @@ import pytest
 
 from facetracker.runs import launcher, workspace
 from facetracker.runs import run_folder as runs
-from tests.helpers.app import assert_no_exception, faces, no_webrtc_session, open_page, root, write_run  # noqa: F401
+from tests.helpers.app import (  # noqa: F401
+    assert_no_exception,
+    faces,
+    no_webrtc_session,
+    open_page,
+    root,
+    write_run,
+)
 
 PAGES = ["app_pages/home.py", "app_pages/train.py", "app_pages/detect.py", "app_pages/evaluate.py"]
 ODD_NAME = b"run-\xff"

@@ -23,10 +23,21 @@ from facetracker.inference.detect import YUNET, reference_detector
 from facetracker.io import atomic
 from facetracker.labelling import capture
 from facetracker.labelling.prelabel import prelabel_boxes
-from facetracker.labelling.recording import Phase, Recorder, RecordingPlan, frame_problem
+from facetracker.labelling.recording import (
+    Phase,
+    Recorder,
+    RecordingPlan,
+    frame_problem,
+)
 from tests.conftest import REPO
+from tests.helpers.app import (  # noqa: F401
+    assert_no_exception,
+    faces,
+    no_webrtc_session,
+    open_page,
+    root,
+)
 from tests.helpers.clock import Clock
-from tests.helpers.app import assert_no_exception, faces, no_webrtc_session, open_page, root  # noqa: F401
 
 PLAN = RecordingPlan(face_s=3, photos_per_s=2, no_face_s=2, countdown_s=0)
 """Six face photos (t = 0, 0.5, ... 2.5 s), then four without a face (t = 3 .. 4.5 s)."""

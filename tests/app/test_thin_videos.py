@@ -16,7 +16,14 @@ import pytest
 from facetracker.inference.detect import YUNET, reference_detector
 from facetracker.inference.video import annotate_video, video_frames
 from facetracker.inference.yunet import YuNetDetector
-from tests.helpers.app import assert_no_exception, faces, no_webrtc_session, open_page, root, texts  # noqa: F401
+from tests.helpers.app import (  # noqa: F401
+    assert_no_exception,
+    faces,
+    no_webrtc_session,
+    open_page,
+    root,
+    texts,
+)
 
 THIN_SIZES = [(96, 960), (960, 96), (64, 640), (640, 64), (72, 720), (720, 72)]
 FRAMES = 8

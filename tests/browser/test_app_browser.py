@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.helpers import browser as bt
 from tests.helpers.browser import green_pixels, read_caption, wait_for
-from tests.conftest import REPO
 
 pytestmark = [bt.browser_mark]
 if importlib.util.find_spec("pytest_timeout") is not None:

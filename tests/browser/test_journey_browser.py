@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import REPO
 from tests.helpers import browser as bt
 from tests.helpers.browser import green_pixels, read_caption
-from tests.conftest import REPO
 
 pytestmark = [bt.browser_mark]
 if importlib.util.find_spec("pytest_timeout") is not None:

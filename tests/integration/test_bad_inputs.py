@@ -19,14 +19,15 @@ import pytest
 from PIL import Image, ImageFile
 
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import model_input, sample_pixels
 from facetracker.runs import run_folder as runs
+from tests.conftest import REPO
 from tests.helpers.badcorpus import (
     Corpus,
     huge_png_header,
     make_bad_corpus,
     make_unusable_corpus,
 )
-from tests.conftest import REPO
 
 TRAIN_FAST = ["--backbone", "mobilenetv2-0.35", "--weights", "none", "--epochs", "1", "--batch-size", "8"]
 
@@ -115,7 +116,7 @@ def test_unusual_pixel_formats_decode_to_the_same_rgb_picture(corpus):
     by_path = {str(Path(s.image).relative_to(corpus.root)): s for s in dataset.samples}
     for path, (reference, box) in corpus.reference.items():
         sample = by_path[path]
-        pixels = data_lib.sample_pixels(sample)
+        pixels = sample_pixels(sample)
         assert pixels.dtype == np.uint8 and pixels.shape == reference.shape, path
         difference = np.abs(pixels.astype(int) - reference.astype(int)).mean()
         assert difference < 6, f"{path}: differs from the picture it holds by {difference:.1f} grey levels"
@@ -128,7 +129,7 @@ def test_an_exif_rotated_photo_is_read_upright_and_its_box_stays_on_the_face(cor
     upright, box = corpus.reference[path]
     assert stored.shape[:2] == upright.shape[1::-1] != upright.shape[:2], "the file must hold the photo on its side"
     sample = next(s for s in data_lib.load_dataset(corpus.root).samples if s.image.endswith("exif-rotated.jpg"))
-    pixels = data_lib.sample_pixels(sample)
+    pixels = sample_pixels(sample)
     assert pixels.shape == upright.shape
     height, width = upright.shape[:2]
     x0, y0, x1, y1 = (int(round(v)) for v in (sample.box[0] * width, sample.box[1] * height,
@@ -136,8 +137,8 @@ def test_an_exif_rotated_photo_is_read_upright_and_its_box_stays_on_the_face(cor
     face_read, face_true = pixels[y0:y1, x0:x1].astype(int), upright[y0:y1, x0:x1].astype(int)
     assert np.abs(face_read - face_true).mean() < 6, "the box must cover the same face pixels as in the upright photo"
     # What the model is fed comes from the same upright pixels.
-    assert np.abs(data_lib.model_input(pixels, 120).astype(int) -
-                  data_lib.model_input(upright, 120).astype(int)).mean() < 6
+    assert np.abs(model_input(pixels, 120).astype(int) -
+                  model_input(upright, 120).astype(int)).mean() < 6
 
 
 def test_the_huge_image_is_refused_from_its_header_without_decoding(corpus, monkeypatch):
@@ -188,7 +189,7 @@ def test_without_pixel_checks_header_problems_are_still_skipped_and_the_rest_fai
     assert reported == {e.path for e in corpus.skipped} - {"images/truncated.jpg"}
     truncated = next(s for s in dataset.samples if s.image.endswith("truncated.jpg"))
     with pytest.raises(data_lib.ImageError, match="broken"):
-        data_lib.sample_pixels(truncated, max_side=480)
+        sample_pixels(truncated, max_side=480)
 
 
 def test_a_folder_with_no_usable_image_is_refused(helen, tmp_path):

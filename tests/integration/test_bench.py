@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from facetracker.data import datasets as data
+from facetracker.data.images import model_input, sample_pixels
 from tests.conftest import REPO
 
 
@@ -109,7 +110,7 @@ def test_fast_box_handling_gives_what_albumentations_bbox_processor_gives(helen)
     from facetracker.data.augment import AugmentConfig, augment, build_transform
 
     samples = [s for s in data.load_dataset(helen, check_pixels=False).samples if s.box][:12]
-    images = [data.model_input(data.sample_pixels(s, 448), 224) for s in samples]
+    images = [model_input(sample_pixels(s, 448), 224) for s in samples]
     for config in (AugmentConfig(), AugmentConfig(crop_min_scale=0.1, crop_max_scale=0.3, vflip_p=0.5),
                    AugmentConfig(crop_p=0.0, min_visibility=0.9)):
         fast = build_transform(config, 120, seed=5)
@@ -161,26 +162,26 @@ def test_model_input_of_a_camera_frame_stays_close_to_an_area_average(helen):
     from facetracker.nn.bench import letterbox
 
     for sample in samples:
-        frame = letterbox(data.sample_pixels(sample))
-        fast = data.model_input(frame, 120, bgr=True).astype(float)
+        frame = letterbox(sample_pixels(sample))
+        fast = model_input(frame, 120, bgr=True).astype(float)
         area = cv2.cvtColor(cv2.resize(frame, (120, 120), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
         assert np.abs(fast - area).mean() < 1.0
     small = np.random.default_rng(0).integers(0, 255, (200, 230, 3), dtype=np.uint8)
-    assert np.array_equal(data.model_input(small, 120), cv2.resize(small, (120, 120), interpolation=cv2.INTER_AREA))
+    assert np.array_equal(model_input(small, 120), cv2.resize(small, (120, 120), interpolation=cv2.INTER_AREA))
 
 
 def test_the_live_networks_milder_shrink_stays_close_to_an_area_average(helen):
     """A 640x480 frame shrunk to the live network's 384x288 goes bilinear (a fifth of INTER_AREA's cost
     at that ratio) and gives nearly INTER_AREA's pixels on real photos."""
-    from facetracker.nn.bench import letterbox
     from facetracker.inference import dense
+    from facetracker.nn.bench import letterbox
 
     live_input = dense.input_for_frame(320, *dense.LIVE_FRAME)
     scale = dense.letterbox(np.zeros((*dense.LIVE_FRAME[::-1], 3), np.uint8), live_input)[1].scale
     assert 0.5 < scale < 1
     samples = [s for s in data.load_dataset(helen, check_pixels=False).samples if s.box][:8]
     for sample in samples:
-        frame = letterbox(data.sample_pixels(sample))
+        frame = letterbox(sample_pixels(sample))
         fast = dense.scaled_rgb(frame, scale, bgr=True).astype(float)
         size = (fast.shape[1], fast.shape[0])
         area = cv2.cvtColor(cv2.resize(frame, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)

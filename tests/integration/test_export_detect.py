@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from facetracker.data.datasets import load_dataset, model_input, sample_pixels
+from facetracker.data.datasets import load_dataset
+from facetracker.data.images import model_input, sample_pixels
 from facetracker.runs import run_folder as runs
 from tests.conftest import REPO, SHARED_WEIGHTS, require
 
@@ -180,9 +181,9 @@ def test_viewers_share_one_tflite_runtime_from_several_threads(exported, helen_s
     runtime alone serialises the calls (the frame path holds no other model lock)."""
     import threading
 
-    from facetracker.nn.bench import letterbox
     from facetracker.inference.detect import Detector
     from facetracker.inference.runtimes import TFLiteRuntime
+    from facetracker.nn.bench import letterbox
 
     frames = [letterbox(sample_pixels(s)) for s in helen_samples[:6]]
     runtime = TFLiteRuntime(exported("tflite"), num_threads=1)
@@ -212,10 +213,10 @@ def test_viewers_share_one_tflite_runtime_from_several_threads(exported, helen_s
 
 def test_detectors_agree_on_a_camera_frame(trained_run, exported, helen_samples):
     """The whole Detect-page path on a 640x480 frame: same box in pixels from Keras and TFLite."""
-    from facetracker.nn.bench import letterbox
     from facetracker.inference.detect import Detector
-    from facetracker.nn.keras_runtime import KerasRuntime
     from facetracker.inference.draw import draw_detection
+    from facetracker.nn.bench import letterbox
+    from facetracker.nn.keras_runtime import KerasRuntime
 
     frame = letterbox(sample_pixels([s for s in helen_samples if s.box][-1]))
     assert frame.shape == (480, 640, 3)

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from facetracker.runs import run_folder as runs
-from tests.helpers.badcorpus import helen_pairs
 from tests.conftest import REPO
+from tests.helpers.badcorpus import helen_pairs
 
 pytestmark = pytest.mark.slow
 

@@ -15,6 +15,7 @@ import pytest
 
 from facetracker.data import datasets as data
 from facetracker.data import formats
+from facetracker.data.coco import ROBOFLOW_COCO
 from tests.conftest import REPO, require
 
 # Exported boxes are written to 0.01 px: read back, a corner may move that much.
@@ -246,7 +247,7 @@ def test_roboflow_and_coco2017_layouts_give_their_splits(afw, tmp_path):
         (roboflow / split).mkdir(parents=True)
         for image in part["images"]:
             shutil.copy(folder / "images" / image["file_name"], roboflow / split)
-        (roboflow / split / data.ROBOFLOW_COCO).write_text(json.dumps(part))
+        (roboflow / split / ROBOFLOW_COCO).write_text(json.dumps(part))
     coco2017 = tmp_path / "coco2017"
     (coco2017 / "annotations").mkdir(parents=True)
     for split, part in (("train2017", train), ("val2017", val)):  # annotations/instances_<split>.json, <split>/

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from facetracker.config.training import PRESETS
-from facetracker.data.datasets import load_dataset, sample_pixels
+from facetracker.data.datasets import load_dataset
+from facetracker.data.images import sample_pixels
 from facetracker.evaluation.face_metrics import PhotoResult, match
 from facetracker.inference.dense import input_for_frame
 from facetracker.runs import run_folder as runs

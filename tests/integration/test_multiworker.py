@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from facetracker.data.datasets import model_input, read_image
+from facetracker.data.images import model_input, read_image
 from facetracker.runs import run_folder as runs
 from tests.conftest import REPO
 

@@ -5,6 +5,7 @@ import numpy as np
 
 from facetracker.boxes import iou_matrix
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import sample_pixels
 from facetracker.inference.detect import YUNET, reference_detector
 from facetracker.labelling.prelabel import learn_convention, prelabel_boxes
 
@@ -19,7 +20,7 @@ def test_yunet_prelabels_follow_the_webcam_datasets_boxes(webcam):
     held_out = [s for s in dataset.split("val") + dataset.split("test") if s.has_face]
     raw_hits = moved_hits = 0
     for sample in held_out:
-        rgb = data_lib.sample_pixels(sample)
+        rgb = sample_pixels(sample)
         height, width = rgb.shape[:2]
         frame = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
         label = np.array(sample.box) * [width, height, width, height]

@@ -7,9 +7,9 @@ import io
 import os
 import pty
 import struct
-import termios
 import subprocess
 import sys
+import termios
 
 from facetracker.io.progress import progress_bar, shown
 from tests.conftest import REPO

@@ -18,6 +18,7 @@ import pytest
 
 from facetracker.data import datasets as data
 from facetracker.data import formats
+from facetracker.data.images import model_input, sample_pixels
 from facetracker.nn.tensorboard_log import EVENTS_DIR
 from facetracker.runs import run_folder as runs
 from tests.conftest import REPO, SHARED_WEIGHTS, require
@@ -98,7 +99,9 @@ def test_the_run_folder_holds_tensorboard_curves_and_validation_photos(coco_run)
         decoded = cv2.imdecode(np.frombuffer(photos[0], np.uint8), cv2.IMREAD_COLOR)
         assert decoded.shape == (config["image_size"], config["image_size"], 3)
     try:  # where tensorboard is installed, its own reader sees the same
-        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.backend.event_processing.event_accumulator import (
+            EventAccumulator,
+        )
     except ImportError:
         return
     accumulator = EventAccumulator(str(run_dir / EVENTS_DIR), size_guidance={"tensors": 0}).Reload()
@@ -108,10 +111,14 @@ def test_the_run_folder_holds_tensorboard_curves_and_validation_photos(coco_run)
 def test_validation_photos_show_the_faces_and_each_kind_of_models_boxes(webcam):
     """A single-box model's box with its probability, a dense model's faces (or, while it finds none,
     its most confident box): red over the labelled faces' green, on real frames."""
-    from facetracker.nn.tensorboard_log import PREDICTED_COLOUR, TRUTH_COLOUR, validation_photos
+    from facetracker.nn.tensorboard_log import (
+        PREDICTED_COLOUR,
+        TRUTH_COLOUR,
+        validation_photos,
+    )
 
     samples = [s for s in data.load_dataset(webcam, check_pixels=False).split("val") if s.faces][:3]
-    inputs = np.stack([data.model_input(data.sample_pixels(s), 128) for s in samples])
+    inputs = np.stack([model_input(sample_pixels(s), 128) for s in samples])
     faces = [np.array(s.faces) for s in samples]
     single = lambda batch: np.array([[0.2, *(face[0] * 0.9)] for face in faces])[: len(batch)]  # noqa: E731
     weak_dense = lambda batch: np.tile([[[0.01, 0.1, 0.1, 0.4, 0.4]]], (len(batch), 50, 1))  # noqa: E731

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import sample_pixels
 from facetracker.inference.detect import YUNET, reference_detector
 from tests.conftest import REPO
 
@@ -46,7 +47,7 @@ def same_named_videos(helen, tmp_path_factory) -> tuple[Path, Path]:
     empty = [s for s in samples if not s.has_face][:FRAMES]
 
     def bgr(sample):
-        return cv2.cvtColor(data_lib.sample_pixels(sample, max_side=800), cv2.COLOR_RGB2BGR)
+        return cv2.cvtColor(sample_pixels(sample, max_side=800), cv2.COLOR_RGB2BGR)
 
     root = tmp_path_factory.mktemp("videos")
     return (write_video(root / "monday" / "clip.mp4", [bgr(s) for s in faces]),

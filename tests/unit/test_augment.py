@@ -4,6 +4,7 @@ import pytest
 from facetracker.config.jsonconfig import ConfigError
 from facetracker.data import datasets as data
 from facetracker.data.augment import AugmentConfig, augment, build_transform
+from facetracker.data.images import model_input, sample_pixels
 from tests.helpers.synthetic import face_image
 
 
@@ -62,7 +63,7 @@ def test_real_face_augmentations_keep_valid_boxes(helen):
     transform = build_transform(AugmentConfig(), 120, seed=0)
     faces = 0
     for sample in samples:
-        image = data.model_input(data.sample_pixels(sample, 448), 224)
+        image = model_input(sample_pixels(sample, 448), 224)
         for _ in range(5):
             out, box = augment(transform, image, sample.box)
             assert out.shape == (120, 120, 3)

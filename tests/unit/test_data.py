@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from facetracker.data import datasets as data
+from facetracker.data.images import model_input, sample_pixels
 from tests.helpers.synthetic import face_image, labelme, make_labelme_dataset
 
 
@@ -90,7 +91,7 @@ def test_embedded_image_data_without_an_image_file(tmp_path):
     dataset = data.load_dataset(tmp_path)
     [sample] = dataset.samples
     assert sample.embedded and sample.box == pytest.approx((10 / 64, 10 / 48, 40 / 64, 40 / 48))
-    assert data.sample_pixels(sample).shape == (48, 64, 3)
+    assert sample_pixels(sample).shape == (48, 64, 3)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK"])
@@ -170,7 +171,7 @@ def test_an_unusable_folder_is_refused_clearly(tmp_path):
 def test_model_input_stretches_the_whole_image_and_converts_bgr():
     frame = np.zeros((480, 640, 3), np.uint8)
     frame[:, :320] = (255, 0, 0)  # blue in BGR, left half
-    prepared = data.model_input(frame, 120, bgr=True)
+    prepared = model_input(frame, 120, bgr=True)
     assert prepared.shape == (120, 120, 3)
     assert tuple(prepared[60, 10]) == (0, 0, 255) and tuple(prepared[60, 110]) == (0, 0, 0)
 
@@ -400,7 +401,7 @@ def test_a_link_repointed_out_of_the_root_after_listing_is_refused_when_read(lin
     os.remove(sample.image)
     os.symlink(tmp_path / "outside" / "secret.jpg", sample.image)
     with pytest.raises(data.OutsideRoot, match="outside the data root"):
-        data.sample_pixels(sample)
+        sample_pixels(sample)
     with pytest.raises(data.OutsideRoot):
         data.read_image(sample.image, root=root)
     assert data.read_image(sample.image).shape == (80, 100, 3)  # unconfined: the command line's reading

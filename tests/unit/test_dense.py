@@ -10,6 +10,7 @@ from facetracker.data.augment import (
     build_transform,
     make_scene,
 )
+from facetracker.data.images import sample_pixels
 from facetracker.inference.dense import (
     STRIDE,
     cell_targets,
@@ -206,7 +207,7 @@ def _face_patch(image: np.ndarray, box, side: int = 24) -> np.ndarray:
 def test_scene_boxes_follow_real_faces(helen, kind):
     """Mosaics and zoom-outs of a real photo: every box still frames that face."""
     sample = next(s for s in data.load_dataset(helen, check_pixels=False).samples if s.has_face)
-    pixels = data.sample_pixels(sample, max_side=640)
+    pixels = sample_pixels(sample, max_side=640)
     square, placed = letterbox(pixels, 320)
     faces = [placed.to_input(np.array(sample.faces))]
     reference = _face_patch(square, faces[0][0])

@@ -18,6 +18,7 @@ import pytest
 
 from facetracker.boxes import iou_matrix
 from facetracker.data import datasets as data_lib
+from facetracker.data.images import sample_pixels
 from facetracker.inference.detect import YUNET, reference_detector
 from facetracker.inference.video import annotate_video, video_frames
 from facetracker.labelling.prelabel import label_dataset
@@ -33,7 +34,7 @@ def portrait(helen) -> np.ndarray:
     """A real face photo cut to a portrait frame around its labelled face (BGR, WIDTH x HEIGHT)."""
     dataset = data_lib.load_dataset(helen, check_pixels=False)
     for sample in (s for s in dataset.samples if s.has_face):
-        rgb = data_lib.sample_pixels(sample, max_side=1200)
+        rgb = sample_pixels(sample, max_side=1200)
         height, width = rgb.shape[:2]
         x0, y0, x1, y1 = np.array(sample.box) * [width, height, width, height]
         side_w = min(width, max((x1 - x0) * 2.0, 1))
