@@ -22,7 +22,7 @@ from facetracker.config.training import (
 )
 from facetracker.data.augment import AugmentConfig
 from facetracker.evaluation.verdict import comparison_line
-from facetracker.runs import launcher, workspace
+from facetracker.runs import launcher, ownership, workspace
 from facetracker.runs import run_folder as runs
 
 REFRESH_S = 2
@@ -144,7 +144,7 @@ def start_section(folder: Path, live: list[workspace.RunSummary]) -> None:
         config, name = chosen
         try:
             run_dir = launcher.start_run(ui.runs_root(), name, config)
-        except (runs.RunLocked, FileExistsError, ValueError, OSError) as error:
+        except (ownership.RunLocked, FileExistsError, ValueError, OSError) as error:
             st.error(ui.literal(ui.readable(error)))
             return
         ui.remember("train_run", run_dir.name)
@@ -228,7 +228,7 @@ def controls(summary: workspace.RunSummary) -> None:
         if c2.button(label, key=f"resume_{summary.name}"):
             try:
                 launcher.resume_run(summary.path, epochs=int(epochs))
-            except (runs.RunLocked, FileNotFoundError, ConfigError, OSError) as error:
+            except (ownership.RunLocked, FileNotFoundError, ConfigError, OSError) as error:
                 st.error(ui.literal(ui.readable(error)))
                 return
             st.rerun()

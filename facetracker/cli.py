@@ -35,7 +35,8 @@ from facetracker.data.formats import FORMATS
 from facetracker.evaluation.coco_eval import format_coco
 from facetracker.io.progress import progress_bar
 from facetracker.runs import run_folder as runs
-from facetracker.runs.run_folder import RunLocked, write_json
+from facetracker.runs.ownership import RunLocked
+from facetracker.runs.run_folder import write_json
 
 
 def positive_int(text: str) -> int:

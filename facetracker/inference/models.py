@@ -33,6 +33,7 @@ from facetracker.inference.detect import (
     reference_detector,
 )
 from facetracker.inference.runtimes import ModelKey, load_runtime, model_file_key
+from facetracker.runs import ownership
 from facetracker.runs import run_folder as runs
 from facetracker.runs.launcher import PACKAGE_PARENT, child_environment
 
@@ -105,7 +106,7 @@ def exported_file(keras_path: Path, frame: tuple[int, int] | None) -> Path:
 
 def _training_now(keras_path: Path) -> bool:
     try:
-        return runs.lock_held(keras_path.parent)
+        return ownership.lock_held(keras_path.parent)
     except OSError:
         return False
 

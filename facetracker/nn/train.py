@@ -49,6 +49,7 @@ from facetracker.nn.resume import fresh_state, resume_state
 from facetracker.nn.run_callback import RunFolderCallback
 from facetracker.nn.saving import save_best, save_checkpoint, write_run_runtime_files
 from facetracker.nn.stopping import StopRequested
+from facetracker.runs import ownership
 from facetracker.runs import run_folder as runs
 
 # ----------------------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         run_dir = scratch
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        runs.acquire_lock(run_dir)
+        ownership.acquire_lock(run_dir)
     except OSError as error:  # nothing can be recorded in a folder we cannot write
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -103,7 +104,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     try:
         _refuse_to_replace(run_dir, resume, overwrite)
     except BaseException:
-        runs.release_lock(run_dir)
+        ownership.release_lock(run_dir)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -124,7 +125,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
         log(f"training failed: {message}")
         raise
     finally:
-        runs.release_lock(run_dir)
+        ownership.release_lock(run_dir)
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 from facetracker.config.training import TrainConfig
+from facetracker.runs import ownership, processes
 from facetracker.runs import run_folder as runs
 
 LAUNCH_LOCK = ".launch.lock"
@@ -34,9 +35,9 @@ EARLY_EXIT_WAIT_S = 5.0
 def live_pid(run_dir: str | Path) -> int | None:
     """The pid of the live process that owns the run folder, or None when nobody trains in it.
 
-    Never a recorded pid: the holder of the run lock (see `runs.owner_process`).
+    Never a recorded pid: the holder of the run lock (see `ownership.owner_process`).
     """
-    owner = runs.owner_process(Path(run_dir))
+    owner = ownership.owner_process(Path(run_dir))
     return owner[0] if owner else None
 
 
@@ -87,9 +88,9 @@ def _spawn(run_dir: Path, command: list[str]) -> int:
     from its first instant (before it has imported anything), and nobody else can."""
     env = child_environment()
     env.setdefault("PYTHONUNBUFFERED", "1")
-    lock = runs.lock_for_child(run_dir)
+    lock = ownership.lock_for_child(run_dir)
     try:
-        env[runs.LOCK_FD_ENV] = str(lock)
+        env[ownership.LOCK_FD_ENV] = str(lock)
         with open(run_dir / runs.LOG, "ab") as log:
             log.write(f"\n$ {' '.join(command)}\n".encode())
             log.flush()
@@ -97,8 +98,8 @@ def _spawn(run_dir: Path, command: list[str]) -> int:
                                        cwd=str(PACKAGE_PARENT), env=env, start_new_session=True, pass_fds=(lock,))
         # Its start time, read before anything can reap it, names this process and no later one
         # that is given the same pid.
-        start = runs.process_start_time(process.pid)
-        runs.record_child(lock, run_dir, process.pid, start)
+        start = processes.process_start_time(process.pid)
+        ownership.record_child(lock, run_dir, process.pid, start)
     finally:
         os.close(lock)  # the child holds the lock now; it drops when the child ends
     runs.update_status(run_dir, state="starting", pid=process.pid, pid_start=start)
@@ -110,11 +111,11 @@ def _spawn(run_dir: Path, command: list[str]) -> int:
 def _refuse_if_busy(run_dir: Path, runs_root: Path, exclusive: bool) -> None:
     pid = live_pid(run_dir)
     if pid:
-        raise runs.RunLocked(f"{run_dir.name} is already training (process {pid}); stop it before starting it again")
+        raise ownership.RunLocked(f"{run_dir.name} is already training (process {pid}); stop it before starting it again")
     if exclusive:
         others = [run for run in live_runs(runs_root) if run.resolve() != run_dir.resolve()]
         if others:
-            raise runs.RunLocked(f"{runs.display_name(others[0])} is training right now; one run at a time shares this "
+            raise ownership.RunLocked(f"{runs.display_name(others[0])} is training right now; one run at a time shares this "
                                  "machine's cores, so stop it or wait for it to finish")
 
 
@@ -122,7 +123,7 @@ def start_run(runs_root: str | Path, name: str, config: TrainConfig, *, exclusiv
     """Launch a new training run of `config` in `<runs_root>/<name>`; returns the run folder.
 
     The config is written as the run's config.json before the process starts, which trains from it.
-    Raises `runs.RunLocked` when that folder (or, with `exclusive`, any run under the root) has a
+    Raises `ownership.RunLocked` when that folder (or, with `exclusive`, any run under the root) has a
     live training process, and FileExistsError when the folder is already used by a past run.
     """
     runs_root = Path(runs_root)
@@ -178,23 +179,23 @@ def stop_run(run_dir: str | Path, *, force: bool = False) -> str:
     copy of a live run folder is not running, and Stop on it leaves the original alone.
     """
     run_dir = Path(run_dir)
-    owner = runs.owner_process(run_dir)
+    owner = ownership.owner_process(run_dir)
     if not owner:
         return f"{run_dir.name} is not running"
     pid, start = owner
     # Read once: a process that dies of the signal drops the lock at once.
-    training = not runs.owner_is_starting(run_dir)
+    training = not ownership.owner_is_starting(run_dir)
     runs.atomic_write_text(run_dir / runs.STOP, f"stop requested at {time.ctime()}\n")
     if training and not force:
         return f"asked {run_dir.name} to stop; it saves and exits after the current step"
-    if not runs.signal_process(pid, start, signal.SIGTERM):
+    if not processes.signal_process(pid, start, signal.SIGTERM):
         return f"{run_dir.name} ended before it could be signalled"
     if training:  # its handler stops it cleanly after the step
         return f"sent SIGTERM to {run_dir.name} (process {pid}); it saves and exits after the current step"
     deadline = time.monotonic() + EARLY_EXIT_WAIT_S
-    while runs.is_same_process(pid, start) and time.monotonic() < deadline:
+    while processes.is_same_process(pid, start) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if not runs.is_same_process(pid, start):
+    if not processes.is_same_process(pid, start):
         status = runs.read_json(run_dir / runs.STATUS, {}) or {}
         if isinstance(status, dict) and status.get("state") in runs.ACTIVE_STATES:
             runs.update_status(run_dir, state="stopped", error=None,

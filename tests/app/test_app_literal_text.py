@@ -22,6 +22,7 @@ import pytest
 from markdown_it import MarkdownIt
 
 from app_pages import ui
+from facetracker.runs import ownership
 from facetracker.runs import run_folder as runs
 from tests.helpers.app import (  # noqa: F401  (fixtures: the data root, no webcam session)
     assert_no_exception,
@@ -228,8 +229,8 @@ def test_evaluate_page_shows_photo_names_as_text(nasty_run, nasty_dataset):
 def test_a_copied_live_run_is_not_offered_a_stop(root, nasty_dataset, request):
     """The Train page takes a copy of a live run folder for what it is: a run nobody trains."""
     run_dir = write_run(root / "runs", "live", nasty_dataset, state="running", pid=None, steps=3)
-    runs.acquire_lock(run_dir)  # this process plays the trainer
-    request.addfinalizer(lambda: runs.release_lock(run_dir))
+    ownership.acquire_lock(run_dir)  # this process plays the trainer
+    request.addfinalizer(lambda: ownership.release_lock(run_dir))
     runs.update_status(run_dir, pid=__import__("os").getpid())
     shutil.copytree(run_dir, root / "runs" / "live-backup")
     at = open_page("app_pages/train.py")

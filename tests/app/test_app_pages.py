@@ -25,6 +25,7 @@ from streamlit.testing.v1 import AppTest
 
 from app_pages import ui
 from facetracker.config.training import PRESETS
+from facetracker.runs import ownership, processes
 from facetracker.runs import run_folder as runs
 from tests.helpers import browser as bt
 from tests.helpers.app import (  # noqa: F401
@@ -430,15 +431,15 @@ def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, 
     second.button[[b.label for b in second.button].index("Stop")].click().run()
     assert_no_exception(second)
     deadline = time.monotonic() + 10
-    while runs.pid_alive(sleeper_command[0]) and time.monotonic() < deadline:
+    while processes.pid_alive(sleeper_command[0]) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert runs.read_status(run_dir)["state"] == "stopped"
 
 
 def test_a_live_run_shows_progress_and_growing_charts(faces, root, request):
     run_dir = write_run(root / "runs", "live", faces, state="running", pid=os.getpid(), steps=5)
-    runs.acquire_lock(run_dir)  # this process plays the trainer, which holds the run lock for its life
-    request.addfinalizer(lambda: runs.release_lock(run_dir))
+    ownership.acquire_lock(run_dir)  # this process plays the trainer, which holds the run lock for its life
+    request.addfinalizer(lambda: ownership.release_lock(run_dir))
     at = open_page("app_pages/train.py")
     assert [p.value for p in at.get("progress")] and "epoch 1/3" in at.get("progress")[0].proto.text
     assert "images/s" in at.get("progress")[0].proto.text

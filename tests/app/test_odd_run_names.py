@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from facetracker.runs import launcher, workspace
+from facetracker.runs import launcher, ownership, workspace
 from facetracker.runs import run_folder as runs
 from tests.helpers.app import (  # noqa: F401
     assert_no_exception,
@@ -60,12 +60,12 @@ def test_a_live_run_in_a_folder_named_in_bytes_still_counts_as_the_run_training_
     for name in (runs.CONFIG, runs.STATUS, runs.METRICS):
         (tmp_path / "template" / name).write_text("{}" if name != runs.METRICS else "")
     odd = odd_run(tmp_path, tmp_path / "template")
-    runs.acquire_lock(odd)
+    ownership.acquire_lock(odd)
     try:
-        with pytest.raises(runs.RunLocked) as refused:
+        with pytest.raises(ownership.RunLocked) as refused:
             launcher._refuse_if_busy(tmp_path / "another", tmp_path, exclusive=True)
     finally:
-        runs.release_lock(odd)
+        ownership.release_lock(odd)
     message = str(refused.value)
     message.encode("utf-8")  # shown on the Train page: it must be text a browser can take
     assert "run-\N{REPLACEMENT CHARACTER} is training right now" in message

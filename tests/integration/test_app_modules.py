@@ -23,7 +23,7 @@ from facetracker.inference.dense import LIVE_FRAME
 from facetracker.inference.detect import Detection
 from facetracker.io import atomic
 from facetracker.labelling import capture
-from facetracker.runs import launcher, workspace
+from facetracker.runs import launcher, ownership, processes, workspace
 from facetracker.runs import run_folder as runs
 from tests.helpers import browser as bt
 
@@ -62,7 +62,7 @@ def fake_training():
 
 def wait_dead(pid: int, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
-    while runs.pid_alive(pid) and time.monotonic() < deadline:
+    while processes.pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
@@ -81,7 +81,7 @@ def test_start_refuses_a_second_run_and_stop_ends_one_still_starting(tmp_path, f
     run_dir = launcher.start_run(tmp_path, "one", config(tmp_path / "faces", backbone="mobilenet-0.25",
                                                          weights="none", epochs=2))
     status = runs.read_status(run_dir)
-    assert status["state"] == "starting" and status["pid"] == started[0] and runs.pid_alive(started[0])
+    assert status["state"] == "starting" and status["pid"] == started[0] and processes.pid_alive(started[0])
     assert commands[0][1:] == ["-m", "facetracker", "train", "--run-dir", str(run_dir)]
     recorded = json.loads((run_dir / runs.CONFIG).read_text())
     assert (recorded["epochs"], recorded["backbone"], recorded["data"]) == (2, "mobilenet-0.25",
@@ -89,16 +89,16 @@ def test_start_refuses_a_second_run_and_stop_ends_one_still_starting(tmp_path, f
     assert "$ " in (run_dir / runs.LOG).read_text()
     assert launcher.live_runs(tmp_path) == [run_dir]
 
-    with pytest.raises(runs.RunLocked, match="already training"):
+    with pytest.raises(ownership.RunLocked, match="already training"):
         launcher.start_run(tmp_path, "one", config(tmp_path / "faces"))
-    with pytest.raises(runs.RunLocked, match="one run at a time"):
+    with pytest.raises(ownership.RunLocked, match="one run at a time"):
         launcher.start_run(tmp_path, "two", config(tmp_path / "faces"))
     assert len(started) == 1
 
     message = launcher.stop_run(run_dir)
     assert "before training began" in message
     wait_dead(started[0])
-    assert not runs.pid_alive(started[0])
+    assert not processes.pid_alive(started[0])
     assert runs.read_status(run_dir)["state"] == "stopped"
     assert launcher.stop_run(run_dir) == "one is not running"
 
@@ -113,7 +113,7 @@ def test_two_tabs_pressing_start_at_once_launch_one_run(tmp_path, fake_training)
         try:
             launcher.start_run(tmp_path, name, config(tmp_path))
             outcomes.append("started")
-        except runs.RunLocked:
+        except ownership.RunLocked:
             outcomes.append("refused")
 
     threads = [threading.Thread(target=press, args=(f"tab{i}",)) for i in range(4)]
@@ -574,11 +574,11 @@ def test_a_run_still_training_keeps_the_tflite_file_its_trainer_last_wrote(tmp_p
     (run / runs.MODEL).write_bytes(b"epoch 2")
     exported = []
     monkeypatch.setattr(models, "export_runtime_files", _fake_export(exported))
-    runs.acquire_lock(run)
+    ownership.acquire_lock(run)
     try:
         assert models.runtime_file(run, models.PHOTO) == run / "model.tflite" and exported == []
     finally:
-        runs.release_lock(run)
+        ownership.release_lock(run)
     assert models.runtime_file(run, models.PHOTO) == run / "model.tflite" and exported == [run / runs.MODEL]
 
 

@@ -90,7 +90,7 @@ def test_standard_output_gets_the_json(tmp_path):
     """`--json /dev/stdout`: the content goes down the pipe; /dev/stdout is a link to /proc/self/fd/1."""
     link = tmp_path / "stdout"
     link.symlink_to("/proc/self/fd/1")
-    code = f"from facetracker.runs import run_folder as runs; runs.write_json({str(link)!r}, {{'e': 5}})"
+    code = f"from facetracker.runs import ownership, processes, run_folder as runs; runs.write_json({str(link)!r}, {{'e': 5}})"
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"e": 5}

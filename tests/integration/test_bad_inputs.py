@@ -20,6 +20,7 @@ from PIL import Image, ImageFile
 
 from facetracker.data import datasets as data_lib
 from facetracker.data.images import model_input, sample_pixels
+from facetracker.runs import ownership
 from facetracker.runs import run_folder as runs
 from tests.conftest import REPO
 from tests.helpers.badcorpus import (
@@ -280,7 +281,7 @@ def test_train_refuses_a_folder_with_no_usable_image_before_it_starts(helen, tmp
     assert status["state"] == "failed" and "no usable image" in status["error"]
     assert not (run_dir / runs.MODEL).exists() and not (run_dir / runs.CHECKPOINT_DIR).exists()
     assert runs.read_metrics(run_dir) == []
-    assert runs.lock_owner(run_dir) is None and not (run_dir / runs.LOCK).exists()
+    assert ownership.lock_owner(run_dir) is None and not (run_dir / ownership.LOCK).exists()
 
 
 # ----------------------------------------------------------------------------------------------

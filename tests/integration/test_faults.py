@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from facetracker.runs import ownership
 from facetracker.runs import run_folder as runs
 from tests.conftest import REPO
 from tests.helpers.badcorpus import helen_pairs
@@ -163,7 +164,7 @@ def killed(tiny_data, tmp_path_factory) -> Killed:
     args = ["train", "--data", str(tiny_data), "--run-dir", str(run_dir), *FAULT_TRAIN, "--epochs", str(EPOCHS)]
     trainer = start("first", logs, args)
     import facetracker.nn.model  # noqa: F401  (TensorFlow loads here while the trainer starts: the tests load models)
-    wait_until(lambda: runs.lock_owner(run_dir) == trainer.pid, trainer, "the run lock")
+    wait_until(lambda: ownership.lock_owner(run_dir) == trainer.pid, trainer, "the run lock")
     second = start("second", logs, args)
     second_code = finish(second)
     assert trainer.popen.poll() is None, "the first trainer must still be running when the second one is refused"
@@ -191,7 +192,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_model_and_a_failed_status(kille
     status = runs.read_status(run_dir)
     assert status["state"] == "failed"
     assert f"pid {killed.trainer.pid}" in status["error"] and "resume" in status["error"]
-    assert runs.lock_owner(run_dir) is None
+    assert ownership.lock_owner(run_dir) is None
 
     model = load(run_dir / runs.MODEL)
     assert model(np.zeros((1, 120, 120, 3), np.float32)).shape == (1, 5)
@@ -280,7 +281,7 @@ def test_a_stop_file_stops_the_run_cleanly(resumed):
     result = resumed["stop-file"]
     status = runs.read_status(result.run_dir)
     assert status["state"] == "stopped" and "STOP file" in status["message"], status
-    assert not (result.run_dir / runs.LOCK).exists()
+    assert not (result.run_dir / ownership.LOCK).exists()
     state = runs.read_json(result.run_dir / runs.CHECKPOINT_STATE)
     assert status["message"].endswith(f"after epoch {state['epochs_done']}; resume to carry on")
 
@@ -292,7 +293,7 @@ def test_sigterm_stops_the_run_cleanly(resumed):
     assert "Traceback" not in out + err
     status = runs.read_status(result.run_dir)
     assert status["state"] == "stopped" and "stopped by signal SIGTERM" in status["message"], status
-    assert not (result.run_dir / runs.LOCK).exists()
+    assert not (result.run_dir / ownership.LOCK).exists()
     load(result.run_dir / runs.CHECKPOINT_MODEL)
     load(result.run_dir / runs.MODEL)
 
@@ -384,7 +385,7 @@ def test_a_read_only_run_folder_fails_clearly_and_keeps_everything(killed, tmp_p
 
     run_dir = tmp_path / "read-only-run"
     shutil.copytree(killed.run_dir, run_dir, symlinks=True)
-    (run_dir / runs.LOCK).unlink(missing_ok=True)
+    (run_dir / ownership.LOCK).unlink(missing_ok=True)
     before = snapshot(run_dir)
     with monkeypatch.context() as patch:
         ReadOnly(run_dir, patch)
@@ -448,17 +449,17 @@ def test_atomic_writes_keep_the_old_file_when_the_disk_fills_mid_write(tmp_path,
 def test_a_stale_lock_is_taken_over_but_a_live_one_is_not(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from facetracker.runs import run_folder as runs; "
-                               "runs.acquire_lock(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from facetracker.runs import ownership, processes, run_folder as runs; "
+                               "ownership.acquire_lock(sys.argv[1]); print('locked', flush=True); time.sleep(60)",
                                str(run_dir)], stdout=subprocess.PIPE, text=True, cwd=REPO)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(runs.RunLocked, match=f"pid {holder.pid}"):
-            runs.acquire_lock(run_dir)
+        with pytest.raises(ownership.RunLocked, match=f"pid {holder.pid}"):
+            ownership.acquire_lock(run_dir)
     finally:
         holder.kill()
         holder.wait()
-    runs.acquire_lock(run_dir)
-    assert runs.lock_owner(run_dir) == os.getpid()
-    runs.release_lock(run_dir)
-    assert not (run_dir / runs.LOCK).exists()
+    ownership.acquire_lock(run_dir)
+    assert ownership.lock_owner(run_dir) == os.getpid()
+    ownership.release_lock(run_dir)
+    assert not (run_dir / ownership.LOCK).exists()

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from facetracker.data.images import model_input, read_image
+from facetracker.runs import ownership
 from facetracker.runs import run_folder as runs
 from tests.conftest import REPO
 
@@ -125,7 +126,7 @@ def test_only_the_chief_writes_the_run_folder(two_worker_run):
     assert [r["step"] for r in records if r["kind"] == "step"] == list(range(1, steps_per_epoch + 1))
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1]
     assert runs.read_json(run_dir / runs.CHECKPOINT_STATE)["epochs_done"] == 1
-    assert runs.lock_owner(run_dir) is None  # released by its only holder
+    assert ownership.lock_owner(run_dir) is None  # released by its only holder
     leftovers = [p.name for p in run_dir.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
     assert leftovers == []
     # The other worker's temporary run folder is gone once it is done.

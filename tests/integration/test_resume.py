@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from facetracker.config.training import config_for
+from facetracker.runs import ownership
 from facetracker.runs import run_folder as runs
 from tests.helpers.badcorpus import helen_pairs
 
@@ -77,7 +78,7 @@ def test_training_afresh_on_a_past_run_is_refused_and_changes_nothing(tmp_path, 
     assert code == 2 and "Traceback" not in out + err
     assert f"{run}: already holds a run" in err and "--resume" in err and "--overwrite" in err
     assert snapshot(run) == before
-    assert runs.lock_owner(run) is None and not (run / runs.LOCK).exists()
+    assert ownership.lock_owner(run) is None and not (run / ownership.LOCK).exists()
 
 
 def test_overwrite_starts_the_run_over(tmp_path, capfd, restore_signals):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from facetracker.runs import launcher
+from facetracker.runs import launcher, ownership, processes
 from facetracker.runs import run_folder as runs
 
 RACE_PROCESSES = 4
@@ -39,7 +39,7 @@ def stale_run(run_dir: Path, pid: int, *, start=None) -> Path:
     """A run folder as a trainer killed with kill -9 leaves it, its recorded pid now someone else's."""
     run_dir.mkdir(parents=True)
     (run_dir / runs.CONFIG).write_text("{}")
-    (run_dir / runs.LOCK).write_text(f"{pid}\n" if start is None else f"{pid} {start}\n")
+    (run_dir / ownership.LOCK).write_text(f"{pid}\n" if start is None else f"{pid} {start}\n")
     status = {"state": "running", "pid": pid, "epoch": 2, "epochs": 5}
     if start is not None:
         status["pid_start"] = start
@@ -58,12 +58,12 @@ def still_running(process: subprocess.Popen, seconds: float = 1.0) -> bool:
 @pytest.mark.parametrize("recorded_start", ["none", "another process's"])
 def test_a_stale_run_naming_a_reused_pid_is_not_live_and_force_stop_spares_that_process(
         tmp_path, unrelated_process, recorded_start):
-    real_start = runs.process_start_time(unrelated_process.pid)
+    real_start = processes.process_start_time(unrelated_process.pid)
     assert real_start is not None
     start = None if recorded_start == "none" else real_start + 1  # the dead trainer started at another time
     run_dir = stale_run(tmp_path / "runs" / "killed", unrelated_process.pid, start=start)
 
-    assert runs.lock_owner(run_dir) is None
+    assert ownership.lock_owner(run_dir) is None
     assert launcher.live_pid(run_dir) is None
     assert launcher.live_runs(tmp_path / "runs") == []
     status = runs.read_status(run_dir)
@@ -74,20 +74,20 @@ def test_a_stale_run_naming_a_reused_pid_is_not_live_and_force_stop_spares_that_
     assert still_running(unrelated_process), "Force stop must never signal a process that is not the run's"
 
     # and the stale lock does not keep a new trainer out
-    runs.acquire_lock(run_dir)
+    ownership.acquire_lock(run_dir)
     try:
-        assert runs.lock_owner(run_dir) == os.getpid()
+        assert ownership.lock_owner(run_dir) == os.getpid()
     finally:
-        runs.release_lock(run_dir)
-    assert not (run_dir / runs.LOCK).exists()
+        ownership.release_lock(run_dir)
+    assert not (run_dir / ownership.LOCK).exists()
 
 
 def test_signal_process_checks_the_start_time_before_it_signals(unrelated_process):
-    start = runs.process_start_time(unrelated_process.pid)
-    assert not runs.signal_process(unrelated_process.pid, start + 1, signal.SIGTERM)
-    assert not runs.signal_process(unrelated_process.pid, None, signal.SIGTERM)
+    start = processes.process_start_time(unrelated_process.pid)
+    assert not processes.signal_process(unrelated_process.pid, start + 1, signal.SIGTERM)
+    assert not processes.signal_process(unrelated_process.pid, None, signal.SIGTERM)
     assert still_running(unrelated_process, 0.5)
-    assert runs.signal_process(unrelated_process.pid, start, signal.SIGTERM)
+    assert processes.signal_process(unrelated_process.pid, start, signal.SIGTERM)
     assert unrelated_process.wait(timeout=10) == -signal.SIGTERM
 
 
@@ -97,17 +97,17 @@ def test_a_launched_process_owns_the_run_lock_before_it_takes_it_over_and_force_
     pid = launcher._spawn(run_dir, [sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         status = runs.read_json(run_dir / runs.STATUS)
-        assert status["pid"] == pid and status["pid_start"] == runs.process_start_time(pid)
-        assert runs.lock_owner(run_dir) == pid and launcher.live_pid(run_dir) == pid
-        assert runs.owner_is_starting(run_dir)
-        with pytest.raises(runs.RunLocked):  # nobody else can take the run meanwhile
-            runs.acquire_lock(run_dir)
+        assert status["pid"] == pid and status["pid_start"] == processes.process_start_time(pid)
+        assert ownership.lock_owner(run_dir) == pid and launcher.live_pid(run_dir) == pid
+        assert ownership.owner_is_starting(run_dir)
+        with pytest.raises(ownership.RunLocked):  # nobody else can take the run meanwhile
+            ownership.acquire_lock(run_dir)
         assert runs.read_status(run_dir)["state"] == "starting"
         assert "before training began" in launcher.stop_run(run_dir, force=True)
-        assert not runs.pid_alive(pid)
+        assert not processes.pid_alive(pid)
         assert runs.read_status(run_dir)["state"] == "stopped"
     finally:
-        if runs.pid_alive(pid):
+        if processes.pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -115,21 +115,21 @@ def test_the_lock_holder_is_live_for_its_whole_life_and_free_once_it_dies(tmp_pa
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
+                               "import sys, time; from facetracker.runs import ownership, processes, run_folder as runs; ownership.acquire_lock(sys.argv[1]); "
                                "print('locked', flush=True); time.sleep(120)", str(run_dir)],
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        assert runs.lock_owner(run_dir) == holder.pid and launcher.live_pid(run_dir) == holder.pid
-        with pytest.raises(runs.RunLocked, match=f"pid {holder.pid}"):
-            runs.acquire_lock(run_dir)
+        assert ownership.lock_owner(run_dir) == holder.pid and launcher.live_pid(run_dir) == holder.pid
+        with pytest.raises(ownership.RunLocked, match=f"pid {holder.pid}"):
+            ownership.acquire_lock(run_dir)
         holder.kill()  # as kill -9 does: no clean-up, run.lock stays behind
         holder.wait()
-        assert (run_dir / runs.LOCK).exists()
-        assert runs.lock_owner(run_dir) is None and launcher.live_pid(run_dir) is None
-        runs.acquire_lock(run_dir)
-        assert runs.lock_owner(run_dir) == os.getpid()
-        runs.release_lock(run_dir)
+        assert (run_dir / ownership.LOCK).exists()
+        assert ownership.lock_owner(run_dir) is None and launcher.live_pid(run_dir) is None
+        ownership.acquire_lock(run_dir)
+        assert ownership.lock_owner(run_dir) == os.getpid()
+        ownership.release_lock(run_dir)
     finally:
         holder.kill()
         holder.wait()
@@ -139,14 +139,14 @@ def _contend(run_dir: str, start: multiprocessing.Barrier, decided: multiprocess
              owners: multiprocessing.Queue) -> None:
     start.wait()
     try:
-        runs.acquire_lock(run_dir)
+        ownership.acquire_lock(run_dir)
         won = True
-    except runs.RunLocked:
+    except ownership.RunLocked:
         won = False
     owners.put(won)
     decided.wait()  # the owner holds the lock until every contender has tried
     if won:
-        runs.release_lock(run_dir)
+        ownership.release_lock(run_dir)
 
 
 def race(tmp_path: Path, trials: int, stale_pid: int | None) -> list[int]:
@@ -157,7 +157,7 @@ def race(tmp_path: Path, trials: int, stale_pid: int | None) -> list[int]:
         run_dir = tmp_path / f"{'stale' if stale_pid else 'fresh'}-{trial}"
         run_dir.mkdir()
         if stale_pid:
-            (run_dir / runs.LOCK).write_text(str(stale_pid))
+            (run_dir / ownership.LOCK).write_text(str(stale_pid))
         start, decided = context.Barrier(RACE_PROCESSES), context.Barrier(RACE_PROCESSES)
         owners = context.Queue()
         workers = [context.Process(target=_contend, args=(str(run_dir), start, decided, owners))
@@ -187,15 +187,15 @@ def test_processes_released_at_once_on_one_run_folder_make_exactly_one_owner(tmp
 def test_a_process_recording_its_own_pid_records_its_start_time_beside_it(tmp_path):
     runs.update_status(tmp_path, state="starting", pid=os.getpid())
     status = runs.read_json(tmp_path / runs.STATUS)
-    assert status["pid_start"] == runs.process_start_time(os.getpid()) is not None
-    assert runs.owner_process(tmp_path) is None, "a status file alone makes no process the run's owner"
+    assert status["pid_start"] == processes.process_start_time(os.getpid()) is not None
+    assert ownership.owner_process(tmp_path) is None, "a status file alone makes no process the run's owner"
 
 
 def test_force_stop_signals_the_lock_holder_itself(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
+                               "import sys, time; from facetracker.runs import ownership, processes, run_folder as runs; ownership.acquire_lock(sys.argv[1]); "
                                "print('locked', flush=True); time.sleep(120)", str(run_dir)],
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     try:
@@ -210,7 +210,7 @@ def test_force_stop_signals_the_lock_holder_itself(tmp_path):
         holder.wait()
 
 
-HOLDER = ("import os, sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
+HOLDER = ("import os, sys, time; from facetracker.runs import ownership, processes, run_folder as runs; ownership.acquire_lock(sys.argv[1]); "
           "runs.update_status(sys.argv[1], state='running', pid=os.getpid(), epoch=1, epochs=5); "
           "print('locked', flush=True); time.sleep(120)")
 
@@ -228,9 +228,9 @@ def test_stop_on_a_copy_of_a_live_run_folder_leaves_the_original_running(tmp_pat
         copy = tmp_path / "backup" / "live"
         shutil.copytree(original, copy)
         copied = runs.read_json(copy / runs.STATUS)
-        assert copied["pid"] == holder.pid and copied["pid_start"] == runs.process_start_time(holder.pid)
+        assert copied["pid"] == holder.pid and copied["pid_start"] == processes.process_start_time(holder.pid)
 
-        assert runs.owner_process(copy) is None and launcher.live_pid(copy) is None
+        assert ownership.owner_process(copy) is None and launcher.live_pid(copy) is None
         assert runs.read_status(copy)["state"] == "failed"  # a copy trains nothing
         assert launcher.stop_run(copy, force=force) == "live is not running"
         assert still_running(holder), "Stop on the copy must not signal the original's trainer"
@@ -251,11 +251,11 @@ def test_stop_on_a_copy_of_a_run_still_starting_leaves_the_original_running(tmp_
         assert launcher.stop_run(copy, force=True) == "starting is not running"
         assert launcher.stop_run(copy) == "starting is not running"
         time.sleep(0.5)
-        assert runs.is_same_process(pid, runs.process_start_time(pid)) and launcher.live_pid(original) == pid
+        assert processes.is_same_process(pid, processes.process_start_time(pid)) and launcher.live_pid(original) == pid
         assert "before training began" in launcher.stop_run(original)
-        assert not runs.pid_alive(pid)
+        assert not processes.pid_alive(pid)
     finally:
-        if runs.pid_alive(pid):
+        if processes.pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -269,12 +269,12 @@ def test_a_run_lock_hard_linked_into_another_folder_does_not_make_that_folder_li
         assert holder.stdout.readline().strip() == "locked"
         linked = tmp_path / "linked"
         linked.mkdir()
-        os.link(original / runs.LOCK, linked / runs.LOCK)
+        os.link(original / ownership.LOCK, linked / ownership.LOCK)
         shutil.copy(original / runs.STATUS, linked / runs.STATUS)
-        assert runs.lock_held(linked) and runs.owner_process(linked) is None
+        assert ownership.lock_held(linked) and ownership.owner_process(linked) is None
         assert launcher.stop_run(linked, force=True) == "linked is not running"
         assert still_running(holder)
-        assert runs.lock_owner(original) == holder.pid
+        assert ownership.lock_owner(original) == holder.pid
     finally:
         holder.kill()
         holder.wait()
@@ -285,16 +285,16 @@ def test_the_launched_trainer_takes_over_the_lock_the_launcher_took_for_it(tmp_p
     lock is waited for), and from then on Stop asks it through the STOP file instead of signalling it."""
     run_dir = tmp_path / "runs" / "handed-over"
     run_dir.mkdir(parents=True)
-    taker = ("import sys, time; from facetracker.runs import run_folder as runs; runs.acquire_lock(sys.argv[1]); "
+    taker = ("import sys, time; from facetracker.runs import ownership, processes, run_folder as runs; ownership.acquire_lock(sys.argv[1]); "
              "print('taken', flush=True); time.sleep(120)")
     pid = launcher._spawn(run_dir, [sys.executable, "-c", taker, str(run_dir)])
     try:
         deadline = time.monotonic() + 60
         while "taken" not in (run_dir / runs.LOG).read_text().splitlines() and time.monotonic() < deadline:
-            assert runs.pid_alive(pid), (run_dir / runs.LOG).read_text()
+            assert processes.pid_alive(pid), (run_dir / runs.LOG).read_text()
             time.sleep(0.05)
-        assert runs.lock_owner(run_dir) == pid and not runs.owner_is_starting(run_dir)
+        assert ownership.lock_owner(run_dir) == pid and not ownership.owner_is_starting(run_dir)
         assert "asked handed-over to stop" in launcher.stop_run(run_dir)
-        assert (run_dir / runs.STOP).exists() and runs.pid_alive(pid)
+        assert (run_dir / runs.STOP).exists() and processes.pid_alive(pid)
     finally:
         os.kill(pid, signal.SIGKILL)

@@ -495,6 +495,7 @@ def test_resume_refuses_a_config_that_is_not_json(tmp_path, capfd, restore_signa
 
 def test_resume_refuses_tampered_checkpoint_bookkeeping(tmp_path, capfd, restore_signals):
     from facetracker.cli import main
+    from facetracker.runs import ownership
     from facetracker.runs import run_folder as runs
 
     run = _run_folder(tmp_path)
@@ -506,4 +507,4 @@ def test_resume_refuses_tampered_checkpoint_bookkeeping(tmp_path, capfd, restore
     assert "'epochs_done' must be a number" in err and "Traceback" not in out + err
     status = runs.read_status(run)
     assert status["state"] == "failed" and "epochs_done" in status["error"]
-    assert runs.lock_owner(run) is None
+    assert ownership.lock_owner(run) is None
