@@ -113,7 +113,7 @@ def test_every_planned_photo_is_saved_or_missing_with_its_reason(tmp_path, faces
     assert status.planned == 10 and status.saved == 4
     kinds = [(m.phase, m.number, m.kind) for m in status.missing]
     assert kinds == [(Phase.FACE, 2, Missed.BLACK), (Phase.FACE, 3, Missed.FROZEN), (Phase.FACE, 5, Missed.NO_FRAME),
-                     (Phase.NO_FACE, 2, Missed.ENDED), (Phase.NO_FACE, 3, Missed.ENDED), (Phase.NO_FACE, 4, Missed.ENDED)]
+                     *((Phase.NO_FACE, n, Missed.ENDED) for n in (2, 3, 4))]
     assert status.saved + len(status.missing) == status.planned
     assert (status.dropped, status.missed) == (2, 4)
     assert status.missing[2].reason == "no frame arrived for 1.1 s"
@@ -122,7 +122,7 @@ def test_every_planned_photo_is_saved_or_missing_with_its_reason(tmp_path, faces
     assert lines[0] == ("photo 2 of 6 with your face (due 1.5 s into the recording): the frame was black "
                         "(very dark, or nearly one colour)")
     assert lines[-1] == ("photos 2-4 of 4 out of view (due 5.5-6.5 s into the recording): the recording had ended "
-                         "(stopped by hand during the no face phase)")
+                         "(stopped by hand during the out-of-view photos)")
 
 
 def test_a_stream_that_stops_leaves_the_rest_of_the_plan_missing(tmp_path, faces, prelabel):
@@ -166,7 +166,8 @@ def test_a_disk_that_refuses_a_photo_is_its_reason(tmp_path, faces, prelabel, mo
     status = recorder.status()
     assert status.saved == 1 and status.planned == 4
     refused, *ended = status.missing
-    assert refused.kind is Missed.NOT_SAVED and refused.reason.startswith("the disk refused it: No space left on device")
+    assert refused.kind is Missed.NOT_SAVED
+    assert refused.reason.startswith("the disk refused it: No space left on device")
     assert [m.kind for m in ended] == [Missed.ENDED, Missed.ENDED]
     assert "a photo could not be written" in ended[0].reason
 
@@ -184,8 +185,8 @@ def test_a_refused_request_keeps_its_answer_while_the_page_redraws(tmp_path, fac
     clock.now += 4
     with pytest.raises(CannotRecord) as refused:
         recorder.start(tmp_path / "faces", plan, prelabel)
-    assert str(refused.value) == ("A recording is running (photos with your face now; it ends in 17 s); it goes on. "
-                                  "A new one can start once it ends or you stop it.")
+    assert str(refused.value) == ("A recording is running (the photos with your face now; it ends in 17 s); it goes "
+                                  "on. A new one can start once it ends or you stop it.")
     clock.now += ANSWER_S - 1  # the page redraws its panel many times meanwhile
     assert recorder.status().answer == str(refused.value)
     clock.now += 1
@@ -193,7 +194,7 @@ def test_a_refused_request_keeps_its_answer_while_the_page_redraws(tmp_path, fac
     clock.now += 3
     with pytest.raises(CannotRecord) as refused:
         recorder.take_one(tmp_path / "faces", prelabel)
-    assert "A recording is running (out-of-view photos now; it ends in 4 s)" in str(refused.value)
+    assert "A recording is running (the out-of-view photos now; it ends in 4 s)" in str(refused.value)
     assert "Take one once it ends or you stop it" in recorder.status().answer
     recorder.stop()
     assert recorder.status().answer is None

@@ -81,8 +81,8 @@ class Phase(str, enum.Enum):
 
 RECORDING_PHASES = (Phase.FACE, Phase.NO_FACE)
 
-PHASE_WORDS = {Phase.COUNTDOWN: "the countdown", Phase.FACE: "photos with your face",
-               Phase.STEP_OUT: "the countdown to step out of view", Phase.NO_FACE: "out-of-view photos"}
+PHASE_WORDS = {Phase.COUNTDOWN: "the countdown", Phase.FACE: "the photos with your face",
+               Phase.STEP_OUT: "the countdown to step out of view", Phase.NO_FACE: "the out-of-view photos"}
 """Each running phase as the page names it (the Dataset page's own words)."""
 
 
@@ -367,7 +367,7 @@ class Recorder:
             if phase in (Phase.IDLE, Phase.DONE):
                 self._refuse("No recording is running: there is nothing to stop.")
             self._answer = None
-            self._end(f"{reason} during the {phase.value} phase")
+            self._end(f"{reason} during {PHASE_WORDS[phase]}")
 
     def take_one(self, folder: str | Path, prelabel: Prelabel, source: str = "camera") -> None:
         """Save the next good (not black) frame into `folder`, pre-labelled with its most confident
@@ -388,7 +388,7 @@ class Recorder:
         with self._lock:
             phase, _ = self._phase_now(self._clock())
             if phase not in (Phase.IDLE, Phase.DONE):
-                self._end(f"the camera stopped during the {phase.value} phase")
+                self._end(f"the camera stopped during {PHASE_WORDS[phase]}")
             if self._single_target is not None:
                 self._single_target = None
                 self._single_note = "The camera stopped before the photo could be taken; press START and try again."
@@ -515,7 +515,7 @@ class Recorder:
                 return
             saved = self._counts["face_photos"] + self._counts["no_face_photos"]
             where = f" ({error.filename})" if error.filename else ""
-            self._end(f"a photo could not be written during the {phase.value} phase: "
+            self._end(f"a photo could not be written during {PHASE_WORDS[phase]}: "
                       f"{error.strerror or error}{where}; the {saved} photo(s) saved before it are kept")
 
     def _take_single(self, frame_bgr: np.ndarray, target: _Target) -> None:
@@ -628,7 +628,7 @@ class Recorder:
         return max(0.0, self._plan.total_s - (now - self._started_at))
 
     def _running_words(self, phase: Phase) -> str:
-        return f"{PHASE_WORDS.get(phase, phase.value)} now; it ends in {math.ceil(self._ends_in(self._clock()))} s"
+        return f"{PHASE_WORDS[phase]} now; it ends in {math.ceil(self._ends_in(self._clock()))} s"
 
     def _refuse(self, message: str) -> None:
         """Raise CannotRecord, keeping its message for the status to show for ANSWER_S."""
