@@ -502,8 +502,10 @@ def recording_panel(folder: Path, recorder: Recorder, plan: RecordingPlan | None
             if record and plan is None:
                 st.warning("Set the recording above within its limits first (see the message there).")
             elif record:
+                recorder.refuse_while_running("start")  # at once: learning the convention takes a while
                 recorder.start(folder, plan, *prelabeller(folder))
             elif one:
+                recorder.refuse_while_running("take one")
                 prelabel, source = prelabeller(folder)
                 recorder.take_one(folder, prelabel, source)
                 ui.remember(State.CAPTURE_SOURCE, source)

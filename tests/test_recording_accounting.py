@@ -196,8 +196,12 @@ def test_a_refused_request_keeps_its_answer_while_the_page_redraws(tmp_path, fac
         recorder.take_one(tmp_path / "faces", prelabel)
     assert "A recording is running (the out-of-view photos now; it ends in 4 s)" in str(refused.value)
     assert "Take one once it ends or you stop it" in recorder.status().answer
+    with pytest.raises(CannotRecord) as asked_first:  # what the page asks before it makes a pre-labeller
+        recorder.refuse_while_running("take one")
+    assert str(asked_first.value) == str(refused.value)
     recorder.stop()
     assert recorder.status().answer is None
+    recorder.refuse_while_running("start")  # nothing runs: nothing to refuse
 
 
 def test_the_plan_counts_a_last_shorter_slot():

@@ -334,10 +334,7 @@ class Recorder:
         """Start a recording into `folder` now (its countdown first). Raises CannotRecord, saying why,
         while another recording runs or when no camera frames are arriving."""
         with self._work, self._lock:
-            phase, _ = self._phase_now(self._clock())
-            if phase not in (Phase.IDLE, Phase.DONE):
-                self._refuse(f"A recording is running ({self._running_words(phase)}); it goes on. A new one can "
-                             "start once it ends or you stop it.")
+            self._refuse_while_running("start")
             self._require_frames()
             # What a recording killed mid-write (kill -9 of the server) left in this dataset goes first.
             with contextlib.suppress(OSError):  # best effort: a failing write is reported by the recording
@@ -373,14 +370,18 @@ class Recorder:
         """Save the next good (not black) frame into `folder`, pre-labelled with its most confident
         face. Raises CannotRecord while a recording runs or when no camera frames are arriving."""
         with self._work, self._lock:
-            phase, _ = self._phase_now(self._clock())
-            if phase not in (Phase.IDLE, Phase.DONE):
-                self._refuse(f"A recording is running ({self._running_words(phase)}): it is taking the photos, so "
-                             "no single one is taken now. Take one once it ends or you stop it.")
+            self._refuse_while_running("take one")
             self._require_frames()
             self._single_target = _Target(Path(folder), prelabel, source)
             self._single_note = None
             self._answer = None
+
+    def refuse_while_running(self, request: str) -> None:
+        """Raise CannotRecord, as `start` ("start") or `take_one` ("take one") would, while a recording
+        runs; nothing otherwise. Lets the page answer at once, before it makes a pre-labeller that
+        the request would not use."""
+        with self._lock:
+            self._refuse_while_running(request)
 
     def stream_ended(self) -> None:
         """The camera stopped (the webcam component's `on_video_ended`): a running recording ends
@@ -629,6 +630,16 @@ class Recorder:
 
     def _running_words(self, phase: Phase) -> str:
         return f"{PHASE_WORDS[phase]} now; it ends in {math.ceil(self._ends_in(self._clock()))} s"
+
+    def _refuse_while_running(self, request: str) -> None:
+        phase, _ = self._phase_now(self._clock())
+        if phase in (Phase.IDLE, Phase.DONE):
+            return
+        if request == "start":
+            self._refuse(f"A recording is running ({self._running_words(phase)}); it goes on. A new one can start "
+                         "once it ends or you stop it.")
+        self._refuse(f"A recording is running ({self._running_words(phase)}): it is taking the photos, so no single "
+                     "one is taken now. Take one once it ends or you stop it.")
 
     def _refuse(self, message: str) -> None:
         """Raise CannotRecord, keeping its message for the status to show for ANSWER_S."""
