@@ -434,7 +434,8 @@ def _labelme(label: Path, text: str, box: PixelBox, width: int, height: int, not
 
 def _yolo_line(box: PixelBox, width: int, height: int) -> str:
     x0, y0, x1, y1 = box
-    return f"0 {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
+    centre_x, centre_y = (x0 + x1) / 2 / width, (y0 + y1) / 2 / height
+    return f"0 {centre_x:.6f} {centre_y:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}"
 
 
 def _yolo(text: str, box: PixelBox, width: int, height: int) -> str:
