@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import re
 import shutil
 import tempfile
@@ -22,19 +23,21 @@ from facetracker.data import formats
 from facetracker.inference.detect import YUNET
 from facetracker.inference.webrtc import rtc_configuration
 from facetracker.io import safety
-from facetracker.labelling import capture
+from facetracker.labelling import capture, edits
 from facetracker.labelling.convention import BoxConvention
 from facetracker.labelling.prelabel import learn_convention, prelabel_boxes
 from facetracker.labelling.recording import (
     MAX_FACE_S,
     MAX_NO_FACE_S,
     MAX_PHOTOS_PER_S,
+    PHASE_WORDS,
     CannotRecord,
     Phase,
     Prelabel,
     Recorder,
     RecorderStatus,
     RecordingPlan,
+    describe_missing,
 )
 from facetracker.runs import workspace
 
@@ -162,7 +165,15 @@ def counts(dataset: data_lib.Dataset) -> None:
             st.write("\n".join(f"- {ui.literal(ui.shown_text(note))}" for note in dataset.notes))
 
 
-def image_browser(dataset: data_lib.Dataset) -> None:
+def image_browser(folder: Path, dataset: data_lib.Dataset) -> None:
+    change_notice(folder, "grid")
+    status = session_recorder().status()
+    if status.running and status.folder is not None and same_folder(status.folder, folder):
+        st.caption("A recording is adding photos to this dataset: they appear here when it ends.")
+    editable = dataset.layout != "coco"
+    if not editable:
+        st.caption("The photos of a COCO dataset share one label file: change their boxes with your labelling "
+                   "tool (the page rewrites only a photo's own label file).")
     c1, c2 = st.columns(2)
     show = c1.radio("Show", ["all", "with a face", "no face"], horizontal=True, key="grid_filter")
     splits = ["all"] + [s for s in data_lib.SPLITS if dataset.split(s)]
@@ -175,7 +186,7 @@ def image_browser(dataset: data_lib.Dataset) -> None:
     pages = math.ceil(len(samples) / PAGE_SIZE)
     page = st.number_input(f"Page (of {pages})", min_value=1, max_value=pages, value=1, key="grid_page")
     chosen = samples[(page - 1) * PAGE_SIZE: page * PAGE_SIZE]
-    images, captions = [], []
+    images, captions, shown = [], [], []
     for sample in chosen:
         pixels = ui.sample_thumbnail(sample)
         if pixels is None:
@@ -183,10 +194,125 @@ def image_browser(dataset: data_lib.Dataset) -> None:
         for box in sample.faces:
             pixels = ui.draw_box(pixels, box, label="face")
         images.append(pixels)
+        shown.append(sample)
         faces = len(sample.faces)
         captions.append(f"{sample.name}{' · ' + sample.split if sample.split else ''}"
                         f"{' · no face' if not faces else f' · {faces} faces' if faces > 1 else ''}")
-    ui.image_grid(images, captions)
+    ui.image_grid(images, captions, below=(lambda i: photo_buttons(folder, shown[i])) if editable else None)
+    editing = st.session_state.get(State.EDITING)
+    sample = find_sample(dataset, editing["image"]) if editing and editing["from"] == "grid" else None
+    if sample is not None:
+        st.markdown(f"**Editing {ui.literal(Path(sample.image).name)}**"
+                    + (f" (the largest of its {len(sample.faces)} faces; the others are kept)"
+                       if len(sample.faces) > 1 else ""))
+        photo_editor(folder, sample, "grid editor")
+    else:
+        change_notice(folder, "grid editor")  # after the photo was deleted from the editor: say so, offer Undo
+
+
+def photo_buttons(folder: Path, sample: data_lib.Sample) -> None:
+    """Under a photo of the grid: delete it, mark it as holding no face, open the box editor on it."""
+    c1, c2, c3 = st.columns(3, gap="small")
+    delete = c1.button("Delete", key=f"grid_delete_{sample.image}", help="Moves the photo and its label into "
+                       f"the dataset's {edits.TRASH} folder, from where it can be restored.")
+    no_face = c2.button("No face", key=f"grid_no_face_{sample.image}", disabled=not sample.has_face,
+                        help="Moves its label aside (into the dataset's "
+                             f"{edits.TRASH} folder): a photo without a label is a no-face photo.")
+    edit = c3.button("Edit box", key=f"grid_edit_{sample.image}", help="Opens the box editor under the grid.")
+    if edit:
+        ui.remember(State.EDITING, {"image": sample.image, "from": "grid"})
+        st.rerun()
+    if delete or no_face:
+        change(folder, sample, "delete" if delete else "no face", "grid")
+
+
+def find_sample(dataset: data_lib.Dataset | None, image: str | Path) -> data_lib.Sample | None:
+    """The dataset's sample of this photo (paths compared with their links followed), if it is one."""
+    if dataset is None:
+        return None
+    wanted = os.path.realpath(image)
+    return next((s for s in dataset.samples if os.path.realpath(s.image) == wanted), None)
+
+
+def same_folder(a: str | Path, b: str | Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def change(folder: Path, sample: data_lib.Sample, action: str, where: str, box=None) -> None:
+    """Make one change to a photo (each sets aside what it replaces), keep what to say about it for the
+    notice at `where`, and run the page again so that counts and grid show it."""
+    name = ui.literal(Path(sample.image).name)
+    try:
+        if action == "delete":
+            aside = edits.delete_photo(folder, sample, root=ui.data_root())
+            said = f"{name} deleted."
+        elif action == "no face":
+            aside = edits.mark_no_face(folder, sample, root=ui.data_root())
+            said = f"{name} is now a no-face photo (its label was set aside)."
+        else:
+            aside = edits.set_face_box(folder, sample, box, root=ui.data_root())
+            said = f"Box saved for {name}."
+    except (ValueError, OSError) as error:
+        ui.remember(State.CHANGE, {"folder": str(folder), "where": where, "warning": ui.literal(ui.readable(error))})
+    else:
+        if action == "delete":
+            st.session_state.pop(State.EDITING, None)
+        kept = (f"What it replaced is kept in {ui.literal(ui.shown_path(aside.entry))}." if aside.kept
+                else "Undo sets the new label aside again.")
+        ui.remember(State.CHANGE, {"folder": str(folder), "where": where, "entry": aside.name,
+                                   "success": f"{said} {kept}"})
+    st.rerun()
+
+
+def change_notice(folder: Path, where: str) -> None:
+    """What the last change to a photo did (with Undo), or why it could not be made, shown where it was asked."""
+    notice = st.session_state.get(State.CHANGE)
+    if not notice or notice["where"] != where or not same_folder(notice["folder"], folder):
+        return
+    if "warning" in notice:
+        st.warning(notice["warning"])
+        return
+    c1, c2 = st.columns([5, 1])
+    c1.success(notice["success"])
+    if notice.get("entry") and c2.button("Undo", key=f"undo_{where}"):
+        restore(folder, notice["entry"], where)
+
+
+def restore(folder: Path, entry: str, where: str) -> None:
+    try:
+        done = edits.restore(folder, entry, root=ui.data_root())
+    except (ValueError, OSError) as error:
+        ui.remember(State.CHANGE, {"folder": str(folder), "where": where, "warning": ui.literal(ui.readable(error))})
+    else:
+        for key in [key for key in st.session_state if str(key).startswith("fix_")]:
+            del st.session_state[key]  # the box editor starts again from the labels as they are now
+        said = [f"Put back {ui.literal(', '.join(done.restored))}."] if done.restored else []
+        if done.replaced:
+            said.append(f"What stood there ({ui.literal(', '.join(done.replaced.kept))}) is kept in "
+                        f"{ui.literal(ui.shown_path(done.replaced.entry))}.")
+        ui.remember(State.CHANGE, {"folder": str(folder), "where": where, "success": " ".join(said)})
+    st.rerun()
+
+
+def set_aside_section(folder: Path) -> None:
+    """What deleting, marking "no face" and editing boxes set aside in this dataset, each to restore."""
+    entries = edits.set_aside_entries(folder)
+    if not entries:
+        return
+    change_notice(folder, "set aside")
+    shown = entries[:PAGE_SIZE]
+    with st.expander(f"Deleted and replaced files ({len(entries)}), kept in {edits.TRASH}"):
+        trash = ui.literal(ui.shown_path(folder / edits.TRASH))
+        st.caption(f"Nothing is lost: each change keeps what it replaced in {trash}. Restore puts it back (what "
+                   "stands there now is kept in turn). Training and exports leave that folder out; delete it "
+                   "yourself to free the space.")
+        for entry in shown:
+            c1, c2 = st.columns([5, 1])
+            c1.write(ui.literal(entry.describe()))
+            if c2.button("Restore", key=f"restore_{entry.name}"):
+                restore(folder, entry.name, "set aside")
+        if len(entries) > len(shown):
+            st.caption(f"and {len(entries) - len(shown)} older ones, in {trash}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,7 +320,7 @@ def image_browser(dataset: data_lib.Dataset) -> None:
 
 
 class State:
-    """The keys this page keeps in `st.session_state` for the webcam, in one place."""
+    """The keys this page keeps in `st.session_state` for the webcam and the box editor, in one place."""
 
     RECORDER = "dataset_recorder"
     """The session's Recorder, which the frame worker thread holds too."""
@@ -204,6 +330,13 @@ class State:
     """The number of the last recording whose end the page has taken in (counts and grid refreshed)."""
     SHOWN_SINGLE = "dataset_single_shown"
     """The image of the last single photo the page has taken in (offered for correction)."""
+    EDITING = "dataset_editing"
+    """The photo the box editor is open on: {"image": its path, "from": "grid" or "capture"}."""
+    CHANGE = "dataset_change"
+    """What the last change to a photo did or why it could not: {"folder", "where", "success" and
+    "entry" (to undo), or "warning"}."""
+    CAPTURE_SOURCE = "last_capture_source"
+    """How the single photo's box was found (the pre-labeller's name)."""
 
 
 # (Comments, not strings, at the top level of a page: Streamlit writes a bare string there onto the page.)
@@ -285,10 +418,12 @@ def recording_summary(status: RecorderStatus) -> None:
         st.info(PHASE_HELP[status.phase].format(s=math.ceil(status.seconds_left)))
     elif status.single_pending:
         st.info("Taking a photo: waiting for a frame that is not black…")
+    if status.answer:
+        st.warning(ui.literal(ui.shown_text(status.answer)))
     if status.recording:
-        st.caption(f"saved: {status.saved} · with your face: {status.face_photos} ({status.labelled} pre-labelled) "
-                   f"· without: {status.no_face_photos} · dropped: {status.dropped} "
-                   f"(black: {status.dropped_black}, frozen: {status.dropped_frozen})")
+        st.caption(f"planned: {status.planned} · saved: {status.saved} · with your face: {status.face_photos} "
+                   f"({status.labelled} pre-labelled) · without: {status.no_face_photos} · dropped: {status.dropped} "
+                   f"(black: {status.dropped_black}, frozen: {status.dropped_frozen}) · missed: {status.missed}")
     if len(status.sizes) > 1:
         sizes = " and ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(status.sizes.items(), reverse=True))
         st.warning(f"The browser sent a smaller video for part of the recording (it does when the computer or the "
@@ -300,14 +435,22 @@ def recording_summary(status: RecorderStatus) -> None:
             st.warning(f"The recording ended early: {ui.literal(ui.shown_text(status.stopped_early))}. What it "
                        "saved is kept.")
         else:
-            st.success(f"Recording finished: {status.saved} photos saved.")
-    unlabelled = status.face_photos - status.labelled
-    if unlabelled:
-        st.warning(f"{ui.model_name(YUNET)} found no face in {unlabelled} photo(s) of the face phase: their "
-                   "labels hold no box, so they count as no-face photos until you label them.")
-    if status.faces_in_no_face:
-        st.warning(f"A face was seen in {status.faces_in_no_face} frame(s) of the step-out phase. They are saved "
-                   "as no-face photos: look at them under \"no face\" above and delete any that shows a face.")
+            st.success(f"Recording finished: {status.saved} of {status.planned} planned photos saved.")
+    if status.missing:
+        lines = describe_missing(status.missing)
+        more = f"\n- and {len(lines) - MISSING_LINES} more" if len(lines) > MISSING_LINES else ""
+        st.warning(f"{len(status.missing)} of the {status.planned} planned photos "
+                   f"{'were' if len(status.missing) > 1 else 'was'} not taken"
+                   f"{'' if status.phase is Phase.DONE else ' so far'}:\n"
+                   + "\n".join(f"- {ui.literal(ui.shown_text(line))}" for line in lines[:MISSING_LINES]) + more)
+    if status.unboxed:
+        st.warning(f"{ui.model_name(YUNET)} found no face in {len(status.unboxed)} of the photos with your face "
+                   f"({named(status.unboxed)}): their labels hold no box, so they count as no-face photos. Find them "
+                   "under \"no face\" in the photo grid above and press **Edit box** to draw the box, or **Delete**.")
+    if status.faces_seen:
+        st.warning(f"A face was seen in {len(status.faces_seen)} of the out-of-view photos ({named(status.faces_seen)})"
+                   ". They are saved as no-face photos: find them under \"no face\" in the photo grid above and press "
+                   "**Delete** on any that shows a face.")
     if status.single_note:
         st.warning(ui.literal(ui.shown_text(status.single_note)))
     if status.errors:
@@ -315,58 +458,96 @@ def recording_summary(status: RecorderStatus) -> None:
                  f"{ui.literal(ui.shown_text(str(status.last_error)))}")
 
 
+MISSING_LINES = 12
+
+
+def named(names: tuple[str, ...], most: int = 4) -> str:
+    shown = ", ".join(ui.literal(name) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def plan_words(plan: RecordingPlan) -> str:
+    return (f"{plan.face_s:g} s with your face, {plan.photos_per_s:g} photos per second, "
+            f"{plan.no_face_s:g} s out of view")
+
+
+def while_recording(folder: Path, plan: RecordingPlan | None, status: RecorderStatus) -> None:
+    """What a click elsewhere on the page changed that the running recording does not follow: another
+    dataset chosen, other settings typed."""
+    if not status.running:
+        return
+    left = math.ceil(status.ends_in_s)
+    if status.folder is not None and not same_folder(status.folder, folder):
+        st.warning(f"A recording into **{ui.literal(ui.shown_path(status.folder))}** is running "
+                   f"({PHASE_WORDS.get(status.phase, status.phase.value)} now; it ends in {left} s): its photos go "
+                   f"there, not into {ui.literal(folder.name)}. Record here once it ends, or after **Stop recording**.")
+    if plan is not None and status.plan is not None and plan != status.plan:
+        st.info(f"The recording running keeps its plan ({plan_words(status.plan)}); the settings above apply to the "
+                "next one.")
+
+
 def recording_panel(folder: Path, recorder: Recorder, plan: RecordingPlan | None) -> None:
-    """The buttons and what the recorder is doing; refreshed every POLL_S while it is busy."""
+    """The buttons and what the recorder is doing; refreshed every POLL_S while it is busy. A click the
+    recorder refuses is answered by its status, which keeps the answer while the panel redraws."""
 
     @st.fragment(run_every=POLL_S if recorder.status().busy else None)
     def panel() -> None:
         c1, c2, c3 = st.columns(3)
-        record = c1.button("Record", type="primary", disabled=plan is None,
+        record = c1.button("Record", type="primary",
                            help="A countdown, then photos with your face, then a countdown to step out of "
                                 "view, then photos without a face.")
         one = c2.button("Take one photo", help="Saves the next frame that is not black, pre-labelled.")
         stop = c3.button("Stop recording")
         try:
-            if record:
+            if record and plan is None:
+                st.warning("Set the recording above within its limits first (see the message there).")
+            elif record:
+                recorder.refuse_while_running("start")  # at once: learning the convention takes a while
                 recorder.start(folder, plan, *prelabeller(folder))
             elif one:
+                recorder.refuse_while_running("take one")
                 prelabel, source = prelabeller(folder)
                 recorder.take_one(folder, prelabel, source)
-                ui.remember("last_capture_source", source)
+                ui.remember(State.CAPTURE_SOURCE, source)
             elif stop:
                 recorder.stop()
-        except CannotRecord as error:
-            st.warning(ui.literal(ui.shown_text(str(error))))
+        except CannotRecord:
+            pass  # the status says why below, and keeps saying it while the panel redraws
         except (ValueError, OSError, RuntimeError) as error:
             st.error(f"Cannot record: {ui.literal(ui.readable(error))}")
         else:
-            if record or one:
+            if (record and plan is not None) or one:
                 st.rerun()  # the whole page, so that this panel refreshes itself while the recorder works
         status = recorder.status()
+        while_recording(folder, plan, status)
         recording_summary(status)
         if status.phase is Phase.DONE and status.recording != st.session_state.get(State.SHOWN_RECORDING):
             ui.remember(State.SHOWN_RECORDING, status.recording)
             st.rerun()  # the counts and the grid above include the new photos; the refreshing stops
         if status.single is not None and status.single.image != st.session_state.get(State.SHOWN_SINGLE):
             ui.remember(State.SHOWN_SINGLE, status.single.image)
-            ui.remember("last_capture", status.single)
+            ui.remember(State.EDITING, {"image": str(status.single.image), "from": "capture"})
             st.rerun()  # offers the photo for correction below
 
     panel()
 
 
-def correct_capture(saved: capture.Capture) -> None:
-    source = st.session_state.get("last_capture_source", "the detector")
-    found = f"a face pre-labelled by {source}" if saved.box else "no face: saved as a no-face sample"
-    st.markdown(f"Saved **{ui.literal(saved.image.name)}** ({ui.literal(found)}). Correct the box if it is wrong:")
+def photo_editor(folder: Path, sample: data_lib.Sample, where: str) -> None:
+    """The box editor on one photo of the dataset: drag a rectangle or move the edge sliders, then save
+    the box, mark the photo as holding no face, or delete it (each can be undone)."""
+    change_notice(folder, where)
     try:  # read under the data root like every other photo the page shows
-        rgb = data_lib.read_image(saved.image, root=ui.data_root())
+        rgb = data_lib.sample_pixels(sample)
     except (ValueError, OSError) as error:
-        st.warning(ui.literal(f"{ui.shown_path(saved.image)} cannot be shown: {ui.readable(error)}"))
+        st.warning(ui.literal(f"{ui.shown_path(sample.image)} cannot be shown: {ui.readable(error)}"))
         return
-    w, h = saved.width, saved.height
-    x_key, y_key, drag_key = (f"fix_{part}_{saved.image.stem}" for part in ("x", "y", "drag"))
-    x0, y0, x1, y1 = saved.box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    h, w = rgb.shape[:2]
+    stem = Path(sample.image).stem
+    x_key, y_key, drag_key = (f"fix_{part}_{stem}" for part in ("x", "y", "drag"))
+    if sample.box is not None:
+        x0, y0, x1, y1 = (round(v * side) for v, side in zip(sample.box, (w, h, w, h)))
+    else:
+        x0, y0, x1, y1 = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
     st.session_state.setdefault(x_key, (x0, x1))
     st.session_state.setdefault(y_key, (y0, y1))
     dragged = ui.dragged_box(st.session_state.get(drag_key), w, h)
@@ -378,40 +559,30 @@ def correct_capture(saved: capture.Capture) -> None:
         xs = st.slider("Left and right edge (px)", 0, w, key=x_key)
         ys = st.slider("Top and bottom edge (px)", 0, h, key=y_key)
         box = (xs[0], ys[0], xs[1], ys[1])
-        save_box = st.button("Save this box")
-        no_face = st.button("No face in this photo")
-        delete = st.button("Delete the photo")
+        save_box = st.button("Save this box", key=f"fix_save_{stem}")
+        no_face = st.button("No face in this photo", key=f"fix_no_face_{stem}")
+        delete = st.button("Delete the photo", key=f"fix_delete_{stem}")
+        close = st.button("Close the editor", key=f"fix_close_{stem}")
     with c1:
         ui.box_editor(rgb, box, key=drag_key)
         st.caption("Drag a rectangle over the face to set the box; the sliders fine-tune it.")
-    try:
-        if save_box:
-            ui.remember("last_capture", capture.relabel(saved.label, box, root=ui.data_root()))
-            ui.remember("capture_message", f"Box saved for {ui.literal(saved.image.name)}.")
-        elif no_face:
-            ui.remember("last_capture", capture.relabel(saved.label, None, note="marked as no face",
-                                                        root=ui.data_root()))
-            ui.remember("capture_message", f"{ui.literal(saved.image.name)} saved as a no-face sample.")
-        elif delete:
-            capture.discard(saved, root=ui.data_root())
-            st.session_state.pop("last_capture", None)
-            ui.remember("capture_message", f"{ui.literal(saved.image.name)} deleted.")
-        else:
-            return
-    except (ValueError, OSError) as error:
-        st.error(ui.literal(ui.readable(error)))
-        return
-    st.rerun()  # the counts and the grid above include the change
+    if close:
+        st.session_state.pop(State.EDITING, None)
+        st.rerun()
+    for pressed, action in ((save_box, "box"), (no_face, "no face"), (delete, "delete")):
+        if pressed:
+            change(folder, sample, action, where, box=box)
 
 
-def record_section(folder: Path) -> None:
+def record_section(folder: Path, dataset: data_lib.Dataset | None) -> None:
     st.subheader("Record photos with the webcam")
     target = capture.capture_folder(folder)
     st.caption(f"Photos go to {ui.literal(ui.shown_path(target / 'images'))} at the camera's own size. Photos with "
                f"your face get a labelme label in {ui.literal(ui.shown_path(target / 'labels'))}, pre-labelled by "
                f"{ui.model_name(YUNET)}, which ships with the app, its boxes placed as this dataset's labels place "
                "theirs; photos out of view get no label, which makes them no-face photos. Black frames and frames "
-               "that repeat the previous photo are dropped and counted.")
+               "that repeat the previous photo are dropped and counted, and so is every planned photo that could "
+               "not be taken, with the reason.")
     plan = recording_plan()
     recorder = session_recorder()
     rtc, warning = rtc_configuration()
@@ -422,12 +593,17 @@ def record_section(folder: Path) -> None:
                     on_video_ended=recorder.stream_ended, async_processing=True)
     st.caption("The camera stays off until you press START and allow it. Then press Record.")
     recording_panel(folder, recorder, plan)
-    message = st.session_state.pop("capture_message", None)
-    if message:
-        st.success(message)
-    saved = st.session_state.get("last_capture")
-    if saved is not None and Path(saved.image).parent.parent.resolve() == target.resolve():
-        correct_capture(saved)
+    editing = st.session_state.get(State.EDITING)
+    if editing and editing["from"] == "capture":
+        sample = find_sample(dataset, editing["image"])
+        if sample is not None:
+            source = st.session_state.get(State.CAPTURE_SOURCE, "the detector")
+            found = f"a face pre-labelled by {source}" if sample.has_face else "no face: a no-face photo"
+            st.markdown(f"Saved **{ui.literal(Path(sample.image).name)}** ({ui.literal(found)}). Correct the box "
+                        "if it is wrong:")
+            photo_editor(folder, sample, "capture")
+            return
+    change_notice(folder, "capture")  # after the photo was deleted from the editor: say so, offer Undo
 
 
 EXPORT_NAMES = {"coco": "COCO (instances.json)", "yolo": "YOLO (Ultralytics)", "voc": "Pascal VOC"}
@@ -437,6 +613,9 @@ def export_section(folder: Path) -> None:
     """The dataset in another tool's format, every face and the split folders kept, as a zip to download."""
     with st.expander("Export as COCO, YOLO or Pascal VOC"):
         fmt = st.radio("Format", formats.FORMATS, format_func=EXPORT_NAMES.get, horizontal=True, key="export_format")
+        status = session_recorder().status()
+        if status.running and status.folder is not None and same_folder(status.folder, folder):
+            st.caption("A recording is adding photos to this dataset: a zip made now holds those saved so far.")
         key = (str(folder), fmt, ui.folder_signature(folder))
         held = st.session_state.get("export_zip")
         if (held is None or held[0] != key) and st.button("Make the zip"):
@@ -462,8 +641,9 @@ def zip_path_name(folder: Path, fmt: str) -> str:
 
 
 def holds_no_file(folder: Path) -> bool:
-    """Whether the folder holds no file at any depth (stops at the first one found)."""
-    return next((p for p in folder.rglob("*") if p.is_file()), None) is None
+    """Whether the folder holds no file at any depth outside what was set aside (stops at the first one found)."""
+    return next((p for p in folder.rglob("*") if p.is_file() and edits.TRASH not in p.relative_to(folder).parts),
+                None) is None
 
 
 def main() -> None:
@@ -486,8 +666,9 @@ def main() -> None:
         counts(dataset)
         export_section(folder)
         st.subheader("Images")
-        image_browser(dataset)
-    record_section(folder)
+        image_browser(folder, dataset)
+    set_aside_section(folder)
+    record_section(folder, dataset)
 
 
 with ui.page_guard():

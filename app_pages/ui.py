@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -358,13 +358,18 @@ def skipped_files(skipped: list) -> None:
                      hide_index=True, width="stretch")
 
 
-def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4) -> None:
-    """Images in rows of `columns`, each with its caption shown as text (captions name files)."""
+def image_grid(images: list[np.ndarray], captions: list[str], columns: int = 4,
+               below: Callable[[int], None] | None = None) -> None:
+    """Images in rows of `columns`, each with its caption shown as text (captions name files), and
+    under each what `below(its index)` draws (buttons for that image, say)."""
     for start in range(0, len(images), columns):
         cells = st.columns(columns)
-        for cell, image, caption in zip(cells, images[start:start + columns], captions[start:start + columns]):
+        for index, (cell, image, caption) in enumerate(zip(cells, images[start:start + columns],
+                                                           captions[start:start + columns]), start):
             with cell:
                 st.image(image, caption=literal(caption), width="stretch")
+                if below is not None:
+                    below(index)
 
 
 def readable(error: BaseException) -> str:

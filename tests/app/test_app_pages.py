@@ -177,7 +177,8 @@ def test_one_webcam_photo_is_prelabelled_then_corrected(faces):
     assert json.loads(labels[0].read_text())["shapes"][0]["points"] == [[100.0, 50.0], [300.0, 350.0]]
 
     click(at, "No face in this photo")
-    assert json.loads(labels[0].read_text())["shapes"] == []
+    assert not labels[0].exists() and len(list((faces / ".deleted").rglob(labels[0].name))) == 2, \
+        "its label is set aside (with the copy kept when the box was saved), not destroyed"
     assert {m.label: m.value for m in at.metric}["No face"] == str(N_EMPTY + 1)
     recorder.feed(frame.copy())
     at.run()
@@ -218,10 +219,13 @@ def test_a_recording_on_the_page_shows_its_counts_and_warnings(faces, root):
     feed(9.5, frame.copy())
     at.run()
     assert_no_exception(at)
-    caption = next(c for c in texts(at, "caption") if c.startswith("saved:"))
-    assert caption == "saved: 3 · with your face: 2 (2 pre-labelled) · without: 1 · dropped: 2 (black: 1, frozen: 1)"
-    assert any("A face was seen in 1 frame(s) of the step-out phase" in w for w in texts(at, "warning"))
-    assert any("Recording finished: 3 photos saved" in s for s in texts(at, "success"))
+    caption = next(c for c in texts(at, "caption") if c.startswith("planned:"))
+    assert caption == ("planned: 6 · saved: 3 · with your face: 2 (2 pre-labelled) · without: 1 · dropped: 2 "
+                       "(black: 1, frozen: 1) · missed: 1")
+    assert any("A face was seen in 1 of the out-of-view photos" in w for w in texts(at, "warning"))
+    assert any("3 of the 6 planned photos were not taken" in w and "no frame arrived for 1.5 s" in w
+               for w in texts(at, "warning"))
+    assert any("Recording finished: 3 of 6 planned photos saved" in s for s in texts(at, "success"))
     assert {m.label: m.value for m in at.metric}["Images"] == str(N_FACES + N_EMPTY + 3), "counts refreshed"
     assert len(list((faces / "labels").glob("rec-*.json"))) == 2
 

@@ -125,15 +125,15 @@ def test_stopping_and_a_camera_that_stops_end_the_recording_with_what_it_saved(t
     feed_at(recorder, clock, 0.5, face[1])
     recorder.stop()
     status = recorder.status()
-    assert status.phase is Phase.DONE and status.face_photos == 2 and "stopped by hand during the face" in \
-        status.stopped_early
+    assert status.phase is Phase.DONE and status.face_photos == 2
+    assert "stopped by hand during the photos with your face" in status.stopped_early
     feed_at(recorder, clock, 1.0, face[2])
     assert recorder.status().face_photos == 2, "nothing is taken after the stop"
 
     recorder.start(tmp_path / "b", RecordingPlan(face_s=10, countdown_s=0), prelabel)
     feed_at(recorder, clock, 1.1, face[3])
     recorder.stream_ended()
-    assert "the camera stopped during the face phase" in recorder.status().stopped_early
+    assert "the camera stopped during the photos with your face" in recorder.status().stopped_early
     assert len(list((tmp_path / "b" / "images").glob("*.jpg"))) == 1
     clock.now += 10  # no frame for 10 s: the camera is off
     with pytest.raises(CannotRecord, match="No frames are coming from the camera"):
