@@ -20,6 +20,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from app_pages import ui
 from facetracker.data import datasets as data_lib
 from facetracker.data import formats
+from facetracker.data.images import sample_pixels
 from facetracker.inference.detect import YUNET
 from facetracker.inference.webrtc import rtc_configuration
 from facetracker.io import safety
@@ -537,7 +538,7 @@ def photo_editor(folder: Path, sample: data_lib.Sample, where: str) -> None:
     the box, mark the photo as holding no face, or delete it (each can be undone)."""
     change_notice(folder, where)
     try:  # read under the data root like every other photo the page shows
-        rgb = data_lib.sample_pixels(sample)
+        rgb = sample_pixels(sample)
     except (ValueError, OSError) as error:
         st.warning(ui.literal(f"{ui.shown_path(sample.image)} cannot be shown: {ui.readable(error)}"))
         return

@@ -31,7 +31,9 @@ from facetracker.boxes import PixelBox
 from facetracker.config.jsonconfig import parse_json
 from facetracker.data import datasets as data_lib
 from facetracker.data.formats import voc_xml
+from facetracker.data.images import sample_pixels
 from facetracker.data.labelme import labelme_faces_json
+from facetracker.data.labels import FACE_LABELS
 from facetracker.io import atomic
 from facetracker.labelling.capture import clip_box
 
@@ -140,7 +142,7 @@ def set_face_box(dataset: str | Path, sample: data_lib.Sample, box: PixelBox, *,
     image = Path(sample.image)
     try:
         if sample.embedded:
-            height, width = data_lib.sample_pixels(sample).shape[:2]
+            height, width = sample_pixels(sample).shape[:2]
         else:
             width, height = data_lib.image_size(image, root=root)
     except (ValueError, OSError) as error:
@@ -415,7 +417,7 @@ def _labelme(label: Path, text: str, box: PixelBox, width: int, height: int, not
     shapes = data["shapes"]
     faces = {}
     for index, shape in enumerate(shapes):
-        if isinstance(shape, dict) and str(shape.get("label", "")).lower() in data_lib.FACE_LABELS:
+        if isinstance(shape, dict) and str(shape.get("label", "")).lower() in FACE_LABELS:
             try:
                 (x0, y0), (x1, y1) = shape["points"]
                 faces[index] = (float(x0), float(y0), float(x1), float(y1))
@@ -469,7 +471,7 @@ def _voc(label: Path, text: str, box: PixelBox, width: int, height: int) -> str:
         raise CannotEdit(f"{label}: not a Pascal VOC file (no <annotation>)")
     faces = {}
     objects = [obj for obj in root.iter("object") if (obj.findtext("name") or "").strip().lower()
-               in data_lib.FACE_LABELS]
+               in FACE_LABELS]
     for index, obj in enumerate(objects):
         try:
             faces[index] = tuple(float(obj.find("bndbox").findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))

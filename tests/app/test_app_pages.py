@@ -33,6 +33,7 @@ from tests.helpers.app import (  # noqa: F401
     N_EMPTY,
     N_FACES,
     assert_no_exception,
+    click,
     copy_helen,
     face_jpeg,
     faces,
@@ -139,10 +140,6 @@ def test_a_new_empty_dataset_is_offered_for_recording_without_a_warning(root):
     assert any("my-face** is empty: record photos" in i for i in texts(at, "info")), texts(at, "info")
     assert texts(at, "warning") == [] and texts(at, "error") == []
     assert "Record" in [b.label for b in at.button]
-
-
-def click(at: AppTest, label: str) -> AppTest:
-    return at.button[[b.label for b in at.button].index(label)].click().run()
 
 
 def test_one_webcam_photo_is_prelabelled_then_corrected(faces):

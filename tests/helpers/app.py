@@ -76,6 +76,11 @@ def assert_no_exception(at: AppTest) -> None:
     assert not unexpected, unexpected
 
 
+def click(at: AppTest, label: str) -> AppTest:
+    """Press the button with this label, as a person does, and let the page run."""
+    return at.button[[b.label for b in at.button].index(label)].click().run()
+
+
 def texts(at: AppTest, kind: str) -> list[str]:
     return [element.value for element in getattr(at, kind)]
 

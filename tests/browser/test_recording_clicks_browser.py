@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import browser as bt
 from tests.conftest import REPO
+from tests.helpers import browser as bt
 
 pytestmark = [bt.browser_mark]
 if importlib.util.find_spec("pytest_timeout") is not None:

@@ -24,7 +24,7 @@ from facetracker.labelling.recording import (
     RecordingPlan,
     describe_missing,
 )
-from tests.test_recording import Clock
+from tests.helpers.clock import Clock
 
 FPS = 15
 

@@ -22,8 +22,8 @@ from app_pages import ui
 from facetracker.data import formats
 from facetracker.labelling import edits
 from facetracker.labelling.recording import ANSWER_S, Recorder
-from tests import browser as bt
-from tests.test_app_pages import (  # noqa: F401  (fixtures)
+from tests.helpers import browser as bt
+from tests.helpers.app import (  # noqa: F401  (fixtures)
     ENTRY,
     N_EMPTY,
     N_FACES,
