@@ -271,6 +271,9 @@ def _add_dataset(sub) -> None:
 
 
 def _run_bench(args) -> int:
+    from facetracker.data.bench_photos import face_samples, helen_folder
+
+    face_samples(helen_folder(args.data))  # a missing or empty folder is said before TensorFlow loads
     from facetracker.nn.bench import main as bench_main
 
     with progress_bar("bench", unit="stage") as progress:

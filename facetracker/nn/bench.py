@@ -34,6 +34,7 @@ import tensorflow as tf
 from facetracker.config.training import PRESETS, TrainConfig, config_for
 from facetracker.data import datasets as data_lib
 from facetracker.data.augment import AugmentConfig
+from facetracker.data.bench_photos import face_samples, helen_folder
 from facetracker.data.images import model_input, sample_pixels
 from facetracker.inference import models
 from facetracker.inference.dense import input_for_frame
@@ -75,7 +76,6 @@ RUNTIMES = ("keras", "tflite", "tflite-int8")
 SQUARE_RUNTIME = "tflite-square"
 """The dense model's TFLite at the square input it trains at, timed beside the `tflite` row, which is
 shaped for the frames (as the Detect page runs it, see `export.input_for`)."""
-DATA_ENV = "FACETRACKER_DATA"
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 BATCH = 32
 
@@ -163,29 +163,6 @@ class CpuShare:
 
 # ----------------------------------------------------------------------------------------------
 # Frames and samples
-
-
-def helen_folder(data: str | Path | None, environ: dict | None = None) -> Path:
-    """The faces-helen photos: in `data` (--data) or else in $FACETRACKER_DATA, either the folder
-    holding faces-helen/ or faces-helen itself. FileNotFoundError saying what is needed otherwise."""
-    data = data or (environ if environ is not None else os.environ).get(DATA_ENV)
-    if not data:
-        raise FileNotFoundError(f"the bench needs labelled face photos: give --data DIR or set {DATA_ENV} to the "
-                                "folder holding faces-helen/")
-    data = Path(data)
-    folder = data / "faces-helen" if (data / "faces-helen").is_dir() else data
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{data}: no such folder, and no faces-helen folder in it (give --data or set "
-                                f"{DATA_ENV} to the folder holding faces-helen/)")
-    return folder
-
-
-def face_samples(folder: Path) -> list[data_lib.Sample]:
-    dataset = data_lib.load_dataset(folder, check_pixels=False)
-    faces = [s for s in dataset.samples if s.box is not None]
-    if not faces:
-        raise data_lib.DatasetError(f"{folder}: no labelled face photo to make frames from")
-    return faces
 
 
 def spread(items: list, count: int) -> list:
