@@ -11,13 +11,14 @@ from app_pages import ui
 from facetracker.config.catalog import BACKBONE_NAMES, WEIGHTS, cached_weights_file
 from facetracker.config.jsonconfig import ConfigError
 from facetracker.config.training import (
-    DEFAULT_PRESET,
     PRESETS,
     SETTINGS,
     SMALL_DATASET_PHOTOS,
+    SMALL_DATASET_PRESET,
     TrainConfig,
     config_for,
     default_augment,
+    preset_advice,
     suggested_preset,
 )
 from facetracker.data.augment import AugmentConfig
@@ -74,12 +75,12 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
     """The run's config and name as `launcher.start_run` takes them (None after showing why they cannot
     be used)."""
     names = list(PRESETS) + [CUSTOM]
-    preset_label = st.selectbox("Preset", names, index=names.index(DEFAULT_PRESET),
+    preset_label = st.selectbox("Preset", names, index=names.index(suggested_preset(n_photos)),
                                 help="multi: every face at any size, live on a CPU, from a few hundred photos. "
                                      "quick: a few dozen webcam photos, two to three minutes. fast: one face, "
                                      "MobileNetV2. original: VGG16 as in the tutorial.")
-    if suggested_preset(n_photos) != DEFAULT_PRESET and preset_label != suggested_preset(n_photos):
-        st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{suggested_preset(n_photos)}** preset "
+    if suggested_preset(n_photos) == SMALL_DATASET_PRESET and preset_label != SMALL_DATASET_PRESET:
+        st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{SMALL_DATASET_PRESET}** preset "
                 "suits this dataset: it keeps the ImageNet backbone frozen (fine-tuning it on so few photos only "
                 "learns them by heart) and trains in two to three minutes.")
     preset = None if preset_label == CUSTOM else preset_label
@@ -299,9 +300,8 @@ def main() -> None:
         if folder is not None:
             start_section(folder, live)
     if not summaries:
-        st.info("No training run yet: choose the options above and press Start. With a few dozen webcam "
-                "photos the `quick` preset gives a first model in two to three minutes on a CPU; `multi` finds "
-                "every face and wants a few hundred photos.")
+        st.info(f"No training run yet: choose the options above and press Start. {preset_advice()[0].upper()}"
+                f"{preset_advice()[1:]}.")
         return
     names = [s.name for s in summaries]
     wanted = live[0].name if live else st.session_state.get("train_run")

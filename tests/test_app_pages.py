@@ -442,13 +442,14 @@ def test_a_finished_run_is_green_only_when_it_beat_guessing_on_enough_photos(fac
                for w in texts(at, "warning"))
 
 
-def test_a_small_dataset_is_pointed_to_the_quick_preset_with_the_reason(faces, root):
+def test_a_small_dataset_is_given_the_quick_preset_and_the_reason_if_another_is_chosen(faces, root):
     at = open_page("app_pages/train.py")
+    assert at.selectbox[[s.label for s in at.selectbox].index("Preset")].value == "quick"
+    assert at.number_input(key="tr_epochs_quick_imagenet").value == PRESETS["quick"]["epochs"]
+    assert not any("**quick** preset" in i for i in texts(at, "info"))
+    at.selectbox[[s.label for s in at.selectbox].index("Preset")].set_value("multi").run()
     assert any(f"With {N_FACES + N_EMPTY} photos" in i and "**quick** preset" in i and "frozen" in i
                for i in texts(at, "info")), texts(at, "info")
-    at.selectbox[[s.label for s in at.selectbox].index("Preset")].set_value("quick").run()
-    assert not any("**quick** preset" in i for i in texts(at, "info"))
-    assert at.number_input(key="tr_epochs_quick_imagenet").value == PRESETS["quick"]["epochs"]
 
 
 def test_a_model_worse_than_the_pre_labels_finishes_with_a_warning(faces, root):
@@ -481,7 +482,7 @@ def test_start_is_refused_on_a_dataset_with_nothing_to_train_on(faces, root, sle
 def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, sleeper_command):
     at = open_page("app_pages/train.py")
     preset = at.selectbox[[s.label for s in at.selectbox].index("Preset")]
-    assert preset.value == "multi", "the preset that finds every face comes first"
+    assert preset.value == "quick", "a dataset under 150 photos starts on the preset made for it"
     preset.set_value("fast").run()
     at.radio(key="tr_weights_fast").set_value("none").run()
     from facetracker.config.training import RANDOM_INIT
