@@ -22,7 +22,7 @@ from facetracker.config.training import (
     suggested_preset,
 )
 from facetracker.data.augment import AugmentConfig
-from facetracker.evaluation.verdict import comparison_line
+from facetracker.evaluation.verdict import comparison_line, meaning
 from facetracker.runs import launcher, workspace
 from facetracker.runs import run_folder as runs
 
@@ -236,19 +236,23 @@ def controls(summary: workspace.RunSummary) -> None:
 
 
 def finished_words(summary: workspace.RunSummary, status: dict) -> None:
-    """Finished, and how far to trust it: green only for a model that beat guessing on enough photos."""
+    """Finished, and how far to trust it: green only for a model that the verdict found no fault with."""
     best = summary.best_val_iou
     said = (f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}"
             if isinstance(best, (int, float)) else "Finished")
     verdict = status.get("verdict") if isinstance(status.get("verdict"), dict) else {}
     if "model_val_iou" in verdict:
-        said += f". {comparison_line(verdict)[0].upper()}{comparison_line(verdict)[1:]}"
+        line = comparison_line(verdict)
+        said += f". {line[0].upper()}{line[1:]}"  # the verdict's own words and figures
     warnings = [w for w in verdict.get("warnings", []) if isinstance(w, str)] \
         if isinstance(verdict.get("warnings"), list) else []
     if warnings:
         st.warning(said + ". But " + "; and ".join(ui.literal(w) for w in warnings) + ".")
     else:
         st.success(said + ".")
+    explained = meaning(verdict)
+    if explained:
+        st.caption(" ".join(explained))
 
 
 def run_panel(run_dir: Path, live: bool) -> None:

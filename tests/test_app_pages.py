@@ -427,8 +427,8 @@ def test_a_finished_run_is_green_only_when_it_beat_guessing_on_enough_photos(fac
                        verdict={"val_photos": 40, "val_faces": 36, "model_val_iou": 0.81, "mean_box_val_iou": 0.45,
                                 "prelabel_val_iou": 0.83, "warnings": []})
     at = open_page("app_pages/train.py")
-    assert any("Finished: best validation mean IoU 0.810" in m and "Your model: mean IoU 0.810; YuNet pre-labels: "
-               "0.830; always-the-average-box: 0.450 on the same 40 validation photos" in m
+    assert any("Finished: best validation mean IoU 0.810" in m and "Your model: mean IoU 0.810 on the 40 validation "
+               "photos; the same box on every photo: 0.450; YuNet, trained elsewhere: 0.830" in m
                for m in texts(at, "success"))
     lazy = write_run(root / "runs", "lazy", faces, state="finished", steps=2, epochs_done=1)
     runs.update_status(lazy, best_val_iou=0.0, best_epoch=1,
@@ -457,10 +457,10 @@ def test_a_model_worse_than_the_pre_labels_finishes_with_a_warning(faces, root):
     runs.update_status(run_dir, best_val_iou=0.62, best_epoch=12,
                        verdict={"val_photos": 12, "val_faces": 10, "model_val_iou": 0.62, "mean_box_val_iou": 0.45,
                                 "prelabel_val_iou": 0.85,
-                                "warnings": ["worse than the pre-labels: YuNet's boxes ... score 0.85"]})
+                                "warnings": ["worse than YuNet: its boxes ... score 0.85"]})
     at = open_page("app_pages/train.py")
     assert not any("Finished" in m for m in texts(at, "success"))
-    assert any("YuNet pre-labels: 0.850" in w and "worse than the pre-labels" in w for w in texts(at, "warning"))
+    assert any("YuNet, trained elsewhere: 0.850" in w and "worse than YuNet" in w for w in texts(at, "warning"))
 
 
 def test_start_is_refused_on_a_dataset_with_nothing_to_train_on(faces, root, sleeper_command):

@@ -428,6 +428,20 @@ def _read_labelme(path: Path, root: str | Path | None = None) -> tuple[list[Box]
     return boxes, size, data
 
 
+def face_descriptions(sample: Sample) -> list[str]:
+    """The descriptions of a labelme label's face rectangles, which say what drew each box
+    ("pre-label: <detector>", "corrected by hand"); [] for another format or a label that cannot be
+    read now."""
+    if not (sample.label and sample.label.lower().endswith(".json")):
+        return []
+    try:
+        _, _, data = _read_labelme(Path(sample.label), sample.root)
+    except (LabelError, ImageError, OSError, ValueError):
+        return []
+    return [str(shape.get("description") or "") for shape in data.get("shapes", [])
+            if isinstance(shape, dict) and str(shape.get("label", "")).lower() in FACE_LABELS]
+
+
 def _read_voc(path: Path, data_root: str | Path | None = None) -> tuple[list[Box], tuple[int, int] | None]:
     try:
         root = ElementTree.fromstring(_read_bytes(path, data_root))
