@@ -226,6 +226,12 @@ def controls(summary: workspace.RunSummary) -> None:
         epochs = c1.number_input("Epochs in total", low, high, min(max(wanted, low), high),
                                  key=f"resume_epochs_{summary.name}")
         label = "Resume from the last checkpoint" if summary.has_checkpoint else "Start again (no epoch had finished)"
+        if stopped_early(summary) and summary.has_checkpoint:
+            patience = (f"so it stops early again after {summary.early_stopping} epochs without a better one"
+                        if summary.early_stopping else "")
+            st.caption(f"This run stopped early at epoch {summary.epoch or '?'} of the {summary.epochs or '?'} asked "
+                       "for, since its validation IoU stopped improving. Resuming trains on towards the total below, "
+                       f"counting the epochs without a better validation IoU afresh{', ' + patience if patience else ''}.")
         if c2.button(label, key=f"resume_{summary.name}"):
             try:
                 launcher.resume_run(summary.path, epochs=int(epochs))
@@ -235,11 +241,18 @@ def controls(summary: workspace.RunSummary) -> None:
             st.rerun()
 
 
+def stopped_early(summary: workspace.RunSummary) -> bool:
+    return summary.state == "finished" and (summary.message or "").startswith("stopped early")
+
+
 def finished_words(summary: workspace.RunSummary, status: dict) -> None:
     """Finished, and how far to trust it: green only for a model that the verdict found no fault with."""
     best = summary.best_val_iou
-    said = (f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}"
-            if isinstance(best, (int, float)) else "Finished")
+    said = "Finished"
+    if stopped_early(summary):
+        said += ": " + ui.literal(summary.message.split(";")[0])
+    if isinstance(best, (int, float)):
+        said += f"{'. Best' if stopped_early(summary) else ': best'} validation mean IoU {best:.3f} at epoch {summary.best_epoch}"
     verdict = status.get("verdict") if isinstance(status.get("verdict"), dict) else {}
     if "model_val_iou" in verdict:
         line = comparison_line(verdict)

@@ -328,7 +328,10 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
         message = f"{stop.reason} after epoch {state['epochs_done']}; resume to carry on"
     else:
         final = "finished"
-        message = "stopped early: validation IoU stopped improving" if state.get("early_stopped") else None
+        message = (f"stopped early at epoch {state['epochs_done']} of the {config.epochs} asked for: no better "
+                   f"validation IoU for {config.early_stopping} epochs after epoch {state['best_epoch']}; resume to "
+                   "train on (the count of epochs without a better one starts again)"
+                   if state.get("early_stopped") and state["epochs_done"] < config.epochs else None)
     verdict = run_verdict(state["best_val_iou"], val_cache.has_face, val_cache.boxes, train_cache.has_face,
                           train_cache.boxes, validated_on_training=val_cache is train_cache,
                           model_moved_iou=moved_iou, moved_boxes=moved[1] if moved_iou is not None else None,
@@ -340,5 +343,5 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
                                 progress=1.0 if final == "finished" else runs.read_status(run_dir).get("progress"),
                                 finished=time.time())
     log(f"{final}: best validation mean IoU {state['best_val_iou']:.3f} at epoch {state['best_epoch']}; "
-        f"model saved to {run_dir / runs.MODEL}")
+        f"model saved to {run_dir / runs.MODEL}" + (f"; {message}" if final == "finished" and message else ""))
     return status
