@@ -288,6 +288,8 @@ def run_panel(run_dir: Path, live: bool) -> None:
                      "runs are not affected.")
         elif state == "finished":
             finished_words(summary, status)
+        if summary.has_model and not summary.live:
+            ui.what_the_model_knows(run_dir)
         charts(runs.read_metrics(run_dir))
         controls(summary)
         with st.expander("Training log"):

@@ -25,6 +25,7 @@ import keras
 from facetracker.config.jsonconfig import ConfigError
 from facetracker.config.training import TrainConfig
 from facetracker.data import datasets as data_lib
+from facetracker.evaluation.trained_on import describe_training
 from facetracker.evaluation.verdict import comparison_line, run_verdict
 from facetracker.labelling.prelabel import PrelabelFit, yunet_prelabel_fit
 from facetracker.nn.distribution import (
@@ -296,6 +297,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     state = state or fresh_state()
     dataset, samples = _split_samples(config, run_dir, resumed, log)
     train_cache, val_cache = _caches(config, run_dir, dataset, samples, log)
+    runs.write_json(run_dir / runs.TRAINED_ON, describe_training(train_cache.samples, config))
 
     config = _with_enough_copies(config, len(train_cache.images), log)
     strategy = strategy_for(config.strategy)
