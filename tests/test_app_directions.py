@@ -98,3 +98,15 @@ def test_evaluate_warns_that_a_split_of_a_few_photos_cannot_judge_the_model(root
     at.button[[b.label for b in at.button].index("Evaluate")].click().run()
     assert {m.label for m in at.metric} >= {"Mean IoU", "Faces found"}
     assert not any("too few to judge" in w.value for w in at.warning)
+
+
+def test_the_command_line_warns_likewise(webcam, tmp_path, capsys):
+    from facetracker.cli import main
+
+    copy_frames(webcam, tmp_path / "few", faces=3, empty=1)
+    assert main(["evaluate", "--model", "yunet", "--data", str(tmp_path / "few")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: only 4 photos: too few to judge the model" in out and f"(at least {MIN_VALIDATION_PHOTOS})" in out
+    copy_frames(webcam, tmp_path / "enough", faces=9, empty=2)
+    assert main(["evaluate", "--model", "yunet", "--data", str(tmp_path / "enough")]) == 0
+    assert "too few to judge" not in capsys.readouterr().out
