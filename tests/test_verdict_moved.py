@@ -47,6 +47,19 @@ def test_moved_photos_carry_their_face_with_them():
     assert np.all((moved_boxes[:6, 2] - moved_boxes[:6, 0]) > (0.25 - 1e-6))
 
 
+def test_a_large_validation_split_is_moved_forty_photos_of_it_spread_over_it():
+    """Every epoch predicts the moved photos: a few hundred validation portraits are not moved thrice."""
+    from facetracker.evaluation.verdict import MOVED_PHOTOS_MOST
+    from facetracker.nn.pipeline import ImageCache, moved_validation
+
+    boxes = np.array([[0.1 + i / 1000, 0.2, 0.5 + i / 1000, 0.7] for i in range(300)], np.float32)
+    cache = ImageCache(np.zeros((300, 64, 64, 3), np.uint8), boxes, np.r_[np.ones(290), np.zeros(10)].astype(np.float32), [])
+    inputs, moved = moved_validation(cache, 48)
+    assert inputs.shape == (MOVED_PHOTOS_MOST * MOVED_COPIES, 48, 48, 3) and len(moved) == len(inputs)
+    few = ImageCache(np.zeros((4, 64, 64, 3), np.uint8), boxes[:4], np.array([1, 1, 0, 1], np.float32), [])
+    assert len(moved_validation(few, 48)[0]) == 3 * MOVED_COPIES  # every photo with a face, none without
+
+
 def test_on_real_webcam_frames_the_moved_face_is_where_yunet_finds_it(webcam):
     """Frames of the recording where the person sits still, letterboxed as training caches them, with
     the box YuNet finds on each, moved: YuNet finds each moved face where the moved box says, and the

@@ -1,8 +1,8 @@
 """An honest word at the end of a run: has the model learnt to find faces, and can that even be told?
 
 The validation mean IoU alone says little. A person in front of a webcam barely moves, so on the
-photos of one recording drawing the same box on every photo (the average training box) already
-scores 0.9, and the model must do more than that to have learnt anything. So the run is measured a
+photos of one recording drawing the same box on every photo (the average training box) can score
+0.9, and the model must do more than that to have learnt anything. So the run is measured a
 second time on the validation photos *moved*: each photo with a face cropped and mirrored at random
 a few times (`moved_photos`), as training's own augmentation does, so that the face sits elsewhere
 in the picture. A model that finds faces follows them and keeps most of its score; a box drawn in
@@ -38,6 +38,9 @@ MOVED_CROP = (0.7, 0.9)
 """The side of a moved photo's crop, as a fraction of the photo's: within what every preset's
 augmentation crops (a side from 0.71 for `quick`, `fast` and `multi`, 0.77 for `original`), so a
 model meets nothing it was not trained on, and the face moves by up to a third of the picture."""
+MOVED_PHOTOS_MOST = 40
+"""Validation photos moved at most (spread over the split): a few hundred would cost every epoch of
+`multi` thrice their validation time, and forty already judge a model."""
 MOVED_SEED = 0
 """Every run of a dataset is judged on the same moved photos."""
 STILL_FACES_IOU = 0.8
@@ -49,7 +52,7 @@ def moved_photos(images: np.ndarray, boxes: np.ndarray, seed: int = MOVED_SEED,
                  copies: int = MOVED_COPIES) -> tuple[np.ndarray, np.ndarray]:
     """`copies` moved versions of each square photo `images` [N, S, S, 3] with its face `boxes` [N, 4]
     (0..1 of the photo): a square crop of `MOVED_CROP` of the side at a random place that keeps the
-    face whole where it fits, scaled back to S, mirrored every other time at random. Returns the
+    face whole where it fits, scaled back to S, and mirrored half the time, at random. Returns the
     moved photos [N * copies, S, S, 3] and their faces' boxes [N * copies, 4]."""
     images = np.asarray(images)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
@@ -111,7 +114,7 @@ def run_verdict(model_val_iou: float, val_has_face: np.ndarray, val_boxes: np.nd
     guess = _same_box_iou(mean_box, val_faces)
     moved = np.asarray(moved_boxes if moved_boxes is not None else np.zeros((0, 4)), np.float64).reshape(-1, 4)
     moved_model = float(model_moved_iou) if model_moved_iou is not None and len(moved) else float("nan")
-    # The box that fits the moved faces best on average: the guess is given every chance.
+    # The average of the moved faces' own boxes: the guess is told where they went on average.
     moved_guess = _same_box_iou(moved.mean(axis=0), moved) if np.isfinite(moved_model) else float("nan")
     warnings = []
     if validated_on_training:

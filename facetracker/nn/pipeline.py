@@ -12,7 +12,7 @@ import tensorflow as tf
 from facetracker.config.training import TrainConfig
 from facetracker.data import datasets as data_lib
 from facetracker.data.augment import augment, augment_faces, build_transform, make_scene
-from facetracker.evaluation.verdict import moved_photos
+from facetracker.evaluation.verdict import MOVED_PHOTOS_MOST, moved_photos
 from facetracker.inference.dense import (
     cell_targets,
     letterbox,
@@ -160,9 +160,12 @@ def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
 
 
 def moved_validation(cache: ImageCache, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The validation photos with a face, moved (`verdict.moved_photos`), as model inputs, and their
-    faces' boxes: where the verdict tells a model that finds faces from one that learnt a place."""
-    faces = cache.has_face > 0.5
+    """The validation photos with a face (at most `MOVED_PHOTOS_MOST`, spread over them), moved
+    (`verdict.moved_photos`), as model inputs, and their faces' boxes: where the verdict tells a
+    model that finds faces from one that learnt a place."""
+    faces = np.flatnonzero(cache.has_face > 0.5)
+    if len(faces) > MOVED_PHOTOS_MOST:
+        faces = faces[np.linspace(0, len(faces) - 1, MOVED_PHOTOS_MOST).round().astype(int)]
     images, boxes = moved_photos(cache.images[faces], cache.boxes[faces])
     inputs = np.stack([data_lib.model_input(img, size) for img in images]) if len(images) else \
         np.zeros((0, size, size, 3), np.uint8)
