@@ -64,6 +64,8 @@ def choose_model() -> str:
                 "ships with the app. Train your own on the Train page and compare them here.")
     label = st.selectbox("Model", list(choices), index=index)
     ui.remember(State.MODEL, choices[label])
+    if not ui.is_reference(choices[label]):
+        ui.what_the_model_knows(Path(choices[label]), short=True)
     return choices[label]
 
 

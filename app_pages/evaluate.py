@@ -9,6 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from app_pages import ui
+from facetracker.config.training import preset_advice
 from facetracker.data import datasets as data_lib
 from facetracker.data.images import sample_pixels
 from facetracker.evaluation.evaluate import (
@@ -18,6 +19,7 @@ from facetracker.evaluation.evaluate import (
     evaluate_every_face,
 )
 from facetracker.evaluation.face_metrics import SIZE_BINS
+from facetracker.evaluation.verdict import MIN_VALIDATION_PHOTOS
 from facetracker.runs import run_folder as runs
 from facetracker.runs import workspace
 
@@ -50,8 +52,8 @@ METRICS = [("mean_iou", "Mean IoU", "mean overlap of predicted and true box, ove
 def choose_run() -> workspace.RunSummary | None:
     trained = workspace.trained_runs(ui.runs_root())
     if not trained:
-        st.info("No trained model yet. Train one on the Train page (the `fast` preset gives a first model in "
-                "minutes), then come back to measure it.")
+        st.info(f"No trained model yet. Train one on the Train page ({preset_advice()}), then come back to "
+                "measure it.")
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
         return None
     labels = [f"{s.name} ({s.backbone or 'model'}, {s.state})" for s in trained]
@@ -99,6 +101,18 @@ def run_evaluation(run: workspace.RunSummary, folder: Path, split: str | None,
     bar.empty()
     st.session_state[State.RESULT] = (key, (result, faces))
     return result, faces
+
+
+def too_few_to_judge(result: Evaluation, split_label: str) -> None:
+    """A split of a handful of photos scores 1.000 or 0.000 by luck: said before its figures."""
+    photos = len(result.samples)
+    if photos >= MIN_VALIDATION_PHOTOS:
+        return
+    faces = sum(sample.has_face for sample in result.samples)
+    st.warning(f"Only {photos} photos ({faces} with a face) in the {split_label} split: too few to judge the model, "
+               f"since one photo more or less moves every figure below by a tenth or more (at least "
+               f"{MIN_VALIDATION_PHOTOS} are needed). Choose 'all images' of a dataset the model never trained on, "
+               "or add photos.")
 
 
 def metric_row(metrics: dict) -> None:
@@ -246,6 +260,7 @@ def main() -> None:
     if evaluated is None:
         return
     result, faces = evaluated
+    too_few_to_judge(result, split_label)
     metric_row(result.metrics)
     st.subheader("Every face")
     face_row(faces.metrics)

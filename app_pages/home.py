@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app_pages import ui
-from facetracker.inference.detect import HAAR_LABEL
+from facetracker.config.training import preset_advice
+from facetracker.inference.detect import YUNET_LABEL
 from facetracker.runs import workspace
 
 
@@ -30,13 +31,13 @@ def next_step(datasets, models, live) -> None:
         st.warning("There is no dataset yet.")
         ui.how_to_add_data()
         st.page_link("app_pages/dataset.py", label="Upload a zip or take webcam photos", icon=":material/photo_library:")
-        st.page_link("app_pages/detect.py", label=f"Meanwhile, try the classical {HAAR_LABEL} on your webcam",
-                     icon=":material/videocam:")
+        st.page_link("app_pages/detect.py", label=f"Meanwhile, try {YUNET_LABEL}, a face detector that ships with "
+                     "the app, on your webcam", icon=":material/videocam:")
         return
     if not models:
         st.markdown("1. Check your dataset: counts, skipped files and boxes, on the **Dataset** page.\n"
                     "2. Preview and tune the augmentation on the **Augment** page.\n"
-                    "3. Train a model on the **Train** page: the `fast` preset trains in minutes on a CPU.")
+                    f"3. Train a model on the **Train** page: {preset_advice()}.")
         st.page_link("app_pages/dataset.py", label="Look at the dataset", icon=":material/photo_library:")
         st.page_link("app_pages/train.py", label="Train a model", icon=":material/model_training:")
         return

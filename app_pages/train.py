@@ -11,17 +11,18 @@ from app_pages import ui
 from facetracker.config.catalog import BACKBONE_NAMES, WEIGHTS, cached_weights_file
 from facetracker.config.jsonconfig import ConfigError
 from facetracker.config.training import (
-    DEFAULT_PRESET,
     PRESETS,
     SETTINGS,
     SMALL_DATASET_PHOTOS,
+    SMALL_DATASET_PRESET,
     TrainConfig,
     config_for,
     default_augment,
+    preset_advice,
     suggested_preset,
 )
 from facetracker.data.augment import AugmentConfig
-from facetracker.evaluation.verdict import comparison_line
+from facetracker.evaluation.verdict import comparison_line, meaning
 from facetracker.runs import launcher, ownership, workspace
 from facetracker.runs import run_folder as runs
 
@@ -74,12 +75,12 @@ def training_options(folder: Path, n_photos: int) -> tuple[TrainConfig, str] | N
     """The run's config and name as `launcher.start_run` takes them (None after showing why they cannot
     be used)."""
     names = list(PRESETS) + [CUSTOM]
-    preset_label = st.selectbox("Preset", names, index=names.index(DEFAULT_PRESET),
+    preset_label = st.selectbox("Preset", names, index=names.index(suggested_preset(n_photos)),
                                 help="multi: every face at any size, live on a CPU, from a few hundred photos. "
                                      "quick: a few dozen webcam photos, two to three minutes. fast: one face, "
                                      "MobileNetV2. original: VGG16 as in the tutorial.")
-    if suggested_preset(n_photos) != DEFAULT_PRESET and preset_label != suggested_preset(n_photos):
-        st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{suggested_preset(n_photos)}** preset "
+    if suggested_preset(n_photos) == SMALL_DATASET_PRESET and preset_label != SMALL_DATASET_PRESET:
+        st.info(f"With {n_photos} photos (under {SMALL_DATASET_PHOTOS}), the **{SMALL_DATASET_PRESET}** preset "
                 "suits this dataset: it keeps the ImageNet backbone frozen (fine-tuning it on so few photos only "
                 "learns them by heart) and trains in two to three minutes.")
     preset = None if preset_label == CUSTOM else preset_label
@@ -225,6 +226,12 @@ def controls(summary: workspace.RunSummary) -> None:
         epochs = c1.number_input("Epochs in total", low, high, min(max(wanted, low), high),
                                  key=f"resume_epochs_{summary.name}")
         label = "Resume from the last checkpoint" if summary.has_checkpoint else "Start again (no epoch had finished)"
+        if stopped_early(summary) and summary.has_checkpoint:
+            patience = (f"so it stops early again after {summary.early_stopping} epochs without a better one"
+                        if summary.early_stopping else "")
+            st.caption(f"This run stopped early at epoch {summary.epoch or '?'} of the {summary.epochs or '?'} asked "
+                       "for, since its validation IoU stopped improving. Resuming trains on towards the total below, "
+                       f"counting the epochs without a better validation IoU afresh{', ' + patience if patience else ''}.")
         if c2.button(label, key=f"resume_{summary.name}"):
             try:
                 launcher.resume_run(summary.path, epochs=int(epochs))
@@ -234,20 +241,31 @@ def controls(summary: workspace.RunSummary) -> None:
             st.rerun()
 
 
+def stopped_early(summary: workspace.RunSummary) -> bool:
+    return summary.state == "finished" and (summary.message or "").startswith("stopped early")
+
+
 def finished_words(summary: workspace.RunSummary, status: dict) -> None:
-    """Finished, and how far to trust it: green only for a model that beat guessing on enough photos."""
+    """Finished, and how far to trust it: green only for a model that the verdict found no fault with."""
     best = summary.best_val_iou
-    said = (f"Finished: best validation mean IoU {best:.3f} at epoch {summary.best_epoch}"
-            if isinstance(best, (int, float)) else "Finished")
+    said = "Finished"
+    if stopped_early(summary):
+        said += ": " + ui.literal(summary.message.split(";")[0])
+    if isinstance(best, (int, float)):
+        said += f"{'. Best' if stopped_early(summary) else ': best'} validation mean IoU {best:.3f} at epoch {summary.best_epoch}"
     verdict = status.get("verdict") if isinstance(status.get("verdict"), dict) else {}
     if "model_val_iou" in verdict:
-        said += f". {comparison_line(verdict)[0].upper()}{comparison_line(verdict)[1:]}"
+        line = comparison_line(verdict)
+        said += f". {line[0].upper()}{line[1:]}"  # the verdict's own words and figures
     warnings = [w for w in verdict.get("warnings", []) if isinstance(w, str)] \
         if isinstance(verdict.get("warnings"), list) else []
     if warnings:
         st.warning(said + ". But " + "; and ".join(ui.literal(w) for w in warnings) + ".")
     else:
         st.success(said + ".")
+    explained = meaning(verdict)
+    if explained:
+        st.caption(" ".join(explained))
 
 
 def run_panel(run_dir: Path, live: bool) -> None:
@@ -270,6 +288,8 @@ def run_panel(run_dir: Path, live: bool) -> None:
                      "runs are not affected.")
         elif state == "finished":
             finished_words(summary, status)
+        if summary.has_model and not summary.live:
+            ui.what_the_model_knows(run_dir)
         charts(runs.read_metrics(run_dir))
         controls(summary)
         with st.expander("Training log"):
@@ -299,9 +319,8 @@ def main() -> None:
         if folder is not None:
             start_section(folder, live)
     if not summaries:
-        st.info("No training run yet: choose the options above and press Start. With a few dozen webcam "
-                "photos the `quick` preset gives a first model in two to three minutes on a CPU; `multi` finds "
-                "every face and wants a few hundred photos.")
+        st.info(f"No training run yet: choose the options above and press Start. {preset_advice()[0].upper()}"
+                f"{preset_advice()[1:]}.")
         return
     names = [s.name for s in summaries]
     wanted = live[0].name if live else st.session_state.get("train_run")

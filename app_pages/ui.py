@@ -20,6 +20,7 @@ import streamlit as st
 
 from facetracker.data import datasets as data_lib
 from facetracker.data.images import sample_pixels
+from facetracker.evaluation.trained_on import knows, limits, read_trained_on
 from facetracker.inference import detect, models
 from facetracker.inference.draw import draw_labelled_box
 from facetracker.io import safety
@@ -228,6 +229,21 @@ def sample_thumbnail(sample: data_lib.Sample, max_side: int = 320) -> np.ndarray
 
 # ----------------------------------------------------------------------------------------------
 # Models
+
+
+def what_the_model_knows(run_dir: Path, *, short: bool = False) -> None:
+    """What a run's model was trained on and where it is not expected to work, from its
+    trained_on.json (nothing for a run without one). `short`: one caption, under a model picker."""
+    profile = read_trained_on(run_dir)
+    if profile is None:
+        return
+    doubts = limits(profile)
+    if short:
+        st.caption(literal(knows(profile) + (" Not expected to work on " + "; ".join(doubts) + "." if doubts else "")))
+        return
+    st.markdown("**What this model knows.** " + literal(knows(profile)))
+    if doubts:
+        st.markdown("**Where it is not expected to work:**\n" + "\n".join(f"- {literal(d)}" for d in doubts))
 
 
 def model_choices() -> dict[str, str]:

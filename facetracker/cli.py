@@ -171,6 +171,7 @@ def _run_inspect(args) -> int:
 
 def _run_evaluate(args) -> int:
     from facetracker.evaluation.evaluate import evaluate, evaluate_faces, format_metrics
+    from facetracker.evaluation.verdict import MIN_VALIDATION_PHOTOS
     from facetracker.inference.detect import REFERENCE_LABELS
 
     figures: dict = {}
@@ -200,6 +201,9 @@ def _run_evaluate(args) -> int:
         print("far away (whole frame, as live video): " + format_metrics(own_figures(far)))
         print(format_coco(far))
         faces = {**faces, "far_away": far}
+    if faces.get("n_photos", 0) < MIN_VALIDATION_PHOTOS:
+        print(f"warning: only {faces.get('n_photos', 0)} photos: too few to judge the model, one photo more or less "
+              f"moves every figure by a tenth or more (at least {MIN_VALIDATION_PHOTOS})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         write_json(args.json, {**figures, "faces": faces, "model": str(args.model), "data": str(args.data),

@@ -12,7 +12,8 @@ import numpy as np
 
 from facetracker.boxes import Box
 from facetracker.config.jsonconfig import NestedTooDeep, parse_json
-from facetracker.data.files import LabelError, printable, read_bytes
+from facetracker.data.files import ImageError, LabelError, printable, read_bytes
+from facetracker.data.samples import Sample
 
 FACE_LABELS = ("face",)
 # labelme lets a corner sit a little outside the image when dragged to the edge.
@@ -87,6 +88,20 @@ def read_labelme(path: Path, root: str | Path | None = None) -> tuple[list[Box],
     if data.get("imageWidth") is not None or data.get("imageHeight") is not None:
         size = (label_side(data.get("imageWidth"), "imageWidth"), label_side(data.get("imageHeight"), "imageHeight"))
     return boxes, size, data
+
+
+def face_descriptions(sample: Sample) -> list[str]:
+    """The descriptions of a labelme label's face rectangles, which say what drew each box
+    ("pre-label: <detector>", "corrected by hand"); [] for another format or a label that cannot be
+    read now."""
+    if not (sample.label and sample.label.lower().endswith(".json")):
+        return []
+    try:
+        _, _, data = read_labelme(Path(sample.label), sample.root)
+    except (LabelError, ImageError, OSError, ValueError):
+        return []
+    return [str(shape.get("description") or "") for shape in data.get("shapes", [])
+            if isinstance(shape, dict) and str(shape.get("label", "")).lower() in FACE_LABELS]
 
 
 def read_voc(path: Path, data_root: str | Path | None = None) -> tuple[list[Box], tuple[int, int] | None]:

@@ -20,6 +20,7 @@ from facetracker.boxes import PixelBox, iou, iou_matrix
 from facetracker.data import datasets as data_lib
 from facetracker.data.images import sample_pixels
 from facetracker.data.labelme import labelme_faces_json
+from facetracker.data.labels import face_descriptions
 from facetracker.inference import models
 from facetracker.inference.detect import YUNET, Detection
 from facetracker.inference.video import video_frames
@@ -81,6 +82,9 @@ class PrelabelFit:
     unreadable: int
     """Photos with a labelled face that could not be read (deleted or changed since they were
     listed): left out, never scored as a miss."""
+    own_labels: int = 0
+    """Photos with a face whose label is the detector's own pre-label (`drawn_by_yunet`): left out,
+    since scoring a detector on its own boxes measures nothing."""
 
 
 def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
@@ -109,12 +113,26 @@ def prelabel_ious(labelled: list[data_lib.Sample], photos: list[data_lib.Sample]
     return np.array(scores, float), unreadable
 
 
+def drawn_by_yunet(sample: data_lib.Sample) -> bool:
+    """Whether every face of the sample's label is YuNet's pre-label as YuNet drew it: a labelme
+    rectangle described "pre-label: ..." naming YuNet, as `label_dataset`, the Dataset page's
+    recording and its webcam photos write them. A box a person drew or corrected says otherwise."""
+    descriptions = face_descriptions(sample)
+    return bool(descriptions) and all(d.lower().startswith("pre-label:") and "yunet" in d.lower()
+                                      for d in descriptions)
+
+
 def yunet_prelabel_fit(labelled: list[data_lib.Sample], photos: list[data_lib.Sample],
                        threshold: float = 0.6) -> PrelabelFit:
-    """YuNet's pre-labels on the faces of `photos`, in `labelled`'s convention: what a trained
-    model has to beat to be worth more than pre-labelling."""
-    scores, unreadable = prelabel_ious(labelled, photos, models.open_detector(YUNET, models.PHOTO, threshold).detect)
-    return PrelabelFit(float(scores.mean()) if len(scores) else None, len(scores), unreadable)
+    """YuNet's pre-labels on the faces of `photos` whose labels it did not draw, in `labelled`'s
+    convention: what a trained model has to beat to be worth more than pre-labelling."""
+    own = [sample for sample in photos if sample.has_face and drawn_by_yunet(sample)]
+    own_images = {sample.image for sample in own}
+    others = [sample for sample in photos if sample.has_face and sample.image not in own_images]
+    if not others:
+        return PrelabelFit(None, 0, 0, len(own))
+    scores, unreadable = prelabel_ious(labelled, others, models.open_detector(YUNET, models.PHOTO, threshold).detect)
+    return PrelabelFit(float(scores.mean()) if len(scores) else None, len(scores), unreadable, len(own))
 
 
 def label_dataset(folder: str | Path, model: str = "yunet", *, video: str | Path | None = None,

@@ -13,6 +13,7 @@ from facetracker.config.training import TrainConfig
 from facetracker.data import datasets as data_lib
 from facetracker.data.augment import augment, augment_faces, build_transform, make_scene
 from facetracker.data.images import model_input, sample_pixels
+from facetracker.evaluation.verdict import MOVED_PHOTOS_MOST, moved_photos
 from facetracker.inference.dense import (
     cell_targets,
     letterbox,
@@ -157,3 +158,16 @@ def image_order(n: int, config: TrainConfig, shard: tuple[int, int] = (1, 0)):
 def validation_inputs(cache: ImageCache, size: int) -> np.ndarray:
     return np.stack([model_input(img, size) for img in cache.images]) if len(cache.images) else \
         np.zeros((0, size, size, 3), np.uint8)
+
+
+def moved_validation(cache: ImageCache, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The validation photos with a face (at most `MOVED_PHOTOS_MOST`, spread over them), moved
+    (`verdict.moved_photos`), as model inputs, and their faces' boxes: where the verdict tells a
+    model that finds faces from one that learnt a place."""
+    faces = np.flatnonzero(cache.has_face > 0.5)
+    if len(faces) > MOVED_PHOTOS_MOST:
+        faces = faces[np.linspace(0, len(faces) - 1, MOVED_PHOTOS_MOST).round().astype(int)]
+    images, boxes = moved_photos(cache.images[faces], cache.boxes[faces])
+    inputs = np.stack([model_input(img, size) for img in images]) if len(images) else \
+        np.zeros((0, size, size, 3), np.uint8)
+    return inputs, boxes.astype(np.float32)

@@ -77,6 +77,24 @@ def clear_results(run_dir: Path) -> None:
                        last_val=None, weights_used=None)
 
 
+def patience_again(state: dict, config: TrainConfig, log: Callable[[str], None]) -> None:
+    """A run that stopped early is resumed to train more epochs: its patience starts again.
+
+    Carried over, the epochs without a better validation IoU would already fill the patience, and
+    the run would stop after one epoch, whatever total was asked for. Counted afresh, it trains on
+    towards the total and stops early again only after `early_stopping` epochs without a better one."""
+    used_up = config.early_stopping and state.get("since_best", 0) >= config.early_stopping
+    if not (used_up or state.get("early_stopped")):
+        return
+    if state["epochs_done"] < config.epochs:
+        log(f"the run had stopped early at epoch {state['epochs_done']} (no better validation IoU since epoch "
+            f"{state['best_epoch']}); it now trains on towards epoch {config.epochs}, and stops early again "
+            + (f"after {config.early_stopping} epochs without a better one" if config.early_stopping else
+               "only if early stopping is set"))
+    state["since_best"] = 0
+    state.pop("early_stopped", None)
+
+
 def resume_state(config: TrainConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> dict | None:
     """Step 1: the bookkeeping to carry on from (None: the run starts over), and config.json.
 
@@ -92,6 +110,7 @@ def resume_state(config: TrainConfig, run_dir: Path, resume: bool, log: Callable
                 f"{runs.METRICS}: {state['epochs_done']} epochs done, best at epoch {state['best_epoch']}")
             runs.write_json(run_dir / runs.CHECKPOINT_STATE, state)
         check_resume_state(state, run_dir / runs.CHECKPOINT_STATE)
+        patience_again(state, config, log)
     elif resume:
         log("no epoch had finished before the run ended: starting it over from its config.json")
     runs.write_json(run_dir / runs.CONFIG, config.to_dict())

@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from facetracker.boxes import iou
 from facetracker.evaluation.evaluate import score
 from facetracker.evaluation.face_metrics import PhotoResult, score_photos
 from facetracker.inference.dense import (
@@ -56,9 +57,13 @@ class RunFolderCallback(keras.callbacks.Callback):
                  stop: StopRequested, val_inputs: np.ndarray, val_has_face: np.ndarray, val_boxes: np.ndarray,
                  state: dict, save_best: Callable, save_checkpoint: Callable, early_stopping: int = 0,
                  best_from_epoch: int = 1, log: Callable[[str], None] = print,
-                 val_faces: list[np.ndarray] | None = None):
+                 val_faces: list[np.ndarray] | None = None,
+                 moved: tuple[np.ndarray, np.ndarray] | None = None):
         super().__init__()
         self.val_faces = val_faces or []
+        self.moved = moved
+        """The moved validation photos and their faces' boxes (`pipeline.moved_validation`): each
+        epoch's `moved_mean_iou`, which the verdict reads for the best epoch."""
         self.run_dir = run_dir
         self.epochs = epochs
         self.steps_per_epoch = steps_per_epoch
@@ -107,13 +112,21 @@ class RunFolderCallback(keras.callbacks.Callback):
         if self.stop.agree(self.model.distribute_strategy):
             self.model.stop_training = True
 
+    def outputs(self, inputs: np.ndarray) -> np.ndarray:
+        outputs = [np.asarray(self.predict(inputs[i:i + 64].astype(np.float32))) for i in range(0, len(inputs), 64)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
+
     def validation_metrics(self) -> dict:
-        outputs = [np.asarray(self.predict(self.val_inputs[i:i + 64].astype(np.float32)))
-                   for i in range(0, len(self.val_inputs), 64)]
-        out = np.concatenate(outputs) if outputs else np.zeros((0, 5), np.float32)
+        out = self.outputs(self.val_inputs)
         if out.ndim == 3:  # a dense model: its most confident cell is its answer for the photo
-            return dense_validation_metrics(out, self.val_has_face > 0.5, self.val_boxes, self.val_faces)
-        return score(out[:, 0], out[:, 1:], self.val_has_face > 0.5, self.val_boxes)
+            metrics = dense_validation_metrics(out, self.val_has_face > 0.5, self.val_boxes, self.val_faces)
+        else:
+            metrics = score(out[:, 0], out[:, 1:], self.val_has_face > 0.5, self.val_boxes)
+        if self.moved is not None and len(self.moved[0]):
+            moved = self.outputs(self.moved[0])
+            answers = top_cells(moved) if moved.ndim == 3 else moved
+            metrics["moved_mean_iou"] = float(iou(answers[:, 1:], self.moved[1]).mean())
+        return metrics
 
     @staticmethod
     def _saved_words(saved: bool, epoch: int, counted_from: int) -> str:

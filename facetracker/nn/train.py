@@ -25,6 +25,7 @@ import keras
 from facetracker.config.jsonconfig import ConfigError
 from facetracker.config.training import TrainConfig
 from facetracker.data import datasets as data_lib
+from facetracker.evaluation.trained_on import describe_training
 from facetracker.evaluation.verdict import comparison_line, run_verdict
 from facetracker.labelling.prelabel import PrelabelFit, yunet_prelabel_fit
 from facetracker.nn.distribution import (
@@ -44,7 +45,12 @@ from facetracker.nn.model import (
     load_model,
     set_backbone_trainable,
 )
-from facetracker.nn.pipeline import ImageCache, build_cache, validation_inputs
+from facetracker.nn.pipeline import (
+    ImageCache,
+    build_cache,
+    moved_validation,
+    validation_inputs,
+)
 from facetracker.nn.resume import fresh_state, resume_state
 from facetracker.nn.run_callback import RunFolderCallback
 from facetracker.nn.saving import save_best, save_checkpoint, write_run_runtime_files
@@ -287,7 +293,8 @@ def _prelabel_figures(fit: PrelabelFit | None) -> dict:
     """`run_verdict`'s pre-label arguments from what `_prelabel_fit` measured (nothing: not measured)."""
     if fit is None:
         return {}
-    return {"prelabel_val_iou": fit.mean_iou, "prelabel_photos": fit.photos, "prelabel_unreadable": fit.unreadable}
+    return {"prelabel_val_iou": fit.mean_iou, "prelabel_photos": fit.photos, "prelabel_unreadable": fit.unreadable,
+            "prelabel_own_labels": fit.own_labels}
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested, log) -> dict:
@@ -296,6 +303,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     state = state or fresh_state()
     dataset, samples = _split_samples(config, run_dir, resumed, log)
     train_cache, val_cache = _caches(config, run_dir, dataset, samples, log)
+    runs.write_json(run_dir / runs.TRAINED_ON, describe_training(train_cache.samples, config))
 
     config = _with_enough_copies(config, len(train_cache.images), log)
     strategy = strategy_for(config.strategy)
@@ -307,10 +315,12 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     log(f"weights: {weights_used}; {len(train_cache.images)} training images x {config.copies} "
         f"augmented copies per epoch, batch {config.batch_size}, {steps_per_epoch} steps per epoch")
 
+    moved = moved_validation(val_cache, config.image_size)
     callback = RunFolderCallback(
         run_dir, epochs=config.epochs, steps_per_epoch=steps_per_epoch, batch_size=config.batch_size, stop=stop,
         val_inputs=validation_inputs(val_cache, config.image_size), val_has_face=val_cache.has_face,
-        val_boxes=val_cache.boxes, val_faces=val_cache.faces, state=state, early_stopping=config.early_stopping,
+        val_boxes=val_cache.boxes, val_faces=val_cache.faces, moved=moved, state=state,
+        early_stopping=config.early_stopping,
         best_from_epoch=config.best_from_epoch, log=log,
         save_best=lambda m: save_best(m, run_dir, config, log),
         save_checkpoint=lambda m: save_checkpoint(m, run_dir / runs.CHECKPOINT_MODEL))
@@ -318,14 +328,21 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
     _fit_phases(model, config, strategy, weights_used, state,
                 distributed_data(train_cache, config, config.batch_size, strategy), steps_per_epoch, callback, stop, log)
     write_run_runtime_files(run_dir, log)
+    # A run resumed from a checkpoint of an older version has no moved figure for its best epoch.
+    moved_iou = (state.get("best_metrics") or {}).get("moved_mean_iou")
+    moved_iou = moved_iou if isinstance(moved_iou, (int, float)) and not isinstance(moved_iou, bool) else None
     if stop.check():
         final = "stopped"
         message = f"{stop.reason} after epoch {state['epochs_done']}; resume to carry on"
     else:
         final = "finished"
-        message = "stopped early: validation IoU stopped improving" if state.get("early_stopped") else None
+        message = (f"stopped early at epoch {state['epochs_done']} of the {config.epochs} asked for: no better "
+                   f"validation IoU for {config.early_stopping} epochs after epoch {state['best_epoch']}; resume to "
+                   "train on (the count of epochs without a better one starts again)"
+                   if state.get("early_stopped") and state["epochs_done"] < config.epochs else None)
     verdict = run_verdict(state["best_val_iou"], val_cache.has_face, val_cache.boxes, train_cache.has_face,
                           train_cache.boxes, validated_on_training=val_cache is train_cache,
+                          model_moved_iou=moved_iou, moved_boxes=moved[1] if moved_iou is not None else None,
                           **_prelabel_figures(_prelabel_fit(train_cache, val_cache, run_dir, stop, log)))
     log(comparison_line(verdict))
     for warning in verdict["warnings"]:
@@ -334,5 +351,5 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, stop: StopRequested
                                 progress=1.0 if final == "finished" else runs.read_status(run_dir).get("progress"),
                                 finished=time.time())
     log(f"{final}: best validation mean IoU {state['best_val_iou']:.3f} at epoch {state['best_epoch']}; "
-        f"model saved to {run_dir / runs.MODEL}")
+        f"model saved to {run_dir / runs.MODEL}" + (f"; {message}" if final == "finished" and message else ""))
     return status

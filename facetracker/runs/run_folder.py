@@ -2,6 +2,7 @@
 
     config.json    everything needed to repeat the run        (written once, atomically)
     split.json     which image went to train / val / test
+    trained_on.json  the training photos in figures: what the model knows (`evaluation.trained_on`)
     status.json    state, progress, ETA, error                 (rewritten atomically)
     metrics.jsonl  one JSON object per line, appended          (readers skip a torn last line)
     checkpoint/    last epoch's model with optimiser state     (for --resume)
@@ -31,6 +32,7 @@ from facetracker.runs.processes import process_start_time
 
 CONFIG = "config.json"
 SPLIT = "split.json"
+TRAINED_ON = "trained_on.json"
 STATUS = "status.json"
 METRICS = "metrics.jsonl"
 MODEL = "model.keras"

@@ -82,6 +82,8 @@ class RunSummary:
     has_checkpoint: bool
     started: float | None
     has_config: bool = False
+    early_stopping: int | None = None
+    """Epochs without a better validation IoU after which the run stops (0: never; None: not recorded)."""
 
     @property
     def live(self) -> bool:
@@ -112,7 +114,7 @@ def _config_damage(run_dir: Path) -> tuple[dict, str | None]:
         return {}, f"{runs.CONFIG} is not valid JSON"
     if not isinstance(config, dict):
         return {}, f"{runs.CONFIG} holds {type(config).__name__}, not an object"
-    wanted = {"data": (str,), "backbone": (str,), "preset": (str,), "epochs": (int,)}
+    wanted = {"data": (str,), "backbone": (str,), "preset": (str,), "epochs": (int,), "early_stopping": (int,)}
     for field, types in wanted.items():
         value = config.get(field)
         if value is not None and _checked(value, types) is None:
@@ -141,7 +143,8 @@ def run_summary(run_dir: str | Path) -> RunSummary:
         best_epoch=_checked(status.get("best_epoch"), (int,)), last_val=last_val,
         error=_checked(status.get("error"), (str,)), message=_checked(status.get("message"), (str,)),
         has_model=(run_dir / runs.MODEL).is_file(), has_checkpoint=(run_dir / runs.CHECKPOINT_MODEL).is_file(),
-        started=_checked(status.get("started"), number), has_config=(run_dir / runs.CONFIG).is_file())
+        started=_checked(status.get("started"), number), has_config=(run_dir / runs.CONFIG).is_file(),
+        early_stopping=config.get("early_stopping"))
 
 
 def list_run_summaries(runs_root: str | Path) -> list[RunSummary]:

@@ -351,8 +351,8 @@ def test_a_finished_run_is_green_only_when_it_beat_guessing_on_enough_photos(fac
                        verdict={"val_photos": 40, "val_faces": 36, "model_val_iou": 0.81, "mean_box_val_iou": 0.45,
                                 "prelabel_val_iou": 0.83, "warnings": []})
     at = open_page("app_pages/train.py")
-    assert any("Finished: best validation mean IoU 0.810" in m and "Your model: mean IoU 0.810; YuNet pre-labels: "
-               "0.830; always-the-average-box: 0.450 on the same 40 validation photos" in m
+    assert any("Finished: best validation mean IoU 0.810" in m and "Your model: mean IoU 0.810 on the 40 validation "
+               "photos; the same box on every photo: 0.450; YuNet, trained elsewhere: 0.830" in m
                for m in texts(at, "success"))
     lazy = write_run(root / "runs", "lazy", faces, state="finished", steps=2, epochs_done=1)
     runs.update_status(lazy, best_val_iou=0.0, best_epoch=1,
@@ -366,13 +366,14 @@ def test_a_finished_run_is_green_only_when_it_beat_guessing_on_enough_photos(fac
                for w in texts(at, "warning"))
 
 
-def test_a_small_dataset_is_pointed_to_the_quick_preset_with_the_reason(faces, root):
+def test_a_small_dataset_is_given_the_quick_preset_and_the_reason_if_another_is_chosen(faces, root):
     at = open_page("app_pages/train.py")
+    assert at.selectbox[[s.label for s in at.selectbox].index("Preset")].value == "quick"
+    assert at.number_input(key="tr_epochs_quick_imagenet").value == PRESETS["quick"]["epochs"]
+    assert not any("**quick** preset" in i for i in texts(at, "info"))
+    at.selectbox[[s.label for s in at.selectbox].index("Preset")].set_value("multi").run()
     assert any(f"With {N_FACES + N_EMPTY} photos" in i and "**quick** preset" in i and "frozen" in i
                for i in texts(at, "info")), texts(at, "info")
-    at.selectbox[[s.label for s in at.selectbox].index("Preset")].set_value("quick").run()
-    assert not any("**quick** preset" in i for i in texts(at, "info"))
-    assert at.number_input(key="tr_epochs_quick_imagenet").value == PRESETS["quick"]["epochs"]
 
 
 def test_a_model_worse_than_the_pre_labels_finishes_with_a_warning(faces, root):
@@ -380,10 +381,10 @@ def test_a_model_worse_than_the_pre_labels_finishes_with_a_warning(faces, root):
     runs.update_status(run_dir, best_val_iou=0.62, best_epoch=12,
                        verdict={"val_photos": 12, "val_faces": 10, "model_val_iou": 0.62, "mean_box_val_iou": 0.45,
                                 "prelabel_val_iou": 0.85,
-                                "warnings": ["worse than the pre-labels: YuNet's boxes ... score 0.85"]})
+                                "warnings": ["worse than YuNet: its boxes ... score 0.85"]})
     at = open_page("app_pages/train.py")
     assert not any("Finished" in m for m in texts(at, "success"))
-    assert any("YuNet pre-labels: 0.850" in w and "worse than the pre-labels" in w for w in texts(at, "warning"))
+    assert any("YuNet, trained elsewhere: 0.850" in w and "worse than YuNet" in w for w in texts(at, "warning"))
 
 
 def test_start_is_refused_on_a_dataset_with_nothing_to_train_on(faces, root, sleeper_command):
@@ -405,7 +406,7 @@ def test_start_is_refused_on_a_dataset_with_nothing_to_train_on(faces, root, sle
 def test_start_launches_one_run_and_a_reload_cannot_start_a_second(faces, root, sleeper_command):
     at = open_page("app_pages/train.py")
     preset = at.selectbox[[s.label for s in at.selectbox].index("Preset")]
-    assert preset.value == "multi", "the preset that finds every face comes first"
+    assert preset.value == "quick", "a dataset under 150 photos starts on the preset made for it"
     preset.set_value("fast").run()
     at.radio(key="tr_weights_fast").set_value("none").run()
     from facetracker.config.training import RANDOM_INIT

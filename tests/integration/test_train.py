@@ -207,6 +207,7 @@ def test_quick_learns_a_few_dozen_webcam_photos_and_says_how_it_compares(webcam,
     assert status["best_epoch"] >= 10 and "16 augmented copies of each per epoch" in log
     verdict = status["verdict"]
     assert verdict["val_photos"] == 10 and verdict["prelabel_val_iou"] > 0.5
-    assert f"your model: mean IoU {verdict['model_val_iou']:.3f}; YuNet pre-labels: " in log
+    assert f"your model: mean IoU {verdict['model_val_iou']:.3f} on the 10 validation photos, " in log
+    assert verdict["model_moved_iou"] is not None and verdict["moved_photos"] == 3 * verdict["val_faces"]
     behind = verdict["model_val_iou"] < verdict["prelabel_val_iou"] - PRELABEL_MARGIN
-    assert behind == any("worse than the pre-labels" in w for w in verdict["warnings"]), log
+    assert behind == any("worse than YuNet" in w for w in verdict["warnings"]), log
