@@ -1,6 +1,6 @@
 """One face, one box on the photo path: a box lying mostly inside a larger box of the photo's faces is
 the same face (`boxes.containment`, `boxes.suppress_contained`, `dense.merge_faces`), for every use of
-a photo (`predict`, `label`, `evaluate`, the Detect page's upload); live video keeps its one pass as
+a photo (the Detect page's upload, `predict`, `label`, `evaluate`); live video keeps its one pass as
 it was.
 
 The real-photo tests use the session's short `multi` run (see tests/conftest.py): faces-helen
@@ -28,7 +28,7 @@ from facetracker.inference.dense import (
     closer_tiles,
     merge_faces,
 )
-from tests.conftest import MULTI_TRAIN_FACES
+from tests.conftest import MULTI_TRAIN_FACES, REPO
 
 # ----------------------------------------------------------------------------------------------
 # The geometry and the rule, on boxes made by hand
@@ -302,3 +302,32 @@ def test_predict_and_label_write_one_box_a_face(short_multi_run, doubled_portrai
             face = np.array(faces[label.stem].faces[0]) * [width, height, width, height]
             boxes = [[min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)] for x0, y0, x1, y1 in boxes]
             assert boxes_on(face, boxes) == 1, (label, boxes)
+
+
+@pytest.mark.slow
+def test_the_detect_page_counts_one_face_on_an_uploaded_close_up(short_multi_run, doubled_portraits, tmp_path,
+                                                                 monkeypatch):
+    """The photo on the runtime shaped for photos (the square input and its tiles, as `predict`
+    runs it), next to the webcam's shaped for camera frames, and one face counted on it."""
+    from streamlit.testing.v1 import AppTest
+
+    from facetracker.inference import models
+
+    run_dir, _ = short_multi_run
+    root = tmp_path / "data"
+    shutil.copytree(run_dir, root / "runs" / run_dir.name)  # the newest run: the page's model
+    monkeypatch.setenv("FACETRACKER_DATA_ROOT", str(root))
+    monkeypatch.delenv("FACETRACKER_ICE_SERVERS", raising=False)
+    photo = doubled_portraits[0]
+    with mock.patch("streamlit_webrtc.component.get_this_session_info", return_value=None), \
+            mock.patch.object(models, "open_runtime", wraps=models.open_runtime) as opened:
+        at = AppTest.from_file(str(REPO / "streamlit_app.py"), default_timeout=120)
+        at.switch_page("app_pages/detect.py")
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        at.file_uploader(key="detect_upload").set_value(
+            (Path(photo.image).name, Path(photo.image).read_bytes(), "image/jpeg")).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [call.args[1] for call in opened.call_args_list] == [models.LIVE, models.PHOTO]
+    captions = [c for image in at.image for c in image.captions]
+    assert any(c.startswith("1 face, best probability") for c in captions), captions
