@@ -285,7 +285,7 @@ def tile_inputs(image: np.ndarray, tiles: list[Tile], size: InputSize, *, bgr: b
 PART_CONTAINED = 0.5
 """A box with this share of its area inside a larger box of a photo's faces is the same face as it
 (`merge_faces`). Neighbouring faces in a crowd share a small part of the smaller face at most; a
-part of a face lies wholly or mostly inside it."""
+part of a face lies wholly or mostly inside it. See docs/notes/2026-12-07-one-face-one-box.md."""
 PART_SCORE_MARGIN = 0.1
 """Two boxes of one face whose scores differ by more than this: the better-scoring one is kept (a
 box inside a larger one and scoring clearly higher is a face of its own)."""
@@ -307,7 +307,7 @@ def merge_faces(boxes: list[np.ndarray], scores: list[np.ndarray], nms_iou: floa
     Of two such boxes scoring alike, the larger is kept where the face is too large for a tile to
     hold whole, so the tile saw a part of it; a smaller face lies whole in a tile, which sees it at
     twice the scale, where the whole frame sees it so small that its box comes out too large: there
-    the inner, tighter box is kept."""
+    the inner, tighter box is kept (docs/notes/2026-12-07-one-face-one-box.md)."""
     every_box = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in boxes])
     every_score = np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in scores])
     keep = nms(every_box, every_score, nms_iou, len(every_box))
