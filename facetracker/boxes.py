@@ -57,12 +57,13 @@ def containment(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(smaller > 0, inter / np.where(smaller > 0, smaller, 1), 0.0)
 
 
-def suppress_contained(boxes: np.ndarray, scores: np.ndarray, threshold: float, score_margin: float,
+def suppress_contained(boxes: np.ndarray, scores: np.ndarray, threshold: float | np.ndarray, score_margin: float,
                        keep_outer: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Boxes lying mostly inside a larger one merged with it: (indices kept [K], best first; their
     scores [K]). A pair is one object when at least `threshold` of the inner box's area lies inside
-    the outer box and the inner box does not score more than `score_margin` above it (a confident
-    object inside a doubtful larger box is an object of its own). Of such a pair
+    the outer box (one share for all, or [N] one per box as the outer box of a pair) and the inner
+    box does not score more than `score_margin` above the outer one (a confident object inside a
+    doubtful larger box is an object of its own). Of such a pair
 
         the inner box scoring more than `score_margin` below the outer one goes (a weak part);
         else one box of the two stays: the outer one where `keep_outer` ([N] bool, per box) says so
@@ -79,12 +80,13 @@ def suppress_contained(boxes: np.ndarray, scores: np.ndarray, threshold: float, 
     if len(boxes) < 2:
         return order.astype(np.int64), scores[order]
     keep_outer = np.ones(len(boxes), bool) if keep_outer is None else np.asarray(keep_outer, bool).reshape(-1)
+    threshold = np.broadcast_to(np.asarray(threshold, np.float64), (len(boxes),))
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
     areas = _areas(boxes)
     # pair[i, j]: box i lies mostly inside the larger box j and does not score clearly higher
     larger = (areas[None, :] > areas[:, None]) | ((areas[None, :] == areas[:, None]) & (rank[None, :] < rank[:, None]))
-    pair = (larger & (containment(boxes[:, None, :], boxes[None, :, :]) >= threshold)
+    pair = (larger & (containment(boxes[:, None, :], boxes[None, :, :]) >= threshold[None, :])
             & (scores[:, None] <= scores[None, :] + score_margin))
     weaker = scores[:, None] < scores[None, :] - score_margin
     inner_goes = pair & (weaker | keep_outer[None, :])
