@@ -289,7 +289,8 @@ part of a face lies wholly or mostly inside it. See docs/notes/2026-12-07-one-fa
 PART_OF_LARGE_FACE = 0.3
 """The same, inside the box of a face too large for a tile to hold whole: a tile shows such a face
 cut, and the network may box a part of it (eyes and brow, or mouth and chin) that reaches out of
-the face's box. Only a tile sees a face at twice the scale, so only a large face has such parts."""
+the face's box. A face a tile holds whole is seen whole, so a smaller face has no such parts, and
+neighbours in a crowd keep `SAME_FACE_CONTAINED`."""
 PART_SCORE_MARGIN = 0.1
 """Two boxes of one face whose scores differ by more than this: the better-scoring one is kept (a
 box inside a larger one and scoring clearly higher is a face of its own)."""
