@@ -15,7 +15,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 
 from app_pages import ui
 from facetracker.data import datasets as data_lib
-from facetracker.inference import live
+from facetracker.inference import live, models
 from facetracker.inference.detect import YUNET
 from facetracker.inference.draw import draw_detection
 from facetracker.inference.live import FRESH_FRAMES, LiveProcessor
@@ -205,13 +205,15 @@ def upload_section(model_key: str, threshold: float, smooth: bool) -> None:
         return
     content = uploaded.getvalue()
     kind = safety.sniff_kind(content[:64])
+    photo = kind in IMAGE_KINDS
     try:
-        version = ui.model_version(model_key)  # the webcam's model too: the newest of a run still training
-        detector = ui.make_detector(model_key, threshold, version, look_closer=kind in IMAGE_KINDS)
+        # The newest model of a run still training, as the webcam's; a photo on the runtime shaped for photos.
+        version = ui.model_version(model_key, models.PHOTO if photo else models.LIVE)
+        detector = ui.make_detector(model_key, threshold, version, look_closer=photo)
     except (ValueError, OSError, RuntimeError) as error:
         st.error(ui.literal(ui.readable(error)))
         return
-    if kind in IMAGE_KINDS:
+    if photo:
         detect_image(content, detector)
     elif kind in VIDEO_KINDS or (kind is None and uploaded.name.lower().endswith(".mkv")):
         detect_video(uploaded, content, detector, (version, threshold, smooth), smooth)

@@ -19,7 +19,8 @@ the network and the box decoding but not the non-maximum suppression: see `decod
 Photos are also searched closer (`closer_tiles`): the whole frame squeezed into one input loses
 small faces (a 32 px face of a 640 px group photo is 16 px of a 320 input), so the photo is also
 seen at twice that scale, cut into overlapping input-sized tiles, and the faces of every pass are
-merged by the same suppression. Live video keeps the one whole-frame pass: it must be fast.
+merged (`merge_faces`): the same suppression, then a box lying mostly inside a larger one dropped
+as a part of that face. Live video keeps the one whole-frame pass: it must be fast.
 
 Cell assignment (`cell_targets`): a cell learns a face when its centre lies inside the face box
 and within `CENTRE_RADIUS` strides of the face's centre (FCOS's centre sampling); the cell nearest
@@ -36,7 +37,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from facetracker.boxes import nms
+from facetracker.boxes import nms, suppress_contained
 
 STRIDE = 8
 """Input pixels per grid cell."""
@@ -281,10 +282,55 @@ def tile_inputs(image: np.ndarray, tiles: list[Tile], size: InputSize, *, bgr: b
     return out
 
 
+SAME_FACE_CONTAINED = 0.5
+"""A box with this share of its area inside a larger box of a photo's faces is the same face as it
+(`merge_faces`). Neighbouring faces in a crowd share a small part of the smaller face at most; a
+part of a face lies wholly or mostly inside it. See docs/notes/2026-12-07-one-face-one-box.md."""
+PART_OF_LARGE_FACE = 0.3
+"""The same, inside the box of a face too large for a tile to hold whole: a tile shows such a face
+cut, and the network may box a part of it (eyes and brow, or mouth and chin) that reaches out of
+the face's box. A face a tile holds whole is seen whole, so a smaller face has no such parts, and
+neighbours in a crowd keep `SAME_FACE_CONTAINED`."""
+PART_SCORE_MARGIN = 0.1
+"""Two boxes of one face whose scores differ by more than this: the better-scoring one is kept (a
+box inside a larger one and scoring clearly higher is a face of its own)."""
+
+
 def merge_faces(boxes: list[np.ndarray], scores: list[np.ndarray], nms_iou: float = NMS_IOU,
-                max_faces: int = MAX_FACES) -> tuple[np.ndarray, np.ndarray]:
-    """The faces of several passes over one frame (boxes in frame pixels), overlaps suppressed, best first."""
+                max_faces: int = MAX_FACES, whole_in_tile: float | None = None,
+                contained: float = SAME_FACE_CONTAINED, contained_in_large: float = PART_OF_LARGE_FACE,
+                score_margin: float = PART_SCORE_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """The faces of a photo's passes (boxes in frame pixels), one box a face, best first: overlaps
+    suppressed (NMS at `nms_iou`), then each box lying mostly inside a larger one merged with it
+    (`boxes.suppress_contained`), the box kept scored as the better of the two. `whole_in_tile`:
+    the longest side, in frame pixels, of a face the closer tiles hold whole (`closer_tile_face`),
+    None when there are no tiles.
+
+    Why the merge: a tile at twice the scale holds only a part of a large face, and the network may
+    call that part (nose, mouth and chin) a face. Its box lies in the whole-frame pass's box of the
+    face but covers a fraction of it, so their IoU stays under the suppression's threshold. A box
+    `contained` in another is the same face; in the box of a face too large for a tile to hold
+    whole, `contained_in_large` is enough. Of two boxes of a face scoring alike, the larger is kept
+    where the face is too large for a tile, so the tile saw a part of it; a smaller face lies whole
+    in a tile, which sees it at twice the scale, where the whole frame sees it so small that its box
+    comes out too large: there the inner, tighter box is kept
+    (docs/notes/2026-12-07-one-face-one-box.md)."""
     every_box = np.concatenate([np.asarray(b, np.float64).reshape(-1, 4) for b in boxes])
     every_score = np.concatenate([np.asarray(s, np.float32).reshape(-1) for s in scores])
-    keep = nms(every_box, every_score, nms_iou, max_faces)
-    return every_box[keep].reshape(-1, 4), every_score[keep]
+    keep = nms(every_box, every_score, nms_iou, len(every_box))
+    kept = every_box[keep]
+    large = np.zeros(len(kept), bool)
+    if whole_in_tile is not None:
+        large = np.maximum(kept[:, 2] - kept[:, 0], kept[:, 3] - kept[:, 1]) > whole_in_tile
+    threshold = np.where(large, contained_in_large, contained)
+    keep_outer = large if whole_in_tile is not None else None
+    merged, merged_scores = suppress_contained(kept, every_score[keep], threshold, score_margin, keep_outer)
+    return kept[merged][:max_faces].reshape(-1, 4), merged_scores[:max_faces].astype(np.float32)
+
+
+def closer_tile_face(tiles: list[Tile], size: InputSize) -> float | None:
+    """The longest side, in frame pixels, of a face that lies whole in one of the `tiles`
+    (`closer_tiles`: half a tile, as they overlap by half), None without tiles."""
+    if not tiles:
+        return None
+    return min(input_wh(size)) / 2 / tiles[0].scale

@@ -23,6 +23,7 @@ from facetracker.boxes import PixelBox
 from facetracker.data.images import model_input
 from facetracker.inference.dense import (
     DEFAULT_THRESHOLD,
+    closer_tile_face,
     closer_tiles,
     decode,
     letterbox,
@@ -96,8 +97,9 @@ class Detector:
         self.smoothing = smoothing
         """0 draws each frame's box as it is; towards 1 the box follows the face more slowly but steadily."""
         self.look_closer = look_closer
-        """A dense model also searches the frame in tiles at twice the scale (`dense.closer_tiles`):
-        for photos, where faces half as small are worth about seven model calls. Live video does not."""
+        """A dense model also searches the frame in tiles at twice the scale (`dense.closer_tiles`)
+        and merges the boxes of every pass to one a face (`dense.merge_faces`): for photos, where
+        faces half as small are worth about seven model calls. Live video does not."""
         self._lock = threading.Lock()
         self._smoothed: np.ndarray | None = None
 
@@ -140,7 +142,10 @@ class Detector:
             whole = tile.whole(boxes, size)
             every_box.append(tile.to_frame(boxes[whole], size))
             every_score.append(scores[whole])
-        boxes, scores = merge_faces(every_box, every_score) if tiles else (every_box[0], every_score[0])
+        if self.look_closer:
+            boxes, scores = merge_faces(every_box, every_score, whole_in_tile=closer_tile_face(tiles, size))
+        else:
+            boxes, scores = every_box[0], every_score[0]
         faces = tuple(FaceBox(tuple(int(v) for v in box.round()), float(score)) for box, score in zip(boxes, scores))
         top = max(float(np.nanmax(r[:, 0])) if len(r) else 0.0 for r in [rows, *tile_rows])
         return Detection(top, faces[0].box if faces else None, model_ms, faces)
