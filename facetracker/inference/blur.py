@@ -223,8 +223,7 @@ class FaceCovers:
         """(the face's box in the frame, its margin, whether it is unsure there), or None when the face
         is not in the frame (not yet found within the look-back, or let go)."""
         settings = self.settings
-        indices = [sighting.index for sighting in history]
-        at = bisect.bisect_left(indices, index)
+        at = bisect.bisect_left(history, index, key=lambda sighting: sighting.index)
         if at < len(history) and history[at].index == index:
             just_found = history[at].ordinal <= settings.just_found_frames
             return history[at].box, settings.margin + settings.unsure_margin * just_found, False
@@ -521,9 +520,9 @@ def check_whole(name: str, stream, decoded: int, first_t: float, last_t: float, 
 
 
 class _Worker:
-    """One thread that runs jobs in the order given: the encoder and the muxer, which release
-    Python's lock while they work, so that the next frame is decoded and searched for faces at the
-    same time on another core. The first error is raised again in the caller."""
+    """One thread that runs jobs in the order given: hiding the faces, the encoder and the muxer,
+    which release Python's lock while they work, so that the next frames are decoded and searched
+    for faces at the same time on another core. The first error is raised again in the caller."""
 
     def __init__(self, queued: int = 8) -> None:
         self.jobs: queue.Queue = queue.Queue(maxsize=queued)
@@ -556,8 +555,8 @@ class _Worker:
 
 
 class _Writer:
-    """The output side of `blur_video`: covers decided and frames hidden here, frames encoded and
-    every packet muxed by a `_Worker`."""
+    """The output side of `blur_video`: covers decided here; frames hidden and encoded and every
+    packet muxed by a `_Worker`."""
 
     def __init__(self, av, tmp: Path, out: Path, container, stream, rate: Fraction, settings: CoverSettings,
                  keep_covers: bool, compare_per_frame: bool) -> None:
@@ -667,7 +666,8 @@ class _Writer:
         self._write(self.covers_of.push(self.index, t, boxes, scores))
         self.index += 1
 
-    def _encode(self, image: np.ndarray, pts: int) -> None:
+    def _encode(self, image: np.ndarray, cover: Cover, pts: int) -> None:
+        hide(image, cover, self.settings.mode)
         image = np.ascontiguousarray(image[: self.video.height, : self.video.width])
         frame = self.av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
         frame.pts, frame.time_base = pts, self.time_base
@@ -680,11 +680,10 @@ class _Writer:
     def _write(self, decided: list[tuple[int, Cover]]) -> None:
         for _, cover in decided:
             image, pts = self.held.popleft()
-            hide(image, cover, self.settings.mode)
             self.result.unsure_frames += cover.unsure
             if self.keep_covers:
                 self.result.covers.append(cover)
-            self.worker.submit(functools.partial(self._encode, image, pts))
+            self.worker.submit(functools.partial(self._encode, image, cover, pts))
             self.written += 1
             if self.progress:
                 self.progress(self.written, max(self.expected, self.decoded))
