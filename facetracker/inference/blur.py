@@ -460,33 +460,101 @@ def blur_video(path: str | Path, out_path: str | Path, detector, settings: Cover
         expected = int(stream.frames or 0)
         if not expected and stream_seconds(stream):
             expected = round(stream_seconds(stream) * rate)
-        tagged = tagged_rotation(stream)
         with _staged(out) as tmp:
             writer = _Writer(av, tmp, out, container, stream, rate, settings, keep_covers, compare_per_frame)
             writer.progress, writer.expected = progress, expected
+            reader = _Ahead(_decoded(av, container, stream, name))
             try:
-                decoded = 0
-                try:
-                    for packet in container.demux(stream, *container.streams.audio):
-                        if packet.stream.type == "audio":
-                            writer.sound(packet)
-                            continue
-                        for frame in packet.decode():
-                            image = upright(bgr_pixels(frame), frame.rotation or tagged)
-                            writer.frame(image, frame, detector)
-                            decoded += 1
-                except av.error.FFmpegError as error:
-                    raise ValueError(f"{name}: cannot decode the video after frame {decoded} "
-                                     f"({error.strerror or error}); the file is truncated or damaged") from None
-                check_whole(name, stream, decoded, writer.first_t, writer.last_t, rate)
+                for item in reader:
+                    if isinstance(item, _Picture):
+                        writer.frame(item, detector)
+                    else:
+                        writer.sound(item)
+                check_whole(name, stream, writer.decoded, writer.first_t, writer.last_t, rate)
                 writer.finish()
             except BaseException:
+                reader.close()
                 writer.close(quiet=True)
                 raise
             writer.close()
     result = writer.result
     result.seconds = time.perf_counter() - start
     return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Picture:
+    """A decoded frame: its BGR pixels, upright, and its time."""
+
+    image: np.ndarray
+    time: float | None
+    pts: int | None
+    time_base: Fraction | None
+
+
+def _decoded(av, container, stream, name: str) -> Iterator:
+    """The video's frames as `_Picture`s and its sound streams' packets, in the file's order;
+    ValueError naming the file when it cannot be decoded."""
+    tagged = tagged_rotation(stream)
+    decoded = 0
+    try:
+        for packet in container.demux(stream, *container.streams.audio):
+            if packet.stream.type == "audio":
+                yield packet
+                continue
+            for frame in packet.decode():
+                yield _Picture(upright(bgr_pixels(frame), frame.rotation or tagged), frame.time, frame.pts,
+                               frame.time_base)
+                decoded += 1
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{name}: cannot decode the video after frame {decoded} ({error.strerror or error}); the "
+                         "file is truncated or damaged") from None
+
+
+class _Ahead:
+    """The items of an iterator made on another thread, a few ahead of the caller's: decoding a
+    frame (which releases Python's lock) overlaps the search for faces in the one before. An error
+    of the iterator is raised in the caller, in its place."""
+
+    def __init__(self, items: Iterator, queued: int = 8) -> None:
+        self.queue: queue.Queue = queue.Queue(maxsize=queued)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(items,), name="blur-decoder", daemon=True)
+        self.thread.start()
+
+    def _put(self, entry: tuple) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put((True, item)):
+                    return
+        except BaseException as error:  # noqa: BLE001 (raised in the caller, in its place)
+            self._put((False, error))
+            return
+        self._put((False, None))
+
+    def __iter__(self) -> Iterator:
+        while True:
+            ok, item = self.queue.get()
+            if ok:
+                yield item
+            elif item is None:
+                return
+            else:
+                raise item
+
+    def close(self) -> None:
+        """Stop the thread early (the caller gave up)."""
+        self.stop.set()
+        self.thread.join()
 
 
 def stream_seconds(stream) -> float | None:
@@ -640,20 +708,22 @@ class _Writer:
         for packet in waiting:
             self.sound(packet)
 
-    def frame(self, image: np.ndarray, frame, detector) -> None:
+    def frame(self, picture: _Picture, detector) -> None:
+        image = picture.image
         self.decoded += 1
         if self.video is None:
             self._start(image)
         height, width = self.covers_of.height, self.covers_of.width
         if image.shape[:2] != (height, width):  # a stream that changes size: kept at its first size
             image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
-        t = frame.time if frame.time is not None and frame.time > self.last_t else self.last_t + 1 / float(self.rate)
+        t = picture.time if picture.time is not None and picture.time > self.last_t else \
+            self.last_t + 1 / float(self.rate)
         if not math.isfinite(t):
             t = 0.0
         if self.index == 0:
             self.first_t = t
         self.last_t = t
-        pts = frame.pts if frame.pts is not None and frame.time_base == self.time_base else None
+        pts = picture.pts if picture.pts is not None and picture.time_base == self.time_base else None
         if pts is None or (self.last_pts is not None and pts <= self.last_pts):
             step = max(1, round(1 / (float(self.rate) * float(self.time_base))))
             pts = 0 if self.last_pts is None else self.last_pts + step
