@@ -8,6 +8,7 @@
     label     DIR [--video FILE]          pre-label the unlabelled photos of a dataset (or a video's frames)
     export    --model M --format F        keras, savedmodel, tflite, tflite-int8, onnx
     bench                                 speed of the live frame path, training and augmentation
+    blur      VIDEO -o OUT                every face in a video blurred, pixelated or boxed out (sound kept)
 """
 
 from __future__ import annotations
@@ -285,6 +286,40 @@ def _run_bench(args) -> int:
         return bench_main(args)
 
 
+def _run_blur(args) -> int:
+    from facetracker.evaluation.leak import measure_leak, read_mot_labels
+    from facetracker.inference.blur import (
+        CoverSettings,
+        blur_video,
+        finds_one_face,
+        open_blur_detector,
+    )
+
+    labels = read_mot_labels(args.check) if args.check else None
+    chosen = {"margin": args.margin} if args.margin is not None else {}
+    settings = CoverSettings(mode=args.mode, whole_frame_when_unsure=args.whole_frame_when_unsure, **chosen)
+    detector = open_blur_detector(args.model, args.threshold)
+    if finds_one_face(args.model):
+        print(f"note: {args.model} finds one face a frame; any other face stays visible (use yunet or a model "
+              "that finds every face)")
+    with progress_bar("blurring", unit="frame") as progress:
+        result = blur_video(args.video, args.out, detector, settings, progress=progress,
+                            keep_covers=labels is not None, compare_per_frame=labels is not None)
+    width, height = result.size
+    sound = f"{result.sound_streams} sound stream{'s' if result.sound_streams != 1 else ''} kept"
+    print(f"wrote {args.out}: {result.frames} frames, {width}x{height} at {float(result.rate):g} frames/s, {sound}, "
+          f"{result.faces_seen} faces followed, unsure in {result.unsure_frames} frames")
+    print(f"took {result.seconds:.1f} s: {result.frames_per_second:.1f} frames/s, "
+          f"{result.times_real_time:.2f}x real time")
+    if labels is not None:
+        tracked = measure_leak(result.covers, labels, result.size, args.check)
+        per_frame = measure_leak(result.per_frame_covers, labels, result.size, args.check)
+        print(f"leak: labelled faces less than 90% covered, against {args.check}")
+        print(f"  tracked, as written:             {tracked.describe()}")
+        print(f"  frame by frame (tracker off):    {per_frame.describe()}")
+    return 0
+
+
 THRESHOLD_HELP = ("a face when its probability is at least this (default: 0.5; 0.3 for a model that finds every "
                   "face, whose focal loss keeps its scores lower)")
 MODEL_HELP = (".keras, .tflite, .onnx or a run folder (SavedModel folders are refused: a TensorFlow graph can "
@@ -355,6 +390,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=positive_int, default=200, help="frames timed per detector")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (for a smoke test)")
     p.set_defaults(run=_run_bench)
+
+    p = sub.add_parser("blur", help="blur, pixelate or box out every face in a video (the sound is kept)",
+                       description="Every face found is tracked and stays hidden through the frames where the "
+                                   "detector misses it, and from a little before it is first found. The output "
+                                   "is H.264 in MP4, MOV or MKV, the same size and frame rate, each sound stream "
+                                   "kept; it appears only once complete.")
+    p.add_argument("video", help="the video file")
+    p.add_argument("-o", "--out", required=True, help="the blurred video to write (.mp4, .m4v, .mov or .mkv)")
+    p.add_argument("--model", default="yunet", help="yunet (default), haar, or a trained model that finds every face: "
+                   + MODEL_HELP)
+    p.add_argument("--mode", choices=("blur", "pixelate", "box"), default="blur",
+                   help="a strong Gaussian blur (default), large pixels, or a black box")
+    p.add_argument("--margin", type=probability, default=None,
+                   help="grow each face's box by this share of its width and height on each side (default 0.2)")
+    p.add_argument("--whole-frame-when-unsure", action="store_true",
+                   help="hide the whole frame while a face is believed there but not seen (lost and not yet "
+                        "forgotten, or about to be found)")
+    p.add_argument("--threshold", type=probability, default=None,
+                   help="a face when its score is at least this (default: 0.3 for yunet, the model kind's otherwise)")
+    p.add_argument("--check", metavar="LABELS",
+                   help="MOTChallenge ground truth of the video (gt.txt: frame, id, left, top, width, height): print "
+                        "the share of labelled faces left less than 90%% covered, tracked and frame by frame")
+    p.set_defaults(run=_run_blur)
     return parser
 
 

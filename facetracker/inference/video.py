@@ -18,6 +18,7 @@ from facetracker.data.images import MAX_IMAGE_PIXELS
 from facetracker.inference.detect import FaceBox
 from facetracker.inference.draw import draw_faces
 from facetracker.inference.tracking import Tracker
+from facetracker.io.safety import SNIFF_BYTES, sniff_kind
 
 
 def check_frame_size(stream, name: str) -> None:
@@ -40,8 +41,19 @@ def _decoder_limits() -> dict[str, str]:
     return {"max_pixels": str(MAX_IMAGE_PIXELS)}
 
 
+def _damaged_hint(path: str | Path) -> str:
+    """"; ... truncated or damaged" when the file starts as a video container does, else ""."""
+    try:
+        with open(path, "rb") as handle:
+            kind = sniff_kind(handle.read(SNIFF_BYTES))
+    except OSError:
+        return ""
+    named = {"mp4": "an MP4", "mov": "a QuickTime (MOV)", "webm": "a WebM", "avi": "an AVI"}.get(kind or "")
+    return f"; it starts like {named} video, so it is truncated or damaged" if named else ""
+
+
 @contextlib.contextmanager
-def _video_stream(path: str | Path, name: str | None = None):
+def open_video(path: str | Path, name: str | None = None):
     """The file, open, and its first video stream; ValueError naming the file and the problem
     otherwise. `name` is how the file is named in messages (an upload's own name), else its path.
 
@@ -55,7 +67,7 @@ def _video_stream(path: str | Path, name: str | None = None):
         # once its packets are read (FLV, MPEG program streams): the cap could not reach their decoders.
         container = av.open(str(path), options=limits, stream_options=[limits])
     except av.error.FFmpegError as error:
-        raise ValueError(f"{name}: cannot open the video ({error.strerror or error})") from None
+        raise ValueError(f"{name}: cannot open the video ({error.strerror or error}){_damaged_hint(path)}") from None
     except ValueError as error:
         if "does not expose its streams" not in str(error):
             raise
@@ -96,7 +108,7 @@ def upright(image: np.ndarray, degrees: float) -> np.ndarray:
 def video_rate_and_length(path: str | Path, name: str | None = None) -> tuple[Fraction, int]:
     """Frames/s of the file's video stream (25 when it does not say) and its frame count (0 when
     unknown). Raises ValueError when the file cannot be opened as a video."""
-    with _video_stream(path, name) as (_, stream):
+    with open_video(path, name) as (_, stream):
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         return Fraction(rate).limit_denominator(1001), int(stream.frames or 0)
 
@@ -108,7 +120,7 @@ def video_frames(path: str | Path, max_frames: int, max_side: int = 960,
     matrix, or in older files a `rotate` tag), which is applied here as a player applies it."""
     import av
 
-    with _video_stream(path, name) as (container, stream):
+    with open_video(path, name) as (container, stream):
         stream.thread_type = "AUTO"
         tagged = tagged_rotation(stream)
         count = 0
