@@ -1,4 +1,4 @@
-"""`facetracker blur` on real faces: a clip made from group photos and portraits (tests/clip.py), every
+"""`facetracker blur` on real faces: a clip made from group photos and portraits (tests/helpers/clip.py), every
 face labelled in every frame, blurred by the command as a user runs it, its leak measured by `--check`."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from facetracker.evaluation.leak import read_mot_labels
-from tests.clip import build_clip
+from tests.helpers.clip import build_clip
 from tests.conftest import REPO, require
 
 LEAK_TARGET = 0.005
