@@ -16,6 +16,7 @@ from streamlit_webrtc import WebRtcMode, webrtc_streamer
 from app_pages import ui
 from facetracker.data import datasets as data_lib
 from facetracker.inference import live, models
+from facetracker.inference.blur import CoverSettings, blur_video, open_blur_detector
 from facetracker.inference.detect import YUNET
 from facetracker.inference.draw import draw_detection
 from facetracker.inference.live import FRESH_FRAMES, LiveProcessor
@@ -35,7 +36,9 @@ class State:
     PROCESSOR = "detect_processor"
     """The webcam's LiveProcessor, which the frame worker thread holds too."""
     VIDEO_RESULT = "detect_video_result"
-    """(upload and settings, figures, boxed video): a rerun shows it without detecting again."""
+    """(upload and settings, figures, boxed or blurred video): a rerun shows it without detecting again."""
+    BLUR = "detect_blur"
+    """Whether an uploaded video's faces are blurred (to share it) instead of boxed."""
     DATASET = "detect_dataset"
     """Prefix of the widgets choosing the dataset frames are saved into."""
     UPLOAD = "detect_upload"
@@ -198,6 +201,37 @@ def detect_video(uploaded, content: bytes, detector, settings: tuple, smooth: bo
                   x_label="frame", y_label="probability")
 
 
+def blur_uploaded_video(uploaded, content: bytes, model_key: str, detector, version: tuple) -> None:
+    """The video with every face blurred (`facetracker blur`), shown and offered for download."""
+    cache_key = (uploaded.file_id, "blurred", version)
+    result = st.session_state.get(State.VIDEO_RESULT)
+    if result is None or result[0] != cache_key:
+        bar = st.progress(0.0, text="Blurring every face…")
+        with tempfile.TemporaryDirectory(prefix="facetracker-blur-") as tmp:
+            source, target = Path(tmp) / "upload", Path(tmp) / "blurred.mp4"
+            source.write_bytes(content)
+            try:
+                # YuNet counts faces from a lower score when they are hidden (see blur.REFERENCE_THRESHOLD)
+                finder = open_blur_detector(model_key) if model_key == YUNET else detector
+                done = blur_video(source, target, finder, CoverSettings(), name=uploaded.name,
+                                  progress=lambda written, total: bar.progress(
+                                      min(written / max(total, 1), 1.0), text=f"frame {written} of {total}"))
+            except (ValueError, OSError) as error:
+                bar.empty()
+                st.error(f"Cannot blur this video: {ui.literal(ui.readable(error))}")
+                return
+            result = (cache_key, done, target.read_bytes())
+        bar.empty()
+        st.session_state[State.VIDEO_RESULT] = result
+    _, done, video = result
+    st.video(video, format="video/mp4")
+    sound = "its sound kept" if done.sound_streams else "no sound"
+    st.caption(f"{done.frames} frames, {done.faces_seen} faces followed and hidden, also where the model missed "
+               f"them; {sound}")
+    st.download_button("Download the blurred video", video, mime="video/mp4",
+                       file_name=f"{Path(uploaded.name).stem or 'video'}-blurred.mp4")
+
+
 def upload_section(model_key: str, threshold: float, smooth: bool) -> None:
     st.subheader("Detect on a photo or a video file")
     uploaded = st.file_uploader("Photo or video", type=UPLOAD_SUFFIXES, key=State.UPLOAD)
@@ -216,7 +250,12 @@ def upload_section(model_key: str, threshold: float, smooth: bool) -> None:
     if photo:
         detect_image(content, detector)
     elif kind in VIDEO_KINDS or (kind is None and uploaded.name.lower().endswith(".mkv")):
-        detect_video(uploaded, content, detector, (version, threshold, smooth), smooth)
+        if st.toggle("Blur every face (to share the video)", key=State.BLUR,
+                     help="Every face is blurred, also in the frames where the model misses it, and the sound is "
+                          "kept; download the result below it."):
+            blur_uploaded_video(uploaded, content, model_key, detector, version)
+        else:
+            detect_video(uploaded, content, detector, (version, threshold, smooth), smooth)
     else:
         st.error(f"{ui.literal(uploaded.name)}: its content is neither an image (JPEG, PNG, WebP, BMP) nor a video "
                  "(MP4, WebM, AVI, MOV)")

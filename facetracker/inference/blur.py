@@ -8,13 +8,14 @@ its history, not from one frame:
 - a face seen in the frame: its box, grown by `margin` on each side (more while it is just found,
   whose first boxes are the least certain);
 - a face missed between two sightings: the box between them, in proportion to the time;
-- a face lost and not seen again yet: where it was and where it was heading, until the tracker's
-  memory lets it go (`memory_s`);
+- a face lost and not seen again yet: where it was heading, until the tracker's memory lets it go
+  (`memory_s`);
 - a face found now: also in the frames before it was found (`lookback_s`), where it was already
   there but too small, too blurred or too far out of the frame to be found. A file is not live
   video, so frames wait that long before they are written, and these frames are still unwritten.
 
-The three kinds of unseen face are "unsure" and grown by `unsure_margin` more; with
+The three kinds of unseen face are "unsure": grown by `unsure_margin` more, and by `unsure_growth`
+more for each second unseen; with
 `whole_frame_when_unsure` the whole frame is covered instead. `tracked=False` covers each frame's
 detections only, as a per-frame tool would (to compare with).
 
@@ -181,7 +182,8 @@ class FaceCovers:
             self.tracker.update(boxes, scores, t)
             for track in self.tracker.tracks:
                 if track.last_seen == t:
-                    self.sightings.setdefault(track.id, []).append(_Sighting(index, t, np.asarray(track.box, float), track.hits))
+                    sighting = _Sighting(index, t, np.asarray(track.box, float), track.hits)
+                    self.sightings.setdefault(track.id, []).append(sighting)
         else:
             self.detections[index] = boxes
         ready = []
@@ -278,7 +280,6 @@ class FaceCovers:
                 del self.sightings[key]
             elif len(history) > 8 and history[4].t < oldest:
                 del history[:4]
-
 
 
 BLUR_SIGMA = 0.1
