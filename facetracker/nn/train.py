@@ -103,6 +103,7 @@ def train(config: TrainConfig, run_dir: str | Path, *, resume: bool = False, ove
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         ownership.acquire_lock(run_dir)
+        runs.remove_dead_temps(run_dir)
     except OSError as error:  # nothing can be recorded in a folder we cannot write
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -19,6 +19,7 @@ leaves a corrupt model behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -247,3 +248,16 @@ def find_model(path: str | Path) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such model file")
     return path
+
+
+def remove_dead_temps(run_dir: str | Path) -> list[Path]:
+    """Remove the temporary files a writer left when it died mid-write (a kill -9 between writing and
+    renaming), in the run folder and its checkpoint; a process that has just taken the run over calls
+    this, so a killed run's copy or resume carries no leftovers. A temp of a live writer is kept."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
+        for temp, _ in atomic.dead_temps(folder):
+            with contextlib.suppress(OSError):
+                temp.unlink()
+                removed.append(temp)
+    return removed

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import browser as bt
 from tests.conftest import REPO
+from tests.helpers import browser as bt
 
 
 @pytest.fixture(autouse=True)

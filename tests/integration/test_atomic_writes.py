@@ -157,3 +157,21 @@ def test_the_evaluate_command_writes_its_json_through_a_link_on_real_faces(tmp_p
     assert link.is_symlink()
     figures = json.loads((tmp_path / "reports" / "2026-12-07.json").read_text())
     assert figures["faces"]["n_faces"] == 4
+
+
+def test_a_run_taken_over_loses_the_temporary_files_of_a_killed_writer(tmp_path):
+    """A writer killed between writing and renaming leaves its temporary file; the next process to take
+    the run removes it, and keeps one whose writer still runs."""
+    from facetracker.io.atomic import writer_tag
+    from facetracker.runs import run_folder as runs
+
+    run_dir = tmp_path / "run"
+    (run_dir / runs.CHECKPOINT_DIR).mkdir(parents=True)
+    killed = subprocess.run([sys.executable, "-c", "from facetracker.io.atomic import writer_tag; print(writer_tag())"],
+                            cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    dead = [run_dir / f".status.json.{killed}.abc123.tmp", run_dir / runs.CHECKPOINT_DIR / f".state.json.{killed}.def456.tmp"]
+    alive = run_dir / f".metrics.jsonl.{writer_tag()}.ghi789.tmp"
+    for path in [*dead, alive]:
+        path.write_text("{")
+    assert sorted(runs.remove_dead_temps(run_dir)) == sorted(dead)
+    assert not any(p.exists() for p in dead) and alive.exists()

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from facetracker.evaluation.leak import read_mot_labels
-from tests.helpers.clip import build_clip
 from tests.conftest import REPO, require
+from tests.helpers.clip import build_clip
 
 LEAK_TARGET = 0.005
 

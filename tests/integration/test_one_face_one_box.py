@@ -278,8 +278,10 @@ def test_close_up_photos_get_one_box_a_face(short_multi_run, helen, webcam, supp
         doubled["suppression alone"] += boxes_on(face, suppression_alone[-1][0]) >= 2
     photos = len(portraits) + len(frames)
     print(f"\n[one box] close-ups with two boxes on the face, of {photos}: {doubled}")
-    assert doubled["suppression alone"] >= 0.1 * len(portraits), f"the model shows no part-of-face box: {doubled}"
-    assert doubled["photo path"] <= 0.01 * photos, doubled
+    # Short runs of the same recipe differ in how often they box a part of a face
+    # (docs/notes/2026-12-07-one-face-one-box.md): a few dozen such photos show the merge at work.
+    assert doubled["suppression alone"] >= 20, f"the model shows too few part-of-face boxes: {doubled}"
+    assert doubled["photo path"] <= min(0.01 * photos, 0.1 * doubled["suppression alone"]), doubled
 
 
 @pytest.mark.slow
@@ -309,7 +311,7 @@ def copy_photos(samples: list, folder: Path) -> Path:
 
 @pytest.mark.slow
 def test_predict_and_label_write_one_box_a_face(short_multi_run, doubled_portraits, tmp_path):
-    from tests.test_train import cli
+    from tests.helpers.cli import cli
 
     run_dir, _ = short_multi_run
     assert len(doubled_portraits) >= 3, "the model shows no part-of-face box on the held-out portraits"
